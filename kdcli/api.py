@@ -1,0 +1,119 @@
+"""The Python API; every CLI command is a thin call into these functions.
+
+import kdcli
+result = kdcli.distill({"teacher": {"checkpoint": "t.safetensors"}, "student": {"arch": "resnet8"},
+                        "data": {"name": "embedded"}, "train": {"epochs": 2}})
+print(result.report["final"]["last_top1"])
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kdcli.checkpoint import load_model
+from kdcli.config import DataConfig, RunConfig, resolve
+from kdcli.data import build_data
+from kdcli.engine import Reporter, RunResult, autocast_factory, execute, resolve_device, resume_config
+from kdcli.errors import UsageError
+from kdcli.metrics import classification_metrics, count_macs, count_parameters, predict
+from kdcli.models.wrappers import NormalizedModel
+
+EVAL_SCHEMA = "kdcli.eval/1"
+
+
+def _as_config(config: RunConfig | dict[str, Any]) -> RunConfig:
+    return config if isinstance(config, RunConfig) else resolve([("python", config)]).config
+
+
+def distill(config: RunConfig | dict[str, Any], reporter: Reporter | None = None) -> RunResult:
+    """Distill a student from a frozen teacher with the configured strategy (``method.name``)."""
+    config = _as_config(config)
+    if config.method.name == "none":
+        raise UsageError("method 'none' trains without a teacher: use kdcli train")
+    return execute(config, reporter=reporter)
+
+
+def train(config: RunConfig | dict[str, Any], reporter: Reporter | None = None) -> RunResult:
+    """Train a model alone (a teacher, or the student-alone baseline): cross-entropy with the labels."""
+    config = _as_config(config)
+    if config.teacher.arch or config.teacher.checkpoint:
+        raise UsageError("kdcli train trains without a teacher; use kdcli distill to learn from one")
+    config = config.model_copy(update={"method": config.method.model_validate({"name": "none"})})
+    return execute(config, reporter=reporter)
+
+
+def resume(run_dir: str | Path, reporter: Reporter | None = None) -> RunResult:
+    """Continue a stopped run from its last checkpoint, with the configuration it was started with."""
+    run_dir = Path(run_dir)
+    return execute(resume_config(run_dir), resume=True, run_dir=run_dir, reporter=reporter)
+
+
+def evaluate(
+    paths: list[str | Path],
+    data: str | None = None,
+    data_dir: str | None = None,
+    split: str = "test",
+    teacher: str | Path | None = None,
+    device: str = "auto",
+    batch_size: int = 512,
+    min_top1: float | None = None,
+) -> dict[str, Any]:
+    """Evaluate model files on a split: accuracy, NLL, calibration, agreement with a teacher, and cost.
+
+    The data set defaults to the one recorded in each file's metadata. With ``min_top1``, each result says
+    whether it ``passed`` and the summary whether all did (the CLI exits 1 when not).
+    """
+    torch_device = resolve_device(device)
+    autocast = autocast_factory(torch_device, "auto")
+    teacher_predictions: dict[str, torch.Tensor] = {}
+    results = []
+    for raw_path in paths:
+        path = Path(raw_path)
+        model, card = load_model(path)
+        assert card is not None  # load_model refuses files without metadata when no arch is given
+        data_name = data or card.dataset
+        if data_name is None:
+            raise UsageError(f"{path} does not record its data set; pass --data NAME")
+        data_config = DataConfig.model_validate({"name": data_name, "dir": data_dir})
+        bundle = build_data(data_config, torch_device, batch_size, batch_size, seed=0)
+        if bundle.num_classes != card.num_classes:
+            raise UsageError(f"{path} predicts {card.num_classes} classes but {data_name} has {bundle.num_classes}")
+        loader = bundle.split(split)
+        wrapped = NormalizedModel(model, card.mean, card.std, card.in_chans).to(torch_device).eval()
+        started = time.perf_counter()
+        logits, labels = predict(wrapped, loader, autocast)
+        seconds = time.perf_counter() - started
+        result: dict[str, Any] = {
+            "path": str(path),
+            "arch": card.arch,
+            "method": card.method,
+            "dataset": data_name,
+            "split": split,
+            "samples": int(labels.numel()),
+            **classification_metrics(logits, labels),
+            "parameters": count_parameters(model),
+            "macs": count_macs(model, tuple(card.input_size)),
+            "file_bytes": path.stat().st_size,
+            "images_per_second": labels.numel() / seconds,
+        }
+        if teacher is not None:
+            key = f"{data_name}:{split}"
+            if key not in teacher_predictions:
+                teacher_model, teacher_card = load_model(Path(teacher))
+                assert teacher_card is not None
+                teacher_wrapped = (
+                    NormalizedModel(teacher_model, teacher_card.mean, teacher_card.std, teacher_card.in_chans)
+                    .to(torch_device)
+                    .eval()
+                )
+                teacher_predictions[key] = predict(teacher_wrapped, loader, autocast)[0].argmax(1)
+            result["teacher_agreement"] = 100.0 * float(logits.argmax(1).eq(teacher_predictions[key]).float().mean())
+        if min_top1 is not None:
+            result["passed"] = result["top1"] >= min_top1
+        results.append(result)
+    passed = all(r.get("passed", True) for r in results)
+    return {"schema": EVAL_SCHEMA, "min_top1": min_top1, "passed": passed, "results": results}

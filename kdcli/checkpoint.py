@@ -1,0 +1,183 @@
+"""Files kdcli writes and reads: model files (safetensors + metadata) and the resumable training checkpoint.
+
+Every write is atomic: the bytes go to a temporary file in the same folder, are flushed to disk, and the file is
+renamed over the target, so a killed run never leaves a half-written file behind.
+
+A model file is plain safetensors: ``timm.create_model(arch, num_classes=...)`` (after ``import kdcli`` for zoo
+names) loads its tensors with ``load_state_dict``. Its metadata, one string per key as safetensors requires,
+is the :class:`ModelCard`; plain strings are stored as they are and everything else as JSON, so other
+safetensors tools show readable values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ValidationError
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from kdcli import __version__
+from kdcli.errors import UsageError
+from kdcli.models.factory import create_model
+
+MODEL_FORMAT = "kdcli.model/1"
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+class ModelCard(BaseModel):
+    """What a model file says about itself, so that ``kdcli eval FILE`` needs no other flag."""
+
+    arch: str
+    num_classes: int
+    in_chans: int
+    input_size: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    dataset: str | None = None
+    classes: list[str] | None = None
+    method: str | None = None
+    teacher_arch: str | None = None
+    teacher_sha256: str | None = None
+    metrics: dict[str, float] = {}
+    model_kwargs: dict[str, Any] = {}
+    kdcli_version: str = __version__
+
+
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """Run ``write(tmp)`` for a temporary file next to ``path``, fsync it, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _encode_card(card: ModelCard) -> dict[str, str]:
+    metadata = {"format": MODEL_FORMAT}
+    for key, value in card.model_dump(mode="json").items():
+        if value is not None:
+            metadata[key] = value if isinstance(value, str) else json.dumps(value)
+    return metadata
+
+
+def _decode_card(metadata: dict[str, str], path: Path) -> ModelCard:
+    values: dict[str, Any] = {}
+    for key, raw in metadata.items():
+        field = ModelCard.model_fields.get(key)
+        if field is not None:
+            values[key] = raw if field.annotation in (str, str | None) else json.loads(raw)
+    try:
+        return ModelCard.model_validate(values)
+    except ValidationError as exc:
+        raise UsageError(f"{path}: kdcli metadata is damaged ({exc.errors()[0]['loc']}); re-export the model") from None
+
+
+def save_model(path: Path, model: nn.Module, card: ModelCard) -> None:
+    """Write the model's tensors and its card to a safetensors file, atomically."""
+    tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in model.state_dict().items()}
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=_encode_card(card)))
+
+
+def read_model_file(path: Path) -> tuple[dict[str, torch.Tensor], ModelCard | None]:
+    """The tensors of a safetensors file, and its kdcli card when it has one."""
+    if not path.is_file():
+        raise UsageError(f"model file {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118 (not a dict)
+    except (SafetensorError, OSError) as exc:
+        hint = "; convert it with `kdcli import`" if path.suffix in (".pth", ".pt", ".tar") else ""
+        raise UsageError(f"{path} is not a readable safetensors file ({exc}){hint}") from None
+    card = _decode_card(metadata, path) if metadata.get("format") == MODEL_FORMAT else None
+    return tensors, card
+
+
+def read_card(path: Path) -> ModelCard | None:
+    """Only the metadata of a model file (no tensors are read)."""
+    if not path.is_file():
+        raise UsageError(f"model file {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorError, OSError) as exc:
+        raise UsageError(f"{path} is not a readable safetensors file ({exc})") from None
+    return _decode_card(metadata, path) if metadata.get("format") == MODEL_FORMAT else None
+
+
+def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """``load_state_dict(strict=True)`` with a one-line error that names the first mismatches."""
+    result = model.load_state_dict(tensors, strict=False)
+    mismatched = [f"missing {k}" for k in result.missing_keys[:2]] + [
+        f"unexpected {k}" for k in result.unexpected_keys[:2]
+    ]
+    if mismatched:
+        raise UsageError(
+            f"{path} does not fit this architecture ({', '.join(mismatched)}, ...); check the arch and num_classes"
+        )
+
+
+def load_model(
+    path: Path, arch: str | None = None, num_classes: int | None = None
+) -> tuple[nn.Module, ModelCard | None]:
+    """Build the model a file describes (or ``arch`` for a file without kdcli metadata) and load its weights."""
+    tensors, card = read_model_file(path)
+    if card is None and (arch is None or num_classes is None):
+        raise UsageError(f"{path} has no kdcli metadata; name its architecture (--teacher ARCH --teacher-ckpt FILE)")
+    in_chans = card.in_chans if card else _conv_in_chans(tensors)
+    model = create_model(
+        arch or card.arch,  # type: ignore[union-attr]
+        num_classes=num_classes or card.num_classes,  # type: ignore[union-attr]
+        in_chans=in_chans,
+        kwargs=card.model_kwargs if card else None,
+    )
+    try:
+        load_weights(model, tensors, path)
+    except RuntimeError as exc:  # shape mismatch
+        raise UsageError(f"{path} does not fit {arch or card.arch!r}: {str(exc).splitlines()[-1].strip()}") from None  # type: ignore[union-attr]
+    return model, card
+
+
+def _conv_in_chans(tensors: dict[str, torch.Tensor]) -> int:
+    """Input channels of a file without metadata: those of its first 4-D (convolution) weight."""
+    first_conv = next((t for t in tensors.values() if t.dim() == 4), None)
+    return int(first_conv.shape[1]) if first_conv is not None else 3
+
+
+def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
+    atomic_write(run_dir / CHECKPOINT_NAME, lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / CHECKPOINT_NAME
+    if not path.is_file():
+        raise UsageError(f"{run_dir} has no {CHECKPOINT_NAME}; --resume takes a run directory written by kdcli")
+    state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    return state

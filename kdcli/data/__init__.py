@@ -1,0 +1,161 @@
+"""Data sets, subsets and splits, and the loaders the engine iterates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from kdcli.config import DataConfig
+from kdcli.data.loaders import FolderLoader, Loader, TensorLoader, crop_flip
+from kdcli.data.sources import STATS, ImageArrays, load_cifar, load_embedded, load_fashion_mnist
+from kdcli.errors import UsageError
+
+
+@dataclass
+class DataBundle:
+    """Loaders for one run plus what models and reports need to know about the data."""
+
+    name: str
+    classes: list[str]
+    in_chans: int
+    image_size: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    train: Loader
+    test: Loader | None
+    val: Loader | None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def split(self, name: str) -> Loader:
+        loader = {"train": self.train, "test": self.test, "val": self.val}[name]
+        if loader is None:
+            hint = " (add --val-split F)" if name == "val" else ""
+            raise UsageError(f"the {self.name} data has no {name} split{hint}")
+        return loader
+
+
+def stratified_indices(labels: torch.Tensor, count: int, seed: int) -> torch.Tensor:
+    """``count`` indices with each class's share of ``labels`` kept (largest-remainder rounding), chosen at random."""
+    if count >= labels.numel():
+        return torch.arange(labels.numel())
+    generator = torch.Generator().manual_seed(seed)
+    classes, class_sizes = labels.unique(return_counts=True)
+    exact = class_sizes.double() * count / labels.numel()
+    quota = exact.floor().long()
+    leftover = count - int(quota.sum())
+    quota[(exact - quota).argsort(descending=True)[:leftover]] += 1
+    chosen = []
+    for label, take in zip(classes.tolist(), quota.tolist(), strict=True):
+        members = (labels == label).nonzero().squeeze(1)
+        chosen.append(members[torch.randperm(members.numel(), generator=generator)[:take]])
+    return torch.cat(chosen).sort().values
+
+
+def _pad_to(arrays: ImageArrays, size: int | None) -> ImageArrays:
+    if size is None:
+        return arrays
+    height, width = arrays.images.shape[-2:]
+    if size < max(height, width):
+        raise UsageError(f"data.image_size={size} is smaller than the images ({height}×{width}); it only pads")
+    top, left = (size - height) // 2, (size - width) // 2
+    padded = F.pad(arrays.images, (left, size - width - left, top, size - height - top))
+    return ImageArrays(padded, arrays.labels)
+
+
+def _default_image_size(name: str) -> int | None:
+    # The FMNIST-5k protocol pads 28×28 to 32×32, the input size of the CIFAR zoo.
+    return 32 if name in ("fashion-mnist", "embedded") else None
+
+
+def build_data(
+    config: DataConfig, device: torch.device, batch_size: int, eval_batch_size: int, seed: int
+) -> DataBundle:
+    """Load the configured data set, cut the subset and the validation split, and make the loaders."""
+    if config.name == "imagefolder":
+        return _build_imagefolder(config, device, batch_size, eval_batch_size, seed)
+    if config.name == "fashion-mnist":
+        train, test, classes = load_fashion_mnist(config.dir)
+    elif config.name == "embedded":
+        train, test, classes = load_embedded()
+    else:
+        train, test, classes = load_cifar(config.name, config.dir, config.download)
+    size = config.image_size or _default_image_size(config.name)
+    train, test = _pad_to(train, size), _pad_to(test, size)
+    if config.train_subset is not None:
+        train = train.select(stratified_indices(train.labels, config.train_subset, config.subset_seed))
+    val = None
+    if config.val_split > 0:
+        held_out = stratified_indices(train.labels, round(config.val_split * len(train)), config.subset_seed + 1)
+        keep = torch.ones(len(train), dtype=torch.bool)
+        keep[held_out] = False
+        train, val = train.select(keep.nonzero().squeeze(1)), train.select(held_out)
+    mean, std = STATS[config.name]
+
+    def eval_loader(arrays: ImageArrays) -> TensorLoader:
+        return TensorLoader(arrays.images, arrays.labels, eval_batch_size, device)
+
+    return DataBundle(
+        name=config.name,
+        classes=classes,
+        in_chans=int(train.images.shape[1]),
+        image_size=(int(train.images.shape[2]), int(train.images.shape[3])),
+        mean=mean,
+        std=std,
+        train=TensorLoader(
+            train.images,
+            train.labels,
+            batch_size,
+            device,
+            shuffle=True,
+            crop_padding=config.crop_padding,
+            hflip=config.hflip,
+            seed=seed,
+        ),
+        test=eval_loader(test),
+        val=eval_loader(val) if val is not None else None,
+    )
+
+
+def _build_imagefolder(
+    config: DataConfig, device: torch.device, batch_size: int, eval_batch_size: int, seed: int
+) -> DataBundle:
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, ImageDataset, create_transform
+
+    if config.dir is None or not (Path(config.dir) / "train").is_dir():
+        raise UsageError(f"imagefolder needs --data-dir DIR with train/ and val/ class folders (got {config.dir})")
+    if config.train_subset is not None or config.val_split > 0:
+        raise UsageError("--train-subset and --val-split work on in-memory data sets; split the folders instead")
+    root = Path(config.dir)
+    size = config.image_size or 224
+    # mean 0, std 1: the transforms only scale to [0, 1]; each model normalizes its own input.
+    zero, one = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    train_set = ImageDataset(
+        str(root / "train"), transform=create_transform(size, is_training=True, mean=zero, std=one)
+    )
+    val_dir = root / "val"
+    test_set = (
+        ImageDataset(str(val_dir), transform=create_transform(size, mean=zero, std=one)) if val_dir.is_dir() else None
+    )
+    classes = sorted(train_set.reader.class_to_idx, key=train_set.reader.class_to_idx.get)
+    return DataBundle(
+        name="imagefolder",
+        classes=classes,
+        in_chans=3,
+        image_size=(size, size),
+        mean=IMAGENET_DEFAULT_MEAN,
+        std=IMAGENET_DEFAULT_STD,
+        train=FolderLoader(train_set, batch_size, device, shuffle=True, workers=config.workers, seed=seed),
+        test=FolderLoader(test_set, eval_batch_size, device, shuffle=False, workers=config.workers)
+        if test_set
+        else None,
+        val=None,
+    )
+
+
+__all__ = ["DataBundle", "ImageArrays", "Loader", "TensorLoader", "build_data", "crop_flip", "stratified_indices"]

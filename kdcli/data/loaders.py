@@ -1,0 +1,144 @@
+"""Batch iterators. Small data sets live on the training device as uint8; shuffling, random crop, flip and the
+conversion to float happen there, in whole-batch tensor operations, with no DataLoader and no host round trip.
+
+Randomness comes from a generator seeded by (seed, epoch), so an epoch draws the same batches and augmentations
+whether the run went straight through or was resumed: that is what makes ``--resume`` reproduce a run exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+class Loader(Protocol):
+    """What the engine iterates: float images in [0, 1] and int64 labels, both on the training device."""
+
+    num_samples: int
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]: ...
+
+    def set_epoch(self, epoch: int) -> None: ...
+
+
+def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed * 1_000_003 + epoch)
+    return generator
+
+
+def crop_flip(images: Tensor, offsets: Tensor, flips: Tensor, padding: int) -> Tensor:
+    """Zero-pad each image by ``padding``, cut the window at ``offsets[i] = (dy, dx)`` and mirror where ``flips``.
+
+    Equal to torchvision's ``RandomCrop(size, padding)`` + ``RandomHorizontalFlip`` for the same draws, done for the
+    whole batch in one gather.
+    """
+    batch, channels, height, width = images.shape
+    padded = F.pad(images, (padding, padding, padding, padding)) if padding else images
+    rows = offsets[:, 0, None] + torch.arange(height, device=images.device)  # (B, H)
+    cols = offsets[:, 1, None] + torch.arange(width, device=images.device)  # (B, W)
+    cols = torch.where(flips[:, None], cols.flip(1), cols)
+    batch_index = torch.arange(batch, device=images.device)[:, None, None, None]
+    channel_index = torch.arange(channels, device=images.device)[None, :, None, None]
+    return padded[batch_index, channel_index, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+class TensorLoader:
+    """Batches of an in-memory split, optionally shuffled and augmented with random crop and flip."""
+
+    def __init__(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        batch_size: int,
+        device: torch.device,
+        shuffle: bool = False,
+        crop_padding: int = 0,
+        hflip: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self.images = images.to(device)
+        self.labels = labels.to(device)
+        self.batch_size = batch_size
+        self.device = device
+        self.shuffle = shuffle
+        self.crop_padding = crop_padding
+        self.hflip = hflip
+        self.seed = seed
+        self.epoch = 0
+        self.num_samples = int(labels.numel())
+
+    def __len__(self) -> int:
+        return -(-self.num_samples // self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        generator = epoch_generator(self.seed, self.epoch, self.device)
+        if self.shuffle:
+            order = torch.randperm(self.num_samples, generator=generator, device=self.device)
+        else:
+            order = torch.arange(self.num_samples, device=self.device)
+        augment = self.crop_padding > 0 or self.hflip
+        for start in range(0, self.num_samples, self.batch_size):
+            index = order[start : start + self.batch_size]
+            images = self.images[index]
+            if augment:
+                size = index.numel()
+                offsets = torch.randint(
+                    0, 2 * self.crop_padding + 1, (size, 2), generator=generator, device=self.device
+                )
+                flips = torch.rand(size, generator=generator, device=self.device) < 0.5
+                images = crop_flip(images, offsets, flips & self.hflip, self.crop_padding)
+            yield images.float().div_(255), self.labels[index]
+
+
+class FolderLoader:
+    """An image-folder split through a DataLoader with worker processes and pinned memory (timm transforms).
+
+    The transforms scale to [0, 1] without normalizing; as for the tensor loader, each model normalizes its own input.
+    """
+
+    def __init__(
+        self,
+        dataset: torch.utils.data.Dataset,
+        batch_size: int,
+        device: torch.device,
+        shuffle: bool,
+        workers: int,
+        seed: int = 0,
+    ) -> None:
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.device = device
+        self.shuffle = shuffle
+        self.workers = workers
+        self.seed = seed
+        self.epoch = 0
+        self.num_samples = len(dataset)  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return -(-self.num_samples // self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        loader = torch.utils.data.DataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            shuffle=self.shuffle,
+            num_workers=self.workers,
+            pin_memory=self.device.type == "cuda",
+            generator=epoch_generator(self.seed, self.epoch, torch.device("cpu")),
+            persistent_workers=False,
+        )
+        for images, labels in loader:
+            yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)

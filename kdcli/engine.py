@@ -1,0 +1,498 @@
+"""The training loop behind ``kdcli train`` and ``kdcli distill``.
+
+One step: the frozen teacher's outputs (no autograd), the student's logits, the strategy's named losses, one
+optimizer step over the student and the strategy's own parameters, one scheduler step. After every epoch the
+splits are evaluated, ``metrics.jsonl`` is rewritten and a resumable checkpoint is written atomically, so a run
+killed at any point resumes from its last finished epoch and ends at the same weights as an uninterrupted one.
+A non-finite loss stops the run before anything of that epoch is saved: the last good checkpoint stays.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import Tensor, nn
+
+from kdcli import __version__
+from kdcli.checkpoint import (
+    CHECKPOINT_NAME,
+    ModelCard,
+    atomic_write_text,
+    load_checkpoint,
+    load_model,
+    load_weights,
+    read_model_file,
+    save_checkpoint,
+    save_model,
+    sha256_file,
+)
+from kdcli.config import RunConfig, ScheduleConfig, dump, read_yaml, resolve
+from kdcli.data import DataBundle, Loader, build_data
+from kdcli.errors import Interrupted, RunFailed, UsageError
+from kdcli.metrics import classification_metrics, count_macs, count_parameters, predict
+from kdcli.models.factory import create_model, shadow_hint
+from kdcli.models.wrappers import FrozenTeacher, NormalizedModel
+from kdcli.report import build_report, write_reports
+from kdcli.strategies import Strategy, get_strategy
+
+ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+
+
+class Reporter:
+    """Receives progress; the CLI shows it with rich on stderr, the Python API is silent by default."""
+
+    def note(self, message: str) -> None:
+        """A one-line remark for the user (a warning, the teacher check)."""
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None: ...
+
+    def advance(self) -> None: ...
+
+    def end_epoch(self, record: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    report: dict[str, Any]
+    student_path: Path
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA, then MPS, then the CPU; an explicit device that is absent is a usage error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError("--device mps was asked for but MPS is not available; use --device cpu or auto")
+    return device
+
+
+def autocast_factory(device: torch.device, precision: str) -> Callable[[], contextlib.AbstractContextManager[Any]]:
+    """bf16 autocast on CUDA by default (``precision: auto``), fp32 elsewhere."""
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    if not use_bf16:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def resolve_checkpoint_path(reference: str) -> Path:
+    """A checkpoint reference: a path, or ``kdcli:NAME`` for a model file shipped with kdcli."""
+    if reference.startswith("kdcli:"):
+        return ASSETS_DIR / reference.removeprefix("kdcli:")
+    return Path(reference).expanduser()
+
+
+def lr_factor(schedule: ScheduleConfig, epoch: float, epochs: int) -> float:
+    """The multiplier of each group's base learning rate at a fractional epoch (a step-wise schedule).
+
+    ``step`` drops by ``gamma`` at each milestone epoch (RepDistiller's MultiStepLR); ``cosine`` anneals to
+    ``min_lr`` (as a fraction of the base rate when the base is 1); ``onecycle`` warms up over ``warmup_epochs``
+    (30% of the run when unset) and then anneals by a cosine, as in Smith's one-cycle policy. Any schedule
+    warms up linearly over ``warmup_epochs``.
+    """
+    warmup = schedule.warmup_epochs
+    if schedule.name == "onecycle" and warmup == 0:
+        warmup = 0.3 * epochs
+    if warmup > 0 and epoch < warmup:
+        return (epoch + 1e-3) / warmup if schedule.name != "onecycle" else 0.04 + 0.96 * epoch / warmup
+    if schedule.name == "constant":
+        return 1.0
+    if schedule.name == "step":
+        return float(schedule.gamma ** sum(1 for m in schedule.milestones if int(epoch) >= m))
+    progress = min(1.0, (epoch - warmup) / max(epochs - warmup, 1e-9))
+    floor = schedule.min_lr if schedule.name == "cosine" else 0.0
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@dataclass
+class Teacher:
+    module: FrozenTeacher
+    arch: str
+    sha256: str | None
+    path: Path | None
+    card: ModelCard | None
+
+
+def load_teacher(config: RunConfig, data: DataBundle, device: torch.device) -> Teacher:
+    """The frozen teacher, refused when it has no trained weights (unless explicitly allowed)."""
+    spec = config.teacher
+    if spec.checkpoint is None and not spec.pretrained:
+        if not config.train.allow_untrained_teacher:
+            raise UsageError(
+                "the teacher has no trained weights: pass --teacher-ckpt FILE (or --teacher FILE.safetensors); "
+                "--allow-untrained-teacher distills from random weights for smoke tests"
+            )
+        if spec.arch is None:
+            raise UsageError("name the teacher architecture: --teacher ARCH")
+        model = create_model(spec.arch, data.num_classes, spec.in_chans or data.in_chans, kwargs=spec.kwargs)
+        return Teacher(
+            FrozenTeacher(model, data.mean, data.std, spec.in_chans or data.in_chans).to(device),
+            spec.arch,
+            None,
+            None,
+            None,
+        )
+    if spec.checkpoint is None:  # timm hub weights
+        assert spec.arch is not None
+        model = create_model(spec.arch, data.num_classes, spec.in_chans or 3, pretrained=True, kwargs=spec.kwargs)
+        cfg = getattr(model, "pretrained_cfg", {})
+        mean, std = cfg.get("mean", data.mean), cfg.get("std", data.std)
+        return Teacher(FrozenTeacher(model, mean, std, spec.in_chans or 3).to(device), spec.arch, None, None, None)
+    path = resolve_checkpoint_path(spec.checkpoint)
+    model, card = load_model(path, arch=spec.arch, num_classes=data.num_classes)
+    if card is not None:
+        if spec.arch is not None and spec.arch != card.arch:
+            raise UsageError(f"{path} holds a {card.arch!r}, not the {spec.arch!r} named by --teacher")
+        if card.num_classes != data.num_classes:
+            raise UsageError(
+                f"the teacher {path} predicts {card.num_classes} classes but {data.name} has {data.num_classes}"
+            )
+    mean, std = (card.mean, card.std) if card else (data.mean, data.std)
+    in_chans = card.in_chans if card else int(_first_conv_channels(model))
+    arch = card.arch if card else str(spec.arch)
+    return Teacher(FrozenTeacher(model, mean, std, in_chans).to(device), arch, sha256_file(path), path, card)
+
+
+def _first_conv_channels(model: nn.Module) -> int:
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    return conv.in_channels if conv is not None else 3
+
+
+def build_student(config: RunConfig, data: DataBundle, device: torch.device) -> NormalizedModel:
+    spec = config.student
+    if spec.arch is None:
+        raise UsageError("name the student architecture: --student ARCH (or --model ARCH for kdcli train)")
+    in_chans = spec.in_chans or data.in_chans
+    model = create_model(spec.arch, data.num_classes, in_chans, pretrained=spec.pretrained, kwargs=spec.kwargs)
+    if spec.checkpoint is not None:
+        path = resolve_checkpoint_path(spec.checkpoint)
+        tensors, _ = read_model_file(path)
+        load_weights(model, tensors, path)
+    return NormalizedModel(model, data.mean, data.std, in_chans).to(device)
+
+
+def evaluate_split(
+    model: Callable[[Tensor], Tensor], loader: Loader, autocast: Callable[[], contextlib.AbstractContextManager[Any]]
+) -> dict[str, float]:
+    logits, labels = predict(model, loader, autocast)
+    return classification_metrics(logits, labels)
+
+
+def default_run_dir(config: RunConfig) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    if config.method.name == "none":
+        name = f"{stamp}-train-{config.student.arch}"
+    else:
+        teacher = config.teacher.arch or Path(config.teacher.checkpoint or "teacher").stem
+        name = f"{stamp}-{config.method.name}-{teacher}-{config.student.arch}"
+    return Path(config.output.root) / name.replace("/", "_")
+
+
+def config_yaml(config: RunConfig) -> str:
+    header = (
+        f"# kdcli {__version__} resolved configuration; repeat the run with: kdcli {{train|distill}} --config FILE\n"
+    )
+    return header + yaml.safe_dump(dump(config), sort_keys=False)
+
+
+@dataclass
+class Run:
+    """Everything one training run holds while it runs."""
+
+    config: RunConfig
+    run_dir: Path
+    device: torch.device
+    data: DataBundle
+    student: NormalizedModel
+    strategy: Strategy
+    teacher: Teacher | None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    autocast: Callable[[], contextlib.AbstractContextManager[Any]]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    teacher_check: dict[str, Any] | None = None
+    best: dict[str, Any] | None = None
+    epoch: int = 0
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "student": self.student.model.state_dict(),
+            "strategy": self.strategy.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "history": self.history,
+            "teacher_check": self.teacher_check,
+            "best": self.best,
+            "rng": torch.get_rng_state(),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.student.model.load_state_dict(state["student"])
+        self.strategy.load_state_dict(state["strategy"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.history = list(state["history"])
+        self.teacher_check = state["teacher_check"]
+        self.best = state["best"]
+        self.epoch = int(state["epoch"])
+        torch.set_rng_state(state["rng"])
+
+
+def setup(config: RunConfig, run_dir: Path | None) -> Run:
+    """Build data, models, strategy, optimizer and schedule for a configuration."""
+    device = resolve_device(config.train.device)
+    torch.manual_seed(config.train.seed)
+    data = build_data(config.data, device, config.train.batch_size, config.train.eval_batch_size, config.train.seed)
+    strategy_cls = get_strategy(config.method.name)
+    teacher = load_teacher(config, data, device) if strategy_cls.needs_teacher else None
+    student = build_student(config, data, device)
+    features = None
+    if teacher is not None and strategy_cls.needs_teacher_features:
+        features = _teacher_feature_width(teacher)
+    options = strategy_cls.Options.model_validate(config.method_options)
+    strategy = strategy_cls(options, data.num_classes, features).to(device)
+    optim = config.optim
+    groups: list[dict[str, Any]] = [{"params": list(student.parameters()), "name": "student"}]
+    groups += strategy.parameter_groups()
+    optimizer: torch.optim.Optimizer
+    if optim.name == "sgd":
+        optimizer = torch.optim.SGD(
+            groups, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay, nesterov=optim.nesterov
+        )
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=optim.lr, weight_decay=optim.weight_decay)
+    steps_per_epoch = len(data.train)
+    epochs = config.train.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(config.schedule, step / steps_per_epoch, epochs)
+    )
+    return Run(
+        config,
+        run_dir or default_run_dir(config),
+        device,
+        data,
+        student,
+        strategy,
+        teacher,
+        optimizer,
+        scheduler,
+        autocast_factory(device, config.train.precision),
+    )
+
+
+def _teacher_feature_width(teacher: Teacher) -> int:
+    model = teacher.module.model
+    if not (hasattr(model, "forward_head") and hasattr(model, "num_features")):
+        raise UsageError(
+            f"the teacher {teacher.arch!r} has no forward_head(pre_logits=True) to give pre-logit features; "
+            "this method needs a timm classifier that has one"
+        )
+    width = model.num_features
+    assert isinstance(width, int)
+    return width
+
+
+def check_teacher(run: Run, reporter: Reporter) -> dict[str, Any]:
+    """Measure the teacher on the evaluation split before distilling, and say when it looks untrained."""
+    assert run.teacher is not None
+    split = run.config.data.eval_split
+    metrics = evaluate_split(run.teacher.module, run.data.split(split), run.autocast)
+    check = {
+        "arch": run.teacher.arch,
+        "split": split,
+        "sha256": run.teacher.sha256,
+        "path": str(run.teacher.path) if run.teacher.path else None,
+        "parameters": count_parameters(run.teacher.module.model),
+        **metrics,
+    }
+    chance = 100.0 / run.data.num_classes
+    reporter.note(f"teacher {run.teacher.arch}: top-1 {metrics['top1']:.2f}% on {split}")
+    if metrics["top1"] < 2 * chance:
+        reporter.note(
+            f"warning: the teacher is near chance ({metrics['top1']:.1f}% for {run.data.num_classes} classes); "
+            "check that its weights, classes and normalization match this data"
+        )
+    return check
+
+
+def train_epoch(run: Run, reporter: Reporter) -> dict[str, float]:
+    """One pass over the training split; losses accumulate on the device and are read once, at the end."""
+    run.student.train()
+    run.strategy.train()
+    features = run.strategy.needs_teacher_features
+    sums: dict[str, Tensor] = {}
+    correct = torch.zeros((), device=run.device)
+    seen = 0
+    loader = run.data.train
+    loader.set_epoch(run.epoch)
+    for images, labels in loader:
+        with run.autocast():
+            teacher_out = run.teacher.module.predict(images, features) if run.teacher is not None else None
+            logits = run.student(images)
+            losses = run.strategy(logits, teacher_out, labels)
+        loss = torch.stack(list(losses.values())).sum()
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        run.scheduler.step()
+        batch = labels.numel()
+        for name, value in (("loss", loss), *losses.items()):
+            sums[name] = sums.get(name, torch.zeros((), device=run.device)) + value.detach().float() * batch
+        correct += logits.detach().argmax(1).eq(labels).sum()
+        seen += batch
+        reporter.advance()
+    means = {f"train_{name}": float(total) / seen for name, total in sums.items()}
+    means["train_top1"] = 100.0 * float(correct) / seen
+    return means
+
+
+def run_epochs(run: Run, reporter: Reporter) -> None:
+    epochs = run.config.train.epochs
+    while run.epoch < epochs:
+        reporter.start_epoch(run.epoch, epochs, len(run.data.train))
+        lr = run.optimizer.param_groups[0]["lr"]
+        started = time.perf_counter()
+        record: dict[str, Any] = {"epoch": run.epoch + 1, "lr": lr, **train_epoch(run, reporter)}
+        if run.device.type == "cuda":
+            torch.cuda.synchronize(run.device)
+        seconds = time.perf_counter() - started
+        if not all(math.isfinite(v) for k, v in record.items() if k.startswith("train_")):
+            raise RunFailed(
+                f"the loss became non-finite in epoch {run.epoch + 1} ({record['train_loss']}); the last good "
+                f"checkpoint (epoch {run.epoch}) is kept in {run.run_dir}; lower --lr and resume with --resume"
+            )
+        record["seconds"] = seconds
+        record["images_per_second"] = run.data.train.num_samples / seconds
+        run.student.eval()
+        for split in ("val", "test"):
+            loader = {"val": run.data.val, "test": run.data.test}[split]
+            if loader is not None:
+                metrics = evaluate_split(run.student, loader, run.autocast)
+                record.update({f"{split}_{k}": v for k, v in metrics.items()})
+        run.epoch += 1
+        run.history.append(record)
+        if run.data.val is not None and (run.best is None or record["val_top1"] > run.best["val_top1"]):
+            run.best = {
+                "epoch": run.epoch,
+                "val_top1": record["val_top1"],
+                "test_top1": record.get("test_top1"),
+                "student": {k: v.detach().clone() for k, v in run.student.model.state_dict().items()},
+            }
+        write_metrics(run)
+        save_checkpoint(run.run_dir, run.state())
+        reporter.end_epoch(record)
+
+
+def write_metrics(run: Run) -> None:
+    atomic_write_text(run.run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in run.history))
+
+
+def student_card(run: Run, metrics: dict[str, float]) -> ModelCard:
+    return ModelCard(
+        arch=str(run.config.student.arch),
+        num_classes=run.data.num_classes,
+        in_chans=run.student.in_chans,
+        input_size=(run.student.in_chans, *run.data.image_size),
+        mean=run.data.mean,
+        std=run.data.std,
+        dataset=run.data.name,
+        classes=run.data.classes,
+        method=run.config.method.name,
+        teacher_arch=run.teacher.arch if run.teacher else None,
+        teacher_sha256=run.teacher.sha256 if run.teacher else None,
+        metrics=metrics,
+        model_kwargs=run.config.student.kwargs,
+    )
+
+
+def finish(run: Run, wall_seconds: float) -> RunResult:
+    """Export the student (and the best-on-val student), and write report.json and report.md."""
+    last = run.history[-1]
+    final = {"last_top1": last.get("test_top1"), "last_top5": last.get("test_top5")}
+    student_path = run.run_dir / "student.safetensors"
+    save_model(student_path, run.student.model, student_card(run, {k: v for k, v in final.items() if v is not None}))
+    if run.best is not None:
+        best_model = create_model(
+            str(run.config.student.arch), run.data.num_classes, run.student.in_chans, kwargs=run.config.student.kwargs
+        )
+        best_model.load_state_dict(run.best["student"])
+        save_model(
+            run.run_dir / "student-best.safetensors",
+            best_model,
+            student_card(run, {"test_top1": run.best["test_top1"], "val_top1": run.best["val_top1"]}),
+        )
+    model = run.student.model
+    cost = {
+        "arch": run.config.student.arch,
+        "parameters": count_parameters(model),
+        "macs": count_macs(model, (run.student.in_chans, *run.data.image_size)),
+        "file_bytes": student_path.stat().st_size,
+        "extra_training_parameters": run.strategy.extra_parameter_count(),
+    }
+    report = build_report(run.config, run.history, cost, run.teacher_check, run.best, wall_seconds, run.device)
+    write_reports(run.run_dir, report)
+    return RunResult(run.run_dir, report, student_path)
+
+
+def execute(
+    config: RunConfig, resume: bool = False, run_dir: Path | None = None, reporter: Reporter | None = None
+) -> RunResult:
+    """Run (or, with ``resume``, continue) a training or distillation run and write its outputs."""
+    reporter = reporter or Reporter()
+    run_dir = run_dir or (Path(config.output.dir) if config.output.dir else None)
+    if not resume and run_dir is not None and (run_dir / CHECKPOINT_NAME).exists():
+        raise UsageError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
+    hint = shadow_hint(config.student.arch or "") or shadow_hint(config.teacher.arch or "")
+    if hint:
+        reporter.note(f"note: {hint}")
+    run = setup(config, run_dir)
+    started = time.perf_counter()
+    if resume:
+        state = load_checkpoint(run.run_dir)
+        run.restore(state)
+        started -= sum(r["seconds"] for r in run.history)
+        reporter.note(f"resuming {run.run_dir} after epoch {run.epoch} of {config.train.epochs}")
+    else:
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run.run_dir / "config.yaml", config_yaml(config))
+        if run.teacher is not None:
+            run.teacher_check = check_teacher(run, reporter)
+        save_checkpoint(run.run_dir, run.state())  # resumable from the very start
+    try:
+        run_epochs(run, reporter)
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"interrupted; the checkpoint after epoch {run.epoch} is in {run.run_dir}: "
+            f"continue with `kdcli {'train' if config.method.name == 'none' else 'distill'} --resume {run.run_dir}`"
+        ) from None
+    finally:
+        reporter.close()
+    return finish(run, time.perf_counter() - started)
+
+
+def resume_config(run_dir: Path) -> RunConfig:
+    """The configuration a run directory was started with."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise UsageError(f"{run_dir} is not a kdcli run directory (no config.yaml)")
+    return resolve([(f"config {path}", read_yaml(path))]).config

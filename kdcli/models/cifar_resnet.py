@@ -1,0 +1,254 @@
+"""CIFAR ResNets (He et al. 2016, "Deep Residual Learning for Image Recognition", Sec. 4.2) as timm models.
+
+Definitions as in RepDistiller (Tian et al., CRD, ICLR 2020) for checkpoint compatibility: module names, widths and
+initialization follow ``models/resnet.py`` of https://github.com/HobbitLong/RepDistiller (BSD-2-Clause), so the
+``state_dict`` inside its ``{'model': state_dict}`` checkpoints loads with ``strict=True``. The code is an independent
+rewrite in timm's style; global average pooling replaces the fixed 8x8 pool, which is the same function on 32x32
+inputs and also accepts other sizes (28x28 MNIST-like images, for instance).
+
+``resnet{d}`` stacks ``(d - 2) / 6`` basic blocks in each of three stages of widths 16, 32 and 64 after a 16-channel
+stem. ``resnet8x4`` and ``resnet32x4`` are RepDistiller's wide variants: stages four times wider (64, 128, 256) but a
+stem only twice as wide (32), so their first stage starts with a 1x1 projection.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch.nn.functional as F
+from timm.layers import create_classifier
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from torch import Tensor, nn
+
+__all__ = ["CIFAR100_MEAN", "CIFAR100_STD", "BasicBlock", "CifarResNet"]
+
+CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
+CIFAR100_STD = (0.2675, 0.2565, 0.2761)
+
+_WIDTHS = (16, 16, 32, 64)
+_WIDTHS_X4 = (32, 64, 128, 256)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions plus a shortcut that is the identity or a 1x1 projection.
+
+    Projections are He et al.'s option B; their own CIFAR networks used zero-padded identities (option A) instead.
+
+    The attribute names ``conv1``, ``bn1``, ``conv2``, ``bn2`` and ``downsample`` are RepDistiller's and are relied
+    upon: they are the checkpoint keys, and code that edits blocks (e.g. swapping ``conv1`` and ``conv2`` of a
+    shape-preserving block) addresses them by name.
+
+    Args:
+        in_chs: Input channels.
+        out_chs: Output channels.
+        stride: Stride of the first convolution and of the projection.
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_chs, out_chs, kernel_size=3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_chs)
+        self.act1 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(out_chs, out_chs, kernel_size=3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_chs)
+        self.downsample: nn.Sequential | None = None
+        if stride != 1 or in_chs != out_chs:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_chs, out_chs, kernel_size=1, stride=stride, bias=False),
+                nn.BatchNorm2d(out_chs),
+            )
+        # Not in place, so a forward pre-hook on act2 sees the pre-activation sum (RepDistiller's ``preact`` feature).
+        self.act2 = nn.ReLU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        out = self.act1(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.act2(out + shortcut)
+
+
+def _make_stage(in_chs: int, out_chs: int, depth: int, stride: int) -> nn.Sequential:
+    blocks = [BasicBlock(in_chs, out_chs, stride)]
+    blocks += [BasicBlock(out_chs, out_chs) for _ in range(depth - 1)]
+    return nn.Sequential(*blocks)
+
+
+def _init_weights(module: nn.Module) -> None:
+    # RepDistiller leaves the Linear classifier at PyTorch's default initialization.
+    if isinstance(module, nn.Conv2d):
+        nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+class CifarResNet(nn.Module):
+    """ResNet for 32x32 images: a 3x3 stem and three stages of basic blocks, the last two downsampling by 2.
+
+    Args:
+        depth: Number of weighted layers, ``6n + 2`` for ``n`` blocks per stage.
+        widths: Channels of the stem and of the three stages.
+        num_classes: Classifier outputs; 0 leaves the classifier out.
+        in_chans: Input image channels.
+        global_pool: timm global pooling type.
+        drop_rate: Dropout before the classifier (RepDistiller uses none).
+    """
+
+    def __init__(
+        self,
+        depth: int,
+        widths: tuple[int, int, int, int],
+        num_classes: int = 100,
+        in_chans: int = 3,
+        global_pool: str = "avg",
+        drop_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if depth < 8 or (depth - 2) % 6:
+            raise ValueError(f"CIFAR ResNet depth must be 6n + 2 with n >= 1, got {depth}")
+        blocks_per_stage = (depth - 2) // 6
+        self.num_classes = num_classes
+        self.drop_rate = drop_rate
+
+        self.conv1 = nn.Conv2d(in_chans, widths[0], kernel_size=3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.relu = nn.ReLU(inplace=True)
+        self.layer1 = _make_stage(widths[0], widths[1], blocks_per_stage, stride=1)
+        self.layer2 = _make_stage(widths[1], widths[2], blocks_per_stage, stride=2)
+        self.layer3 = _make_stage(widths[2], widths[3], blocks_per_stage, stride=2)
+
+        self.num_features = widths[3]
+        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool)
+        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
+        self.apply(_init_weights)
+
+    def get_classifier(self) -> nn.Module:
+        """Returns the final Linear layer (``nn.Identity`` when built with ``num_classes=0``)."""
+        return self.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replaces the classifier with a freshly initialized one.
+
+        Args:
+            num_classes: New number of outputs; 0 removes the classifier.
+            global_pool: New pooling type; the current one is kept when None.
+        """
+        self.num_classes = num_classes
+        pool_type = self.global_pool.pool_type if global_pool is None else global_pool
+        self.global_pool, fc = create_classifier(self.num_features, num_classes, pool_type=pool_type)
+        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
+        ref = next(self.parameters())
+        self.fc = fc.to(device=ref.device, dtype=ref.dtype)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Returns the last stage's feature map, before global pooling."""
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer1(x)
+        x = self.layer2(x)
+        return self.layer3(x)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """Pools and flattens ``x``; returns those features when ``pre_logits`` is set, else the logits."""
+        x = self.global_pool(x)
+        if self.drop_rate:
+            x = F.dropout(x, p=self.drop_rate, training=self.training)
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _create_cifar_resnet(variant: str, pretrained: bool = False, **kwargs: Any) -> CifarResNet:
+    return build_model_with_cfg(CifarResNet, variant, pretrained, **kwargs)
+
+
+def _cfg(**kwargs: Any) -> dict[str, Any]:
+    return {
+        "url": "",
+        "num_classes": 100,
+        "input_size": (3, 32, 32),
+        "pool_size": (8, 8),
+        "crop_pct": 1.0,
+        "interpolation": "bilinear",
+        "mean": CIFAR100_MEAN,
+        "std": CIFAR100_STD,
+        "first_conv": "conv1",
+        "classifier": "fc",
+        # Definitions (and the CIFAR-100 checkpoints they load) come from RepDistiller, BSD-2-Clause.
+        "license": "bsd-2-clause",
+        "origin_url": "https://github.com/HobbitLong/RepDistiller",
+        "paper_ids": "arXiv:1512.03385",
+        **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs(
+    {
+        name: _cfg()
+        for name in (
+            "resnet8",
+            "resnet14",
+            "resnet20",
+            "resnet32",
+            "resnet44",
+            "resnet56",
+            "resnet110",
+            "resnet8x4",
+            "resnet32x4",
+        )
+    }
+)
+
+
+@register_model
+def resnet8(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
+    """ResNet-8 for CIFAR: one basic block per stage, widths 16-16-32-64."""
+    return _create_cifar_resnet("resnet8", pretrained, depth=8, widths=_WIDTHS, **kwargs)
+
+
+@register_model
+def resnet14(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
+    """ResNet-14 for CIFAR: two basic blocks per stage, widths 16-16-32-64."""
+    return _create_cifar_resnet("resnet14", pretrained, depth=14, widths=_WIDTHS, **kwargs)
+
+
+@register_model
+def resnet20(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
+    """ResNet-20 for CIFAR (He et al. 2016): three basic blocks per stage, widths 16-16-32-64."""
+    return _create_cifar_resnet("resnet20", pretrained, depth=20, widths=_WIDTHS, **kwargs)
+
+
+@register_model
+def resnet32(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
+    """ResNet-32 for CIFAR (He et al. 2016): five basic blocks per stage, widths 16-16-32-64."""
+    return _create_cifar_resnet("resnet32", pretrained, depth=32, widths=_WIDTHS, **kwargs)
+
+
+@register_model
+def resnet44(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
+    """ResNet-44 for CIFAR (He et al. 2016): seven basic blocks per stage, widths 16-16-32-64."""
+    return _create_cifar_resnet("resnet44", pretrained, depth=44, widths=_WIDTHS, **kwargs)
+
+
+@register_model
+def resnet56(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
+    """ResNet-56 for CIFAR (He et al. 2016): nine basic blocks per stage, widths 16-16-32-64."""
+    return _create_cifar_resnet("resnet56", pretrained, depth=56, widths=_WIDTHS, **kwargs)
+
+
+@register_model
+def resnet110(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
+    """ResNet-110 for CIFAR (He et al. 2016): eighteen basic blocks per stage, widths 16-16-32-64."""
+    return _create_cifar_resnet("resnet110", pretrained, depth=110, widths=_WIDTHS, **kwargs)
+
+
+@register_model
+def resnet8x4(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
+    """RepDistiller's ResNet-8x4: one basic block per stage, widths 32-64-128-256."""
+    return _create_cifar_resnet("resnet8x4", pretrained, depth=8, widths=_WIDTHS_X4, **kwargs)
+
+
+@register_model
+def resnet32x4(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
+    """RepDistiller's ResNet-32x4: five basic blocks per stage, widths 32-64-128-256."""
+    return _create_cifar_resnet("resnet32x4", pretrained, depth=32, widths=_WIDTHS_X4, **kwargs)

@@ -1,0 +1,46 @@
+"""Model creation: any timm name, the CIFAR zoo (registered into timm by ``kdcli.models``), and friendly errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import timm
+from torch import nn
+
+from kdcli.errors import UsageError
+from kdcli.models import TIMM_SHADOWED, ZOO_ALIASES, ZOO_MODELS
+from kdcli.suggest import did_you_mean
+
+
+def resolve_arch(name: str) -> str:
+    """The timm registry name for ``name`` (RepDistiller spellings such as ``MobileNetV2`` are accepted)."""
+    name = ZOO_ALIASES.get(name, name)
+    if timm.is_model(name):
+        return name
+    hint = did_you_mean(name, [*ZOO_MODELS, *ZOO_ALIASES, *timm.list_models()])
+    raise UsageError(f"unknown architecture {name!r}; {hint}`kdcli models` lists the CIFAR zoo and timm's names")
+
+
+def shadow_hint(name: str) -> str | None:
+    """A note when a name is timm's ImageNet model while the user may have meant the CIFAR zoo's."""
+    zoo_name = TIMM_SHADOWED.get(name)
+    return f"{name!r} is timm's ImageNet model; the CIFAR zoo's is {zoo_name!r}" if zoo_name else None
+
+
+def create_model(
+    arch: str, num_classes: int, in_chans: int, pretrained: bool = False, kwargs: dict[str, Any] | None = None
+) -> nn.Module:
+    """``timm.create_model`` with the classes and input channels of the data."""
+    arch = resolve_arch(arch)
+    try:
+        return timm.create_model(
+            arch, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans, **(kwargs or {})
+        )
+    except TypeError as exc:
+        raise UsageError(f"cannot build {arch!r} with {kwargs or {}}: {exc}") from None
+    except (OSError, RuntimeError) as exc:
+        if pretrained:
+            raise UsageError(
+                f"cannot fetch timm weights for {arch!r} ({exc}); pass a checkpoint file instead"
+            ) from None
+        raise

@@ -1,0 +1,67 @@
+"""The strategy plugin interface, kept as small as mdistiller's ``Distiller``.
+
+A strategy is an ``nn.Module`` that holds only its own trainable parts (an adapter, a simplifier); the
+student and the frozen teacher stay outside it, so the engine can wrap exactly the trainable parts for DDP
+and export only the student. One training step is::
+
+    teacher_out = teacher(images)                 # frozen, no autograd
+    student_logits = student(images)
+    losses = strategy(student_logits, teacher_out, labels)   # named, weighted terms
+    loss = sum(losses.values())
+
+Third-party packages add strategies through the entry-point group ``kdcli.strategies``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+from torch import Tensor, nn
+
+
+class StrategyOptions(BaseModel):
+    """Base of a strategy's options (``method.*`` in the configuration); unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class TeacherOutput:
+    """What the frozen teacher gives a strategy for one batch."""
+
+    logits: Tensor
+    features: Tensor | None = None
+    """Pooled pre-logit features, present when the strategy sets ``needs_teacher_features``."""
+
+
+class Strategy(nn.Module):
+    """Base class of distillation strategies.
+
+    Subclasses set ``name``, ``summary``, ``Options`` and implement ``forward``. ``needs_teacher_features``
+    asks the engine for the teacher's pooled pre-logit features too (timm's ``forward_head(pre_logits=True)``).
+    """
+
+    name: ClassVar[str]
+    summary: ClassVar[str] = ""
+    Options: ClassVar[type[StrategyOptions]] = StrategyOptions
+    needs_teacher: ClassVar[bool] = True
+    needs_teacher_features: ClassVar[bool] = False
+
+    def __init__(self, options: StrategyOptions, num_classes: int, teacher_features: int | None = None) -> None:
+        super().__init__()
+        self.options = options
+        self.num_classes = num_classes
+
+    def forward(self, student_logits: Tensor, teacher: TeacherOutput | None, labels: Tensor) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """Optimizer groups for the strategy's own trainable parts (none by default)."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        return [{"params": params, "weight_decay": 0.0, "name": self.name}] if params else []
+
+    def extra_parameter_count(self) -> int:
+        """Parameters training adds on top of the student (zero at deployment: only the student is exported)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)

@@ -1,0 +1,77 @@
+import pytest
+
+from kdcli.config import list_presets, load_preset, parse_set, resolve
+from kdcli.errors import UsageError
+
+
+def test_precedence_and_sources() -> None:
+    resolved = resolve(
+        [
+            ("default", {}),
+            ("preset p", {"train": {"epochs": 10, "batch_size": 32}, "optim": {"lr": 0.2}}),
+            ("config c.yaml", {"train": {"epochs": 20}}),
+            ("--epochs", {"train": {"epochs": 30}}),
+            ("--set train.epochs=40", parse_set("train.epochs=40")),
+        ]
+    )
+    config = resolved.config
+    assert (config.train.epochs, config.train.batch_size, config.optim.lr) == (40, 32, 0.2)
+    sources = {key: source for key, _, source in resolved.rows()}
+    assert sources["train.epochs"] == "--set train.epochs=40"
+    assert sources["train.batch_size"] == "preset p"
+    assert sources["optim.momentum"] == "default"
+    assert sources["method.temperature"] == "default"  # the strategy's own defaults are listed too
+
+
+def test_unknown_key_names_valid_keys_and_source() -> None:
+    with pytest.raises(UsageError) as error:
+        resolve([("--set data.nme=x", parse_set("data.nme=x"))])
+    message = str(error.value)
+    assert "'data.nme'" in message and "did you mean name" in message and "train_subset" in message
+    assert "--set data.nme=x" in message
+
+
+def test_unknown_method_option_names_the_strategy_options() -> None:
+    with pytest.raises(UsageError, match=r"method.temprature.*temperature"):
+        resolve([("--set", parse_set("method.temprature=2"))])
+
+
+def test_wrong_type_and_literal_choices() -> None:
+    with pytest.raises(UsageError, match=r"train.epochs.*integer"):
+        resolve([("--set", parse_set("train.epochs=ten"))])
+    with pytest.raises(UsageError, match="'sgd' or 'adamw'"):
+        resolve([("--set", parse_set("optim.name=lamb"))])
+
+
+def test_unknown_method_suggests() -> None:
+    with pytest.raises(UsageError, match="did you mean vanilla"):
+        resolve([("--method", {"method": {"name": "vanila"}})])
+
+
+@pytest.mark.parametrize("bad", ["novalue", "=3", "a..b=1"])
+def test_parse_set_rejects_malformed(bad: str) -> None:
+    with pytest.raises(UsageError, match=r"key\.path=value"):
+        parse_set(bad)
+
+
+def test_parse_set_reads_yaml_values() -> None:
+    assert parse_set("schedule.milestones=[1, 2]") == {"schedule": {"milestones": [1, 2]}}
+    assert parse_set("data.hflip=false") == {"data": {"hflip": False}}
+
+
+def test_every_shipped_preset_resolves() -> None:
+    names = list_presets()
+    assert {"quickstart", "fmnist5k-vanilla", "cifar100-resnet110-resnet20-vanilla"} <= set(names)
+    for name in names:
+        resolve([(f"preset {name}", load_preset(name))])
+
+
+def test_preset_base_is_merged_first() -> None:
+    preset = load_preset("cifar100-resnet32x4-resnet8x4-vanilla")
+    assert preset["schedule"]["milestones"] == [150, 180, 210]
+    assert preset["teacher"]["arch"] == "resnet32x4"
+
+
+def test_unknown_preset_suggests() -> None:
+    with pytest.raises(UsageError, match="did you mean quickstart"):
+        load_preset("quickstrat")

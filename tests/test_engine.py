@@ -1,0 +1,93 @@
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import kdcli
+from kdcli.checkpoint import load_checkpoint, save_checkpoint
+from kdcli.config import resolve
+from kdcli.engine import Reporter, lr_factor, run_epochs, setup, train_epoch
+from kdcli.errors import Interrupted, RunFailed, UsageError
+
+from .conftest import tiny_config
+
+
+def test_distillation_step_leaves_the_teacher_untouched(tmp_path: Path, teacher_file: Path) -> None:
+    config = resolve(
+        [("test", tiny_config(tmp_path, teacher={"checkpoint": str(teacher_file)}, train={"epochs": 1}))]
+    ).config
+    run = setup(config, tmp_path)
+    assert run.teacher is not None
+    teacher = run.teacher.module
+    before = {k: v.clone() for k, v in teacher.model.state_dict().items()}
+    student_before = {k: v.clone() for k, v in run.student.model.named_parameters()}
+    train_epoch(run, Reporter())
+    assert not teacher.training
+    for name, tensor in teacher.model.state_dict().items():  # BatchNorm running statistics included
+        assert torch.equal(tensor, before[name]), name
+    assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())
+    changed = [n for n, p in run.student.model.named_parameters() if not torch.equal(p, student_before[n])]
+    assert len(changed) == len(student_before)
+    assert all(p.grad is not None for p in run.student.model.parameters())
+
+
+class InterruptAfter(Reporter):
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def end_epoch(self, record: dict[str, Any]) -> None:
+        if record["epoch"] == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_resume_ends_at_the_same_weights(tmp_path: Path, teacher_file: Path) -> None:
+    straight = kdcli.distill(
+        tiny_config(tmp_path / "straight", teacher={"checkpoint": str(teacher_file)}, data={"val_split": 0.2})
+    )
+    config = tiny_config(tmp_path / "stopped", teacher={"checkpoint": str(teacher_file)}, data={"val_split": 0.2})
+    with pytest.raises(Interrupted, match="--resume"):
+        kdcli.distill(config, reporter=InterruptAfter(1))
+    assert load_checkpoint(tmp_path / "stopped")["epoch"] == 1
+    resumed = kdcli.resume(tmp_path / "stopped")
+    expected = load_file(str(straight.student_path))
+    for name, tensor in load_file(str(resumed.student_path)).items():
+        assert torch.equal(tensor, expected[name]), name
+    assert [r["test_top1"] for r in resumed.report["epochs"]] == [r["test_top1"] for r in straight.report["epochs"]]
+    assert (tmp_path / "stopped" / "student-best.safetensors").is_file()
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path, teacher_file: Path) -> None:
+    config = resolve([("test", tiny_config(tmp_path, teacher={"checkpoint": str(teacher_file)}))]).config
+    run = setup(config, tmp_path)
+    run.config = run.config.model_copy(update={"train": run.config.train.model_copy(update={"epochs": 1})})
+    run_epochs(run, Reporter())
+    good = {k: v.clone() for k, v in run.student.model.state_dict().items()}
+    run.config = config
+    with torch.no_grad():  # a diverged student: every later loss is NaN
+        next(run.student.model.parameters()).fill_(float("nan"))
+    with pytest.raises(RunFailed, match=r"non-finite in epoch 2.*epoch 1"):
+        run_epochs(run, Reporter())
+    kept = load_checkpoint(tmp_path)
+    assert kept["epoch"] == 1
+    assert all(torch.equal(kept["student"][k], v) for k, v in good.items())
+    assert not (tmp_path / "student.safetensors").exists()
+
+
+def test_starting_over_an_existing_run_is_refused(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path, {"epoch": 0})
+    config = tiny_config(tmp_path)
+    del config["teacher"]
+    with pytest.raises(UsageError, match="already holds a run"):
+        kdcli.train(config)
+
+
+def test_teacher_without_weights_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"no trained weights.*--teacher-ckpt"):
+        kdcli.distill(tiny_config(tmp_path))
+
+
+def test_step_schedule_drops_at_milestones() -> None:
+    schedule = resolve([("t", {"schedule": {"name": "step", "milestones": [2, 4], "gamma": 0.1}})]).config.schedule
+    assert [lr_factor(schedule, e, 6) for e in (0.0, 1.99, 2.0, 3.5, 4.0)] == pytest.approx([1, 1, 0.1, 0.1, 0.01])
