@@ -132,15 +132,16 @@ def _print_result(result: RunResult, as_json: bool) -> None:
         print(json.dumps(summary, indent=2))
         return
     final, student, teacher = report["final"], report["student"], report["teacher"]
-    table = Table(title=f"kdcli {report['kind']} — {report['method']}", title_justify="left")
-    for column in ("model", "arch", "params", "MACs", "top-1 last", "top-1 best-on-val", "top-5 last"):
+    title = f"kdcli {report['kind']}" + (f" — {report['method']}" if report["kind"] == "distill" else "")
+    table = Table(title=title, title_justify="left")
+    for column in ("model", "arch", "params", "MACs", "top-1", "top-1 (best val)", "top-5"):
         table.add_column(column, justify="left" if column in ("model", "arch") else "right")
     if teacher:
         table.add_row(
             "teacher",
             teacher["arch"],
             f"{teacher['parameters']:,}",
-            "",
+            f"{teacher['macs'] / 1e6:.1f} M",
             f"{teacher['top1']:.2f}",
             "",
             f"{teacher['top5']:.2f}",

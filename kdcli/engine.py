@@ -197,13 +197,13 @@ def evaluate_split(
     return classification_metrics(logits, labels)
 
 
-def default_run_dir(config: RunConfig) -> Path:
+def default_run_dir(config: RunConfig, teacher_arch: str | None) -> Path:
+    """``<root>/<time>-<method>-<teacher>-<student>``, or ``<root>/<time>-train-<model>``."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    if config.method.name == "none":
+    if teacher_arch is None:
         name = f"{stamp}-train-{config.student.arch}"
     else:
-        teacher = config.teacher.arch or Path(config.teacher.checkpoint or "teacher").stem
-        name = f"{stamp}-{config.method.name}-{teacher}-{config.student.arch}"
+        name = f"{stamp}-{config.method.name}-{teacher_arch}-{config.student.arch}"
     return Path(config.output.root) / name.replace("/", "_")
 
 
@@ -288,7 +288,7 @@ def setup(config: RunConfig, run_dir: Path | None) -> Run:
     )
     return Run(
         config,
-        run_dir or default_run_dir(config),
+        run_dir or default_run_dir(config, teacher.arch if teacher else None),
         device,
         data,
         student,
@@ -323,6 +323,7 @@ def check_teacher(run: Run, reporter: Reporter) -> dict[str, Any]:
         "sha256": run.teacher.sha256,
         "path": str(run.teacher.path) if run.teacher.path else None,
         "parameters": count_parameters(run.teacher.module.model),
+        "macs": count_macs(run.teacher.module.model, (run.teacher.module.in_chans, *run.data.image_size)),
         **metrics,
     }
     chance = 100.0 / run.data.num_classes

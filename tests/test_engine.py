@@ -91,3 +91,13 @@ def test_teacher_without_weights_is_refused(tmp_path: Path) -> None:
 def test_step_schedule_drops_at_milestones() -> None:
     schedule = resolve([("t", {"schedule": {"name": "step", "milestones": [2, 4], "gamma": 0.1}})]).config.schedule
     assert [lr_factor(schedule, e, 6) for e in (0.0, 1.99, 2.0, 3.5, 4.0)] == pytest.approx([1, 1, 0.1, 0.1, 0.01])
+
+
+def test_grey_data_feeds_three_channel_models(tmp_path: Path, teacher_file: Path) -> None:
+    """The teacher was trained on 1 channel; a 3-channel student gets the grey image repeated."""
+    result = kdcli.distill(tiny_config(tmp_path, teacher={"checkpoint": str(teacher_file)},
+                                       student={"in_chans": 3}, train={"epochs": 1}))  # fmt: skip
+    tensors = load_file(str(result.student_path))
+    assert tensors["conv1.weight"].shape[1] == 3
+    evaluated = kdcli.evaluate([result.student_path], device="cpu")["results"][0]
+    assert evaluated["top1"] == pytest.approx(result.report["final"]["last_top1"])
