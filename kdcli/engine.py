@@ -271,6 +271,7 @@ def setup(config: RunConfig, run_dir: Path | None) -> Run:
         features = _teacher_feature_width(teacher)
     options = strategy_cls.Options.model_validate(config.method_options)
     strategy = strategy_cls(options, data.num_classes, features).to(device)
+    student.model = strategy.transform_student(student.model).to(device)
     optim = config.optim
     groups: list[dict[str, Any]] = [{"params": list(student.parameters()), "name": "student"}]
     groups += strategy.parameter_groups()
@@ -478,6 +479,7 @@ def execute(
         atomic_write_text(run.run_dir / "config.yaml", config_yaml(config))
         if run.teacher is not None:
             run.teacher_check = check_teacher(run, reporter)
+        run.strategy.pre_stage(run, reporter)
         save_checkpoint(run.run_dir, run.state())  # resumable from the very start
     try:
         run_epochs(run, reporter)

@@ -9,16 +9,27 @@ and export only the student. One training step is::
     losses = strategy(student_logits, teacher_out, labels)   # named, weighted terms
     loss = sum(losses.values())
 
+Three optional hooks cover what methods add around that step, each a no-op by default:
+
+- ``teacher_targets``: a teacher-side transform (an adapter, a simplifier) mapping the teacher's output to the
+  logits the student learns from; any logit loss can then use them, because transform and loss stay separate;
+- ``transform_student``: a change to the student before training (shared layers, say); the exported file is
+  always the student module itself;
+- ``pre_stage``: work before the main epochs (a pretraining stage), run once, before the first checkpointed epoch.
+
 Third-party packages add strategies through the entry-point group ``kdcli.strategies``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from kdcli.engine import Reporter, Run
 
 
 class StrategyOptions(BaseModel):
@@ -56,6 +67,17 @@ class Strategy(nn.Module):
 
     def forward(self, student_logits: Tensor, teacher: TeacherOutput | None, labels: Tensor) -> dict[str, Tensor]:
         raise NotImplementedError
+
+    def teacher_targets(self, teacher: TeacherOutput, labels: Tensor) -> Tensor:
+        """The logits the student learns from; the raw teacher logits unless a method transforms them."""
+        return teacher.logits
+
+    def transform_student(self, student: nn.Module) -> nn.Module:
+        """The student to train, built from the plain one (called once, before the optimizer is made)."""
+        return student
+
+    def pre_stage(self, run: Run, reporter: Reporter) -> None:
+        """Work before the main epochs, run once at the start of a fresh run (not again on resume)."""
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Optimizer groups for the strategy's own trainable parts (none by default)."""

@@ -31,4 +31,4 @@ class Vanilla(Strategy):
 
     def forward(self, student_logits: Tensor, teacher: TeacherOutput | None, labels: Tensor) -> dict[str, Tensor]:
         assert teacher is not None
-        return self.loss(student_logits, teacher.logits, labels)
+        return self.loss(student_logits, self.teacher_targets(teacher, labels), labels)
