@@ -37,13 +37,13 @@ from kdcli.checkpoint import (
     sha256_file,
 )
 from kdcli.config import RunConfig, ScheduleConfig, dump, read_yaml, resolve
-from kdcli.data import DataBundle, Loader, build_data
+from kdcli.data import DataBundle, build_data
 from kdcli.errors import Interrupted, RunFailed, UsageError
-from kdcli.metrics import classification_metrics, count_macs, count_parameters, predict
+from kdcli.metrics import classification_metrics, count_macs, count_parameters
 from kdcli.models.factory import create_model, shadow_hint
 from kdcli.models.wrappers import FrozenTeacher, NormalizedModel
 from kdcli.report import build_report, write_reports
-from kdcli.strategies import Strategy, get_strategy
+from kdcli.strategies import Strategy, TeacherOutput, get_strategy
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 
@@ -190,13 +190,6 @@ def build_student(config: RunConfig, data: DataBundle, device: torch.device) -> 
     return NormalizedModel(model, data.mean, data.std, in_chans).to(device)
 
 
-def evaluate_split(
-    model: Callable[[Tensor], Tensor], loader: Loader, autocast: Callable[[], contextlib.AbstractContextManager[Any]]
-) -> dict[str, float]:
-    logits, labels = predict(model, loader, autocast)
-    return classification_metrics(logits, labels)
-
-
 def default_run_dir(config: RunConfig, teacher_arch: str | None) -> Path:
     """``<root>/<time>-<method>-<teacher>-<student>``, or ``<root>/<time>-train-<model>``."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -230,6 +223,7 @@ class Run:
     autocast: Callable[[], contextlib.AbstractContextManager[Any]]
     history: list[dict[str, Any]] = field(default_factory=list)
     teacher_check: dict[str, Any] | None = None
+    teacher_eval: list[TeacherOutput] | None = None
     best: dict[str, Any] | None = None
     epoch: int = 0
 
@@ -313,11 +307,28 @@ def _teacher_feature_width(teacher: Teacher) -> int:
     return width
 
 
+@torch.no_grad()
+def teacher_eval_outputs(run: Run) -> list[TeacherOutput]:
+    """The frozen teacher's outputs on the evaluation split, batch by batch, computed once per run: they cannot
+    change, so the per-epoch diagnostics reuse them instead of running the teacher again."""
+    assert run.teacher is not None
+    if run.teacher_eval is None:
+        features = run.strategy.needs_teacher_features
+        outputs = []
+        for images, _ in run.data.split(run.config.data.eval_split):
+            with run.autocast():
+                outputs.append(run.teacher.module.predict(images, features))
+        run.teacher_eval = outputs
+    return run.teacher_eval
+
+
 def check_teacher(run: Run, reporter: Reporter) -> dict[str, Any]:
     """Measure the teacher on the evaluation split before distilling, and say when it looks untrained."""
     assert run.teacher is not None
     split = run.config.data.eval_split
-    metrics = evaluate_split(run.teacher.module, run.data.split(split), run.autocast)
+    logits = torch.cat([output.logits.float().cpu() for output in teacher_eval_outputs(run)])
+    labels = torch.cat([labels.cpu() for _, labels in run.data.split(split)])
+    metrics = classification_metrics(logits, labels)
     check = {
         "arch": run.teacher.arch,
         "split": split,
@@ -368,6 +379,34 @@ def train_epoch(run: Run, reporter: Reporter) -> dict[str, float]:
     return means
 
 
+@torch.no_grad()
+def evaluate_epoch(run: Run) -> dict[str, float]:
+    """The student on the validation and test splits; on the evaluation split, with a teacher, also the strategy's
+    diagnostics (averaged per example), from the same student pass and the cached teacher outputs."""
+    run.student.eval()
+    run.strategy.eval()
+    record: dict[str, float] = {}
+    for split, loader in (("val", run.data.val), ("test", run.data.test)):
+        if loader is None:
+            continue
+        with_teacher = run.teacher is not None and split == run.config.data.eval_split
+        teacher_outputs = teacher_eval_outputs(run) if with_teacher else None
+        all_logits, all_labels = [], []
+        sums: dict[str, Tensor] = {}
+        for index, (images, labels) in enumerate(loader):
+            with run.autocast():
+                logits = run.student(images)
+                values = run.strategy.diagnostics(logits, teacher_outputs[index], labels) if teacher_outputs else {}
+            for name, value in values.items():
+                sums[name] = sums.get(name, torch.zeros((), device=run.device)) + value.float().sum()
+            all_logits.append(logits.float().cpu())
+            all_labels.append(labels.cpu())
+        metrics = classification_metrics(torch.cat(all_logits), torch.cat(all_labels))
+        record.update({f"{split}_{name}": value for name, value in metrics.items()})
+        record.update({f"diag_{name}": float(total) / loader.num_samples for name, total in sums.items()})
+    return record
+
+
 def run_epochs(run: Run, reporter: Reporter) -> None:
     epochs = run.config.train.epochs
     while run.epoch < epochs:
@@ -385,12 +424,7 @@ def run_epochs(run: Run, reporter: Reporter) -> None:
             )
         record["seconds"] = seconds
         record["images_per_second"] = run.data.train.num_samples / seconds
-        run.student.eval()
-        for split in ("val", "test"):
-            loader = {"val": run.data.val, "test": run.data.test}[split]
-            if loader is not None:
-                metrics = evaluate_split(run.student, loader, run.autocast)
-                record.update({f"{split}_{k}": v for k, v in metrics.items()})
+        record.update(evaluate_epoch(run))
         run.epoch += 1
         run.history.append(record)
         if run.data.val is not None and (run.best is None or record["val_top1"] > run.best["val_top1"]):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -35,6 +36,19 @@ class SoftTargetLoss(nn.Module):
             "ce": self.ce_weight * F.cross_entropy(student_logits.float(), labels),
             "kd": self.kd_weight * kd_divergence(target_logits, student_logits, self.temperature),
         }
+
+
+def swap_true_class_on_top(logits: Tensor, labels: Tensor) -> Tensor:
+    """Swap each row's largest logit with the true class's, so the true class is on top (PESF's released code).
+
+    A permutation of each row: the multiset of values is unchanged, and gradients flow through the swap.
+    """
+    top = logits.argmax(dim=1)
+    order = torch.arange(logits.shape[1], device=logits.device).expand_as(logits).clone()
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    order[rows, labels] = top
+    order[rows, top] = labels
+    return logits.gather(1, order)
 
 
 def entropy(logits: Tensor, temperature: float = 1.0) -> Tensor:

@@ -112,6 +112,32 @@ def line_chart_svg(series: dict[str, list[float]], title: str, width: int = 560,
     return "\n".join(parts)
 
 
+DIAGNOSTIC_LABELS = {
+    "diag_target_top1": "top-1 of the target the student learns from (%)",
+    "diag_adapted_top1": "top-1 of the adapted teacher (%)",
+    "diag_teacher_entropy": "teacher entropy at T (nats)",
+    "diag_target_entropy": "target entropy at T (nats)",
+    "diag_student_entropy": "student entropy at T (nats)",
+    "diag_sharpness_gap": "sharpness gap, target − student (logsumexp(z/T))",
+    "diag_teacher_sharpness_gap": "sharpness gap, teacher − student",
+}
+
+
+def _diagnostics_section(history: list[dict[str, Any]]) -> list[str]:
+    keys = [k for k in DIAGNOSTIC_LABELS if k in history[0]]
+    if not keys:
+        return []
+    lines = [
+        "## Method diagnostics",
+        "",
+        "On the evaluation split after each epoch (metrics.jsonl has every epoch).",
+        "",
+    ]
+    lines += [f"| | epoch 1 | epoch {len(history)} |", "|---|---|---|"]
+    lines += [f"| {DIAGNOSTIC_LABELS[k]} | {history[0][k]:.3f} | {history[-1][k]:.3f} |" for k in keys]
+    return [*lines, "", "![diagnostics](diagnostics.svg)", ""]
+
+
 def _fmt(value: Any, digits: int = 2) -> str:
     if value is None:
         return "–"
@@ -158,7 +184,9 @@ def markdown_report(report: dict[str, Any]) -> str:
             f"top-1 {teacher['top1']:.2f} % / top-5 {teacher['top5']:.2f} % on {teacher['split']}"
             + (f", SHA-256 `{teacher['sha256'][:16]}…`." if teacher.get("sha256") else "."),
         ]
-    lines += ["", "![accuracy](accuracy.svg)", "", "![loss](loss.svg)", "", "## Epochs", ""]
+    lines += ["", "![accuracy](accuracy.svg)", "", "![loss](loss.svg)", ""]
+    lines += _diagnostics_section(report["epochs"])
+    lines += ["## Epochs", ""]
     columns = [
         c
         for c in ("epoch", "lr", "train_loss", "train_top1", "val_top1", "test_top1", "seconds")
@@ -182,5 +210,11 @@ def write_reports(run_dir: Path, report: dict[str, Any]) -> None:
     }
     atomic_write_text(run_dir / "accuracy.svg", line_chart_svg(accuracy, "top-1 accuracy (%)"))
     atomic_write_text(run_dir / "loss.svg", line_chart_svg(losses, "training losses"))
+    entropy_keys = [
+        k for k in ("diag_teacher_entropy", "diag_target_entropy", "diag_student_entropy") if k in history[0]
+    ]
+    entropies = {k.removeprefix("diag_").replace("_", " "): [r[k] for r in history] for k in entropy_keys}
+    if entropies:
+        atomic_write_text(run_dir / "diagnostics.svg", line_chart_svg(entropies, "entropy at T (nats)"))
     atomic_write_text(run_dir / "report.json", json.dumps(report, indent=2) + "\n")
     atomic_write_text(run_dir / "report.md", markdown_report(report))

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 
 import torch.nn.functional as F
 from torch import Tensor
@@ -26,25 +26,27 @@ class Supervised(Strategy):
         return {"ce": F.cross_entropy(student_logits.float(), labels)}
 
 
+def _load(entry: EntryPoint) -> type[Strategy]:
+    strategy = entry.load()
+    if not (isinstance(strategy, type) and issubclass(strategy, Strategy)):
+        raise UsageError(f"entry point {entry.name!r} in {ENTRY_POINT_GROUP} is not a kdcli Strategy subclass")
+    return strategy
+
+
 def available_strategies() -> dict[str, type[Strategy]]:
-    """Every registered strategy by name (``kdcli methods``)."""
-    found: dict[str, type[Strategy]] = {}
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
-        strategy = entry.load()
-        if not (isinstance(strategy, type) and issubclass(strategy, Strategy)):
-            raise UsageError(f"entry point {entry.name!r} in {ENTRY_POINT_GROUP} is not a kdcli Strategy subclass")
-        found[entry.name] = strategy
-    return dict(sorted(found.items()))
+    """Every registered strategy by name (``kdcli methods``); each plugin is imported."""
+    return {entry.name: _load(entry) for entry in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)}
 
 
 def get_strategy(name: str) -> type[Strategy]:
+    """One strategy by name; only its own entry point is imported, so a broken plugin cannot break the others."""
     if name == Supervised.name:
         return Supervised
-    strategies = available_strategies()
-    if name not in strategies:
-        hint = did_you_mean(name, strategies, n=1)
-        raise UsageError(f"unknown method {name!r}; {hint}available: {', '.join(strategies)}")
-    return strategies[name]
+    entries = {entry.name: entry for entry in entry_points(group=ENTRY_POINT_GROUP)}
+    if name not in entries:
+        hint = did_you_mean(name, entries, n=1)
+        raise UsageError(f"unknown method {name!r}; {hint}available: {', '.join(sorted(entries))}")
+    return _load(entries[name])
 
 
 __all__ = ["Strategy", "StrategyOptions", "Supervised", "TeacherOutput", "available_strategies", "get_strategy"]

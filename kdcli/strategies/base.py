@@ -25,8 +25,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
+
+from kdcli.losses import entropy
 
 if TYPE_CHECKING:
     from kdcli.engine import Reporter, Run
@@ -71,6 +74,27 @@ class Strategy(nn.Module):
     def teacher_targets(self, teacher: TeacherOutput, labels: Tensor) -> Tensor:
         """The logits the student learns from; the raw teacher logits unless a method transforms them."""
         return teacher.logits
+
+    def diagnostics(self, student_logits: Tensor, teacher: TeacherOutput, labels: Tensor) -> dict[str, Tensor]:
+        """Per-example values the engine averages over the evaluation split after each epoch.
+
+        At the strategy's temperature T: entropies of the teacher, of the target the student learns from (the
+        transformed teacher) and of the student; the target's top-1; sharpness ``logsumexp(z/T)`` of each, and
+        the gaps ``target − student`` and ``teacher − student`` (PESF's measure of the capacity mismatch).
+        A target collapsing toward the student or toward uniform shows here.
+        """
+        temperature = float(getattr(self.options, "temperature", 1.0))
+        target = self.teacher_targets(teacher, labels).float()
+        logits = {"teacher": teacher.logits, "target": target, "student": student_logits}
+        sharpness = {name: torch.logsumexp(z.float() / temperature, dim=1) for name, z in logits.items()}
+        return {
+            "target_top1": 100.0 * target.argmax(1).eq(labels).float(),
+            "teacher_entropy": entropy(teacher.logits, temperature),
+            "target_entropy": entropy(target, temperature),
+            "student_entropy": entropy(student_logits, temperature),
+            "sharpness_gap": sharpness["target"] - sharpness["student"],
+            "teacher_sharpness_gap": sharpness["teacher"] - sharpness["student"],
+        }
 
     def transform_student(self, student: nn.Module) -> nn.Module:
         """The student to train, built from the plain one (called once, before the optimizer is made)."""
