@@ -8,23 +8,32 @@ whether the run went straight through or was resumed: that is what makes ``--res
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 
-class Loader(Protocol):
-    """What the engine iterates: float images in [0, 1] and int64 labels, both on the training device."""
+class Loader:
+    """What the engine iterates: float images in [0, 1] and int64 labels, both on the training device, in batches
+    whose order (and augmentation) is a function of ``(seed, epoch)``."""
 
-    num_samples: int
+    def __init__(self, num_samples: int, batch_size: int, device: torch.device, shuffle: bool, seed: int) -> None:
+        self.num_samples = num_samples
+        self.batch_size = batch_size
+        self.device = device
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 0
 
-    def __len__(self) -> int: ...
+    def __len__(self) -> int:
+        return -(-self.num_samples // self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]: ...
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
-    def set_epoch(self, epoch: int) -> None: ...
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        raise NotImplementedError
 
 
 def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
@@ -49,7 +58,7 @@ def crop_flip(images: Tensor, offsets: Tensor, flips: Tensor, padding: int) -> T
     return padded[batch_index, channel_index, rows[:, None, :, None], cols[:, None, None, :]]
 
 
-class TensorLoader:
+class TensorLoader(Loader):
     """Batches of an in-memory split, optionally shuffled and augmented with random crop and flip."""
 
     def __init__(
@@ -63,22 +72,11 @@ class TensorLoader:
         hflip: bool = False,
         seed: int = 0,
     ) -> None:
+        super().__init__(int(labels.numel()), batch_size, device, shuffle, seed)
         self.images = images.to(device)
         self.labels = labels.to(device)
-        self.batch_size = batch_size
-        self.device = device
-        self.shuffle = shuffle
         self.crop_padding = crop_padding
         self.hflip = hflip
-        self.seed = seed
-        self.epoch = 0
-        self.num_samples = int(labels.numel())
-
-    def __len__(self) -> int:
-        return -(-self.num_samples // self.batch_size)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         generator = epoch_generator(self.seed, self.epoch, self.device)
@@ -100,7 +98,7 @@ class TensorLoader:
             yield images.float().div_(255), self.labels[index]
 
 
-class FolderLoader:
+class FolderLoader(Loader):
     """An image-folder split through a DataLoader with worker processes and pinned memory (timm transforms).
 
     The transforms scale to [0, 1] without normalizing; as for the tensor loader, each model normalizes its own input.
@@ -115,20 +113,9 @@ class FolderLoader:
         workers: int,
         seed: int = 0,
     ) -> None:
+        super().__init__(len(dataset), batch_size, device, shuffle, seed)  # type: ignore[arg-type]
         self.dataset = dataset
-        self.batch_size = batch_size
-        self.device = device
-        self.shuffle = shuffle
         self.workers = workers
-        self.seed = seed
-        self.epoch = 0
-        self.num_samples = len(dataset)  # type: ignore[arg-type]
-
-    def __len__(self) -> int:
-        return -(-self.num_samples // self.batch_size)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         loader = torch.utils.data.DataLoader(
