@@ -28,6 +28,7 @@ from torch import nn
 from kdcli import __version__
 from kdcli.errors import UsageError
 from kdcli.models.factory import create_model
+from kdcli.models.sps import apply_sps
 
 MODEL_FORMAT = "kdcli.model/1"
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -49,6 +50,8 @@ class ModelCard(BaseModel):
     teacher_sha256: str | None = None
     metrics: dict[str, float] = {}
     model_kwargs: dict[str, Any] = {}
+    sps: dict[str, bool] | None = None
+    """Shuffled Parameter Sharing options: kdcli rebuilds the shared structure before loading the tensors."""
     kdcli_version: str = __version__
 
 
@@ -106,9 +109,26 @@ def _decode_card(metadata: dict[str, str], path: Path) -> ModelCard:
         raise UsageError(f"{path}: kdcli metadata is damaged ({exc.errors()[0]['loc']}); re-export the model") from None
 
 
+def shared_aliases(model: nn.Module) -> set[str]:
+    """State-dict names that repeat a tensor listed earlier (shared weights): stored once, under the first name."""
+    seen: set[tuple[int, tuple[int, ...]]] = set()
+    aliases = set()
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        key = (tensor.data_ptr(), tuple(tensor.shape))
+        if key in seen and tensor.numel() > 0:
+            aliases.add(name)
+        seen.add(key)
+    return aliases
+
+
 def save_model(path: Path, model: nn.Module, card: ModelCard) -> None:
-    """Write the model's tensors and its card to a safetensors file, atomically."""
-    tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in model.state_dict().items()}
+    """Write the model's tensors (shared ones once) and its card to a safetensors file, atomically."""
+    aliases = shared_aliases(model)
+    tensors = {
+        name: tensor.detach().to("cpu").contiguous()
+        for name, tensor in model.state_dict().items()
+        if name not in aliases
+    }
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=_encode_card(card)))
 
 
@@ -140,11 +160,12 @@ def read_card(path: Path) -> ModelCard | None:
 
 
 def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
-    """``load_state_dict(strict=True)`` with a one-line error that names the first mismatches."""
+    """``load_state_dict(strict=True)`` with a one-line error that names the first mismatches; shared weights are
+    stored once, so their second names are not missing."""
     result = model.load_state_dict(tensors, strict=False)
-    mismatched = [f"missing {k}" for k in result.missing_keys[:2]] + [
-        f"unexpected {k}" for k in result.unexpected_keys[:2]
-    ]
+    aliases = shared_aliases(model)
+    missing = [k for k in result.missing_keys if k not in aliases]
+    mismatched = [f"missing {k}" for k in missing[:2]] + [f"unexpected {k}" for k in result.unexpected_keys[:2]]
     if mismatched:
         raise UsageError(
             f"{path} does not fit this architecture ({', '.join(mismatched)}, ...); check the arch and num_classes"
@@ -165,6 +186,8 @@ def load_model(
         in_chans=in_chans,
         kwargs=card.model_kwargs if card else None,
     )
+    if card is not None and card.sps is not None:
+        apply_sps(model, **card.sps)
     try:
         load_weights(model, tensors, path)
     except RuntimeError as exc:  # shape mismatch

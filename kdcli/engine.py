@@ -10,6 +10,7 @@ A non-finite loss stops the run before anything of that epoch is saved: the last
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import time
@@ -237,6 +238,7 @@ class Run:
             "history": self.history,
             "teacher_check": self.teacher_check,
             "best": self.best,
+            "strategy_report": self.strategy.report(),
             "rng": torch.get_rng_state(),
         }
 
@@ -248,6 +250,7 @@ class Run:
         self.history = list(state["history"])
         self.teacher_check = state["teacher_check"]
         self.best = state["best"]
+        self.strategy.restore_report(state["strategy_report"])
         self.epoch = int(state["epoch"])
         torch.set_rng_state(state["rng"])
 
@@ -266,21 +269,7 @@ def setup(config: RunConfig, run_dir: Path | None) -> Run:
     options = strategy_cls.Options.model_validate(config.method_options)
     strategy = strategy_cls(options, data.num_classes, features).to(device)
     student.model = strategy.transform_student(student.model).to(device)
-    optim = config.optim
-    groups: list[dict[str, Any]] = [{"params": list(student.parameters()), "name": "student"}]
-    groups += strategy.parameter_groups()
-    optimizer: torch.optim.Optimizer
-    if optim.name == "sgd":
-        optimizer = torch.optim.SGD(
-            groups, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay, nesterov=optim.nesterov
-        )
-    else:
-        optimizer = torch.optim.AdamW(groups, lr=optim.lr, weight_decay=optim.weight_decay)
-    steps_per_epoch = len(data.train)
-    epochs = config.train.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(config.schedule, step / steps_per_epoch, epochs)
-    )
+    optimizer, scheduler = make_optimizer(config, student, strategy, len(data.train))
     return Run(
         config,
         run_dir or default_run_dir(config, teacher.arch if teacher else None),
@@ -293,6 +282,27 @@ def setup(config: RunConfig, run_dir: Path | None) -> Run:
         scheduler,
         autocast_factory(device, config.train.precision),
     )
+
+
+def make_optimizer(
+    config: RunConfig, student: nn.Module, strategy: Strategy, steps_per_epoch: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """The optimizer over the student and the strategy's own groups, and the step-wise schedule."""
+    optim = config.optim
+    groups: list[dict[str, Any]] = [{"params": list(student.parameters()), "name": "student"}]
+    groups += strategy.parameter_groups()
+    optimizer: torch.optim.Optimizer
+    if optim.name == "sgd":
+        optimizer = torch.optim.SGD(
+            groups, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay, nesterov=optim.nesterov
+        )
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=optim.lr, weight_decay=optim.weight_decay)
+    epochs = config.train.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(config.schedule, step / steps_per_epoch, epochs)
+    )
+    return optimizer, scheduler
 
 
 def _teacher_feature_width(teacher: Teacher) -> int:
@@ -458,7 +468,26 @@ def student_card(run: Run, metrics: dict[str, float]) -> ModelCard:
         teacher_sha256=run.teacher.sha256 if run.teacher else None,
         metrics=metrics,
         model_kwargs=run.config.student.kwargs,
+        sps=getattr(run.student.model, "sps_options", None),
     )
+
+
+def sps_costs(run: Run) -> dict[str, int]:
+    """Parameters and MACs of the student without SPS, with it, and untied (a plain network of the same effective
+    depth: every second pass with weights of its own, so the MACs of SPS and the parameters of depth)."""
+    shape = (run.student.in_chans, *run.data.image_size)
+    plain = create_model(str(run.config.student.arch), run.data.num_classes, run.student.in_chans,
+                         kwargs=run.config.student.kwargs)  # fmt: skip
+    model = run.student.model
+    macs = count_macs(model, shape)
+    return {
+        "parameters_without_sps": count_parameters(plain),
+        "macs_without_sps": count_macs(plain, shape),
+        "parameters_with_sps": count_parameters(model),
+        "macs_with_sps": macs,
+        "parameters_untied_same_depth": sum(p.numel() for _, p in model.named_parameters(remove_duplicate=False)),
+        "macs_untied_same_depth": macs,
+    }
 
 
 def finish(run: Run, wall_seconds: float) -> RunResult:
@@ -468,9 +497,7 @@ def finish(run: Run, wall_seconds: float) -> RunResult:
     student_path = run.run_dir / "student.safetensors"
     save_model(student_path, run.student.model, student_card(run, {k: v for k, v in final.items() if v is not None}))
     if run.best is not None:
-        best_model = create_model(
-            str(run.config.student.arch), run.data.num_classes, run.student.in_chans, kwargs=run.config.student.kwargs
-        )
+        best_model = copy.deepcopy(run.student.model)  # keeps any shared structure (SPS) of the student
         best_model.load_state_dict(run.best["student"])
         save_model(
             run.run_dir / "student-best.safetensors",
@@ -478,14 +505,17 @@ def finish(run: Run, wall_seconds: float) -> RunResult:
             student_card(run, {"test_top1": run.best["test_top1"], "val_top1": run.best["val_top1"]}),
         )
     model = run.student.model
-    cost = {
+    cost: dict[str, Any] = {
         "arch": run.config.student.arch,
         "parameters": count_parameters(model),
         "macs": count_macs(model, (run.student.in_chans, *run.data.image_size)),
         "file_bytes": student_path.stat().st_size,
         "extra_training_parameters": run.strategy.extra_parameter_count(),
     }
+    if getattr(model, "sps_options", None) is not None:
+        cost["sps"] = sps_costs(run)
     report = build_report(run.config, run.history, cost, run.teacher_check, run.best, wall_seconds, run.device)
+    report["strategy"] = run.strategy.report()
     write_reports(run.run_dir, report)
     return RunResult(run.run_dir, report, student_path)
 
@@ -514,7 +544,9 @@ def execute(
         if run.teacher is not None:
             run.teacher_check = check_teacher(run, reporter)
         run.strategy.pre_stage(run, reporter)
-        save_checkpoint(run.run_dir, run.state())  # resumable from the very start
+        # A pre-stage may replace student parameters (PTP's classifier): the optimizer must hold the new ones.
+        run.optimizer, run.scheduler = make_optimizer(run.config, run.student, run.strategy, len(run.data.train))
+        save_checkpoint(run.run_dir, run.state())  # resumable from the first epoch on
     try:
         run_epochs(run, reporter)
     except KeyboardInterrupt:

@@ -138,6 +138,26 @@ def _diagnostics_section(history: list[dict[str, Any]]) -> list[str]:
     return [*lines, "", "![diagnostics](diagnostics.svg)", ""]
 
 
+def _pea_sections(report: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    sps = report["student"].get("sps")
+    if sps:
+        lines += ["## Shuffled Parameter Sharing", "", "| student | parameters | MACs |", "|---|---|---|"]
+        for label, key in (("without SPS", "without_sps"), ("with SPS", "with_sps"),
+                           ("untied, same effective depth", "untied_same_depth")):  # fmt: skip
+            lines.append(f"| {label} | {sps[f'parameters_{key}']:,} | {sps[f'macs_{key}'] / 1e6:.1f} M |")
+        lines.append("")
+    ptp = report.get("strategy", {}).get("ptp")
+    if ptp:
+        t1, t2 = ptp["thresholds"]
+        lines += ["## Pretraining with Teacher's Predictions", "",
+                  f"Thresholds: t1 = {t1:.4f} (correct), t2 = {t2:.4f} (wrong).", "",
+                  "| label | images |", "|---|---|"]  # fmt: skip
+        lines += [f"| {name} | {count:,} |" for name, count in ptp["label_counts"].items()]
+        lines.append("")
+    return lines
+
+
 def _fmt(value: Any, digits: int = 2) -> str:
     if value is None:
         return "–"
@@ -186,6 +206,7 @@ def markdown_report(report: dict[str, Any]) -> str:
         ]
     lines += ["", "![accuracy](accuracy.svg)", "", "![loss](loss.svg)", ""]
     lines += _diagnostics_section(report["epochs"])
+    lines += _pea_sections(report)
     lines += ["## Epochs", ""]
     columns = [
         c

@@ -67,6 +67,7 @@ class Strategy(nn.Module):
         super().__init__()
         self.options = options
         self.num_classes = num_classes
+        self._report: dict[str, Any] = {}
 
     def forward(self, student_logits: Tensor, teacher: TeacherOutput | None, labels: Tensor) -> dict[str, Tensor]:
         raise NotImplementedError
@@ -102,6 +103,13 @@ class Strategy(nn.Module):
 
     def pre_stage(self, run: Run, reporter: Reporter) -> None:
         """Work before the main epochs, run once at the start of a fresh run (not again on resume)."""
+
+    def report(self) -> dict[str, Any]:
+        """What the strategy learned about the run that belongs in report.json (kept across a resume)."""
+        return dict(self._report)
+
+    def restore_report(self, report: dict[str, Any]) -> None:
+        self._report = dict(report)
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Optimizer groups for the strategy's own trainable parts (none by default)."""

@@ -1,0 +1,148 @@
+"""Shuffled Parameter Sharing (SPS), from Pea-KD (Cho and Kang, arXiv 2009.14822), carried over to image models.
+
+More effective depth for the same parameters: the student's layers run a second time with shared weights, and in
+the second pass the two same-shaped matrices of each layer trade places.
+
+- ResNets with basic blocks (the CIFAR zoo's and timm's): within each stage, after the stage's blocks, the
+  shape-preserving blocks (no downsample, both convolutions 3×3 C→C) run again with ``conv1`` and ``conv2`` swapped.
+  Each second pass has its own BatchNorm by default (``share_norm: false``); with ``share_norm`` it reuses the
+  first pass's norms position by position.
+- Vision transformers with fused ``qkv`` (timm's ``blocks``): blocks 1…L run again with the query and key weights
+  (and biases) swapped, so each attention map is the transpose of the first pass's; norms and MLPs are shared.
+- ``shuffle: false`` shares without swapping (the paper's ablation).
+
+The second passes reuse the first pass's modules, so the weights are the same tensors; ``state_dict`` lists them
+under both names and safetensors' ``save_model`` stores each once. A file's metadata records the SPS options so
+kdcli can rebuild the shared structure before loading.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from kdcli.errors import UsageError
+
+SUPPORTED = "ResNets with basic blocks (CIFAR zoo resnet*, timm resnet18/34-style) and ViTs with fused qkv"
+
+
+class SwappedQKV(nn.Module):
+    """A fused ``qkv`` projection with the query and key rows swapped; the weights are the original module's."""
+
+    def __init__(self, qkv: nn.Linear) -> None:
+        super().__init__()
+        self.qkv = qkv
+
+    def forward(self, x: Tensor) -> Tensor:
+        q, k, v = self.qkv.weight.chunk(3, dim=0)
+        bias = None
+        if self.qkv.bias is not None:
+            bq, bk, bv = self.qkv.bias.chunk(3)
+            bias = torch.cat([bk, bq, bv])
+        return F.linear(x, torch.cat([k, q, v]), bias)
+
+
+class SharedPassStage(nn.Module):
+    """A stage's blocks under their own keys (``0``, ``1``, ...), then ``second_pass``: shared-weight re-runs of its
+    shape-preserving blocks."""
+
+    def __init__(self, stage: nn.Sequential, second_pass: list[nn.Module]) -> None:
+        super().__init__()
+        self.first_pass = len(stage)
+        for index, block in enumerate(stage):
+            self.add_module(str(index), block)
+        self.second_pass = nn.ModuleList(second_pass)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for index in range(self.first_pass):
+            x = self._modules[str(index)](x)  # type: ignore[misc]
+        for block in self.second_pass:
+            x = block(x)
+        return x
+
+
+def _twin(module: nn.Module) -> nn.Module:
+    """A shallow copy with its own module table: the entries are still the original's (shared) modules."""
+    twin = copy.copy(module)
+    twin._modules = dict(module._modules)
+    twin._parameters = dict(module._parameters)
+    twin._buffers = dict(module._buffers)
+    return twin
+
+
+def _shape_preserving(block: nn.Module) -> bool:
+    conv1, conv2 = getattr(block, "conv1", None), getattr(block, "conv2", None)
+    return (
+        isinstance(conv1, nn.Conv2d)
+        and isinstance(conv2, nn.Conv2d)
+        and conv1.weight.shape == conv2.weight.shape
+        and conv1.stride == (1, 1)
+        and getattr(block, "downsample", None) is None
+    )
+
+
+def _resnet_second_pass(block: nn.Module, shuffle: bool, share_norm: bool) -> nn.Module:
+    twin = _twin(block)
+    if shuffle:
+        twin.conv1, twin.conv2 = block.conv2, block.conv1
+    if not share_norm:
+        twin.bn1, twin.bn2 = copy.deepcopy(block.bn1), copy.deepcopy(block.bn2)
+    return twin
+
+
+def _vit_second_pass(block: Any, shuffle: bool) -> nn.Module:
+    twin = _twin(block)
+    if shuffle:
+        attention = _twin(block.attn)
+        attention.qkv = SwappedQKV(block.attn.qkv)
+        twin.attn = attention
+    return twin
+
+
+def family(model: nn.Module) -> str | None:
+    """``resnet`` or ``vit`` when SPS supports the model, else None."""
+    stages = [s for i in range(1, 5) if isinstance(s := getattr(model, f"layer{i}", None), nn.Sequential)]
+    if stages and all(not hasattr(block, "conv3") and hasattr(block, "conv2") for s in stages for block in s):
+        return "resnet"
+    blocks = getattr(model, "blocks", None)
+    if isinstance(blocks, nn.Sequential) and all(isinstance(getattr(getattr(b, "attn", None), "qkv", None),
+                                                           nn.Linear) for b in blocks):  # fmt: skip
+        return "vit"
+    return None
+
+
+def apply_sps(model: nn.Module, shuffle: bool = True, share_norm: bool = False) -> nn.Module:
+    """Give ``model`` shared-weight second passes, in place, and record the options on it; returns it."""
+    kind = family(model)
+    if kind is None:
+        raise UsageError(
+            f"SPS supports {SUPPORTED}, not {type(model).__name__}; turn it off with --set method.sps=false"
+        )
+    # A plain attribute, not a module or tensor: exported into the file's metadata so the structure can be rebuilt.
+    object.__setattr__(model, "sps_options", {"shuffle": shuffle, "share_norm": share_norm})
+    if kind == "resnet":
+        stages = {i: s for i in range(1, 5) if isinstance(s := getattr(model, f"layer{i}", None), nn.Sequential)}
+        if not any(_shape_preserving(block) for stage in stages.values() for block in stage):
+            raise UsageError(
+                f"SPS finds no shape-preserving block in {type(model).__name__} (every block changes its shape), "
+                "so it would change nothing; use --set method.sps=false"
+            )
+        for index, stage in stages.items():
+            twins = [_resnet_second_pass(b, shuffle, share_norm) for b in stage if _shape_preserving(b)]
+            setattr(model, f"layer{index}", SharedPassStage(stage, twins))
+        return model
+    if kind == "vit":
+        blocks = model.blocks
+        assert isinstance(blocks, nn.Sequential)
+        model.blocks = nn.Sequential(*blocks, *[_vit_second_pass(b, shuffle) for b in blocks])
+        return model
+    raise UsageError(f"SPS supports {SUPPORTED}, not {type(model).__name__}; turn it off with --set method.sps=false")
+
+
+def sps_options(model: nn.Module) -> dict[str, Any] | None:
+    """The SPS options a model was built with (stored in its file's metadata), or None."""
+    return getattr(model, "sps_options", None)
