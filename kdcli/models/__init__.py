@@ -6,30 +6,13 @@ published checkpoints load into them with ``strict=True``.
 """
 
 from kdcli.models import cifar_mobilenetv2, cifar_resnet, cifar_shufflenet, cifar_vgg, cifar_wrn
-from kdcli.models.cifar_resnet import CIFAR100_MEAN, CIFAR100_STD
+from kdcli.models._head import CIFAR100_MEAN, CIFAR100_STD
 
-ZOO_MODELS: tuple[str, ...] = (
-    "resnet8",
-    "resnet14",
-    "resnet20",
-    "resnet32",
-    "resnet44",
-    "resnet56",
-    "resnet110",
-    "resnet8x4",
-    "resnet32x4",
-    "wrn_16_1",
-    "wrn_16_2",
-    "wrn_40_1",
-    "wrn_40_2",
-    "vgg8_cifar",
-    "vgg11_cifar",
-    "vgg13_cifar",
-    "vgg16_cifar",
-    "vgg19_cifar",
-    "mobilenetv2_cifar",
-    "shufflenetv1_cifar",
-    "shufflenetv2_cifar",
+# The names each module registers, in its order: every ``register_model`` there has an entry in ``default_cfgs``.
+ZOO_MODELS: tuple[str, ...] = tuple(
+    name
+    for module in (cifar_resnet, cifar_wrn, cifar_vgg, cifar_mobilenetv2, cifar_shufflenet)
+    for name in module.default_cfgs
 )
 
 # RepDistiller's own spellings that timm does not know, mapped to the zoo's names.

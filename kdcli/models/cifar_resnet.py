@@ -15,15 +15,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch.nn.functional as F
-from timm.layers import create_classifier
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import Tensor, nn
 
-__all__ = ["CIFAR100_MEAN", "CIFAR100_STD", "BasicBlock", "CifarResNet"]
+from kdcli.models._head import CIFAR100_MEAN, CIFAR100_STD, CifarClassifier, cifar_cfg, repdistiller_init
 
-CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
-CIFAR100_STD = (0.2675, 0.2565, 0.2761)
+__all__ = ["CIFAR100_MEAN", "CIFAR100_STD", "BasicBlock", "CifarResNet"]
 
 _WIDTHS = (16, 16, 32, 64)
 _WIDTHS_X4 = (32, 64, 128, 256)
@@ -73,42 +70,21 @@ def _make_stage(in_chs: int, out_chs: int, depth: int, stride: int) -> nn.Sequen
     return nn.Sequential(*blocks)
 
 
-def _init_weights(module: nn.Module) -> None:
-    # RepDistiller leaves the Linear classifier at PyTorch's default initialization.
-    if isinstance(module, nn.Conv2d):
-        nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-    elif isinstance(module, nn.BatchNorm2d):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
-
-
-class CifarResNet(nn.Module):
+class CifarResNet(CifarClassifier):
     """ResNet for 32x32 images: a 3x3 stem and three stages of basic blocks, the last two downsampling by 2.
 
     Args:
         depth: Number of weighted layers, ``6n + 2`` for ``n`` blocks per stage.
         widths: Channels of the stem and of the three stages.
-        num_classes: Classifier outputs; 0 leaves the classifier out.
         in_chans: Input image channels.
-        global_pool: timm global pooling type.
-        drop_rate: Dropout before the classifier (RepDistiller uses none).
+        **kwargs: The head's ``num_classes``, ``global_pool`` and ``drop_rate`` (see ``CifarClassifier._init_head``).
     """
 
-    def __init__(
-        self,
-        depth: int,
-        widths: tuple[int, int, int, int],
-        num_classes: int = 100,
-        in_chans: int = 3,
-        global_pool: str = "avg",
-        drop_rate: float = 0.0,
-    ) -> None:
+    def __init__(self, depth: int, widths: tuple[int, int, int, int], *, in_chans: int = 3, **kwargs: Any) -> None:
         super().__init__()
         if depth < 8 or (depth - 2) % 6:
             raise ValueError(f"CIFAR ResNet depth must be 6n + 2 with n >= 1, got {depth}")
         blocks_per_stage = (depth - 2) // 6
-        self.num_classes = num_classes
-        self.drop_rate = drop_rate
 
         self.conv1 = nn.Conv2d(in_chans, widths[0], kernel_size=3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
@@ -117,28 +93,9 @@ class CifarResNet(nn.Module):
         self.layer2 = _make_stage(widths[1], widths[2], blocks_per_stage, stride=2)
         self.layer3 = _make_stage(widths[2], widths[3], blocks_per_stage, stride=2)
 
-        self.num_features = widths[3]
-        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool)
-        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
-        self.apply(_init_weights)
-
-    def get_classifier(self) -> nn.Module:
-        """Returns the final Linear layer (``nn.Identity`` when built with ``num_classes=0``)."""
-        return self.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replaces the classifier with a freshly initialized one.
-
-        Args:
-            num_classes: New number of outputs; 0 removes the classifier.
-            global_pool: New pooling type; the current one is kept when None.
-        """
-        self.num_classes = num_classes
-        pool_type = self.global_pool.pool_type if global_pool is None else global_pool
-        self.global_pool, fc = create_classifier(self.num_features, num_classes, pool_type=pool_type)
-        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
-        ref = next(self.parameters())
-        self.fc = fc.to(device=ref.device, dtype=ref.dtype)
+        # RepDistiller leaves the Linear classifier at PyTorch's default initialization.
+        self._init_head(widths[3], "fc", repdistiller_init, **kwargs)
+        self.apply(repdistiller_init)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Returns the last stage's feature map, before global pooling."""
@@ -147,44 +104,14 @@ class CifarResNet(nn.Module):
         x = self.layer2(x)
         return self.layer3(x)
 
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        """Pools and flattens ``x``; returns those features when ``pre_logits`` is set, else the logits."""
-        x = self.global_pool(x)
-        if self.drop_rate:
-            x = F.dropout(x, p=self.drop_rate, training=self.training)
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 def _create_cifar_resnet(variant: str, pretrained: bool = False, **kwargs: Any) -> CifarResNet:
     return build_model_with_cfg(CifarResNet, variant, pretrained, **kwargs)
 
 
-def _cfg(**kwargs: Any) -> dict[str, Any]:
-    return {
-        "url": "",
-        "num_classes": 100,
-        "input_size": (3, 32, 32),
-        "pool_size": (8, 8),
-        "crop_pct": 1.0,
-        "interpolation": "bilinear",
-        "mean": CIFAR100_MEAN,
-        "std": CIFAR100_STD,
-        "first_conv": "conv1",
-        "classifier": "fc",
-        # Definitions (and the CIFAR-100 checkpoints they load) come from RepDistiller, BSD-2-Clause.
-        "license": "bsd-2-clause",
-        "origin_url": "https://github.com/HobbitLong/RepDistiller",
-        "paper_ids": "arXiv:1512.03385",
-        **kwargs,
-    }
-
-
 default_cfgs = generate_default_cfgs(
     {
-        name: _cfg()
+        name: cifar_cfg("conv1", "fc", pool_size=(8, 8), paper_ids="arXiv:1512.03385")
         for name in (
             "resnet8",
             "resnet14",

@@ -20,11 +20,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from timm.layers import create_classifier
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import Tensor, nn
 
-from kdcli.models.cifar_resnet import CIFAR100_MEAN, CIFAR100_STD
+from kdcli.models._head import CifarClassifier, cifar_cfg
 
 __all__ = ["CifarShuffleNetV1", "CifarShuffleNetV2", "ShuffleV1Block", "ShuffleV2Block", "ShuffleV2DownBlock"]
 
@@ -71,17 +70,15 @@ class ShuffleV1Block(nn.Module):
         return F.relu(out + x)
 
 
-class CifarShuffleNetV1(nn.Module):
+class CifarShuffleNetV1(CifarClassifier):
     """ShuffleNet V1 for 32x32 images: 1x1 stem and three stages whose first unit halves the resolution.
 
     Args:
         stage_widths: Output channels of the three stages.
         stage_depths: Units per stage.
         groups: Groups of the pointwise convolutions.
-        num_classes: Classifier outputs; 0 leaves the classifier out.
         in_chans: Input image channels.
-        global_pool: timm global pooling type.
-        drop_rate: Dropout before the classifier (RepDistiller uses none).
+        **kwargs: The head's ``num_classes``, ``global_pool`` and ``drop_rate`` (see ``CifarClassifier._init_head``).
     """
 
     def __init__(
@@ -89,15 +86,11 @@ class CifarShuffleNetV1(nn.Module):
         stage_widths: tuple[int, int, int],
         stage_depths: tuple[int, int, int],
         groups: int,
-        num_classes: int = 100,
+        *,
         in_chans: int = 3,
-        global_pool: str = "avg",
-        drop_rate: float = 0.0,
+        **kwargs: Any,
     ) -> None:
         super().__init__()
-        self.num_classes = num_classes
-        self.drop_rate = drop_rate
-
         self.conv1 = nn.Conv2d(in_chans, _STEM_WIDTH, kernel_size=1, bias=False)
         self.bn1 = nn.BatchNorm2d(_STEM_WIDTH)
         # The stem is too narrow to split into groups, so the first pointwise convolution is not grouped (Zhang et al.).
@@ -105,9 +98,8 @@ class CifarShuffleNetV1(nn.Module):
         self.layer2 = self._make_stage(stage_widths[0], stage_widths[1], stage_depths[1], groups, first_groups=groups)
         self.layer3 = self._make_stage(stage_widths[1], stage_widths[2], stage_depths[2], groups, first_groups=groups)
 
-        self.num_features = stage_widths[2]
-        self.global_pool, self.linear = create_classifier(self.num_features, num_classes, pool_type=global_pool)
-        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
+        # No weight initialization: RepDistiller keeps PyTorch's defaults.
+        self._init_head(stage_widths[2], "linear", **kwargs)
 
     @staticmethod
     def _make_stage(in_chs: int, out_chs: int, depth: int, groups: int, first_groups: int) -> nn.Sequential:
@@ -116,40 +108,12 @@ class CifarShuffleNetV1(nn.Module):
         blocks += [ShuffleV1Block(out_chs, out_chs, 1, groups, groups) for _ in range(depth - 1)]
         return nn.Sequential(*blocks)
 
-    def get_classifier(self) -> nn.Module:
-        """Returns the final Linear layer (``nn.Identity`` when built with ``num_classes=0``)."""
-        return self.linear
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replaces the classifier with a freshly initialized one.
-
-        Args:
-            num_classes: New number of outputs; 0 removes the classifier.
-            global_pool: New pooling type; the current one is kept when None.
-        """
-        self.num_classes = num_classes
-        pool_type = self.global_pool.pool_type if global_pool is None else global_pool
-        self.global_pool, linear = create_classifier(self.num_features, num_classes, pool_type=pool_type)
-        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
-        ref = next(self.parameters())
-        self.linear = linear.to(device=ref.device, dtype=ref.dtype)
-
     def forward_features(self, x: Tensor) -> Tensor:
         """Returns the last stage's feature map, before global pooling."""
         x = F.relu(self.bn1(self.conv1(x)))
         x = self.layer1(x)
         x = self.layer2(x)
         return self.layer3(x)
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        """Pools and flattens ``x``; returns those features when ``pre_logits`` is set, else the logits."""
-        x = self.global_pool(x)
-        if self.drop_rate:
-            x = F.dropout(x, p=self.drop_rate, training=self.training)
-        return x if pre_logits else self.linear(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 class ShuffleV2Block(nn.Module):
@@ -206,17 +170,15 @@ class ShuffleV2DownBlock(nn.Module):
         return channel_shuffle(torch.cat([left, right], dim=1), 2)
 
 
-class CifarShuffleNetV2(nn.Module):
+class CifarShuffleNetV2(CifarClassifier):
     """ShuffleNet V2 for 32x32 images: 1x1 stem, three downsampling stages and a final 1x1 convolution.
 
     Args:
         stage_widths: Output channels of the three stages.
         stage_depths: Basic units per stage, after its downsampling unit.
         num_features: Channels of the final 1x1 convolution.
-        num_classes: Classifier outputs; 0 leaves the classifier out.
         in_chans: Input image channels.
-        global_pool: timm global pooling type.
-        drop_rate: Dropout before the classifier (RepDistiller uses none).
+        **kwargs: The head's ``num_classes``, ``global_pool`` and ``drop_rate`` (see ``CifarClassifier._init_head``).
     """
 
     def __init__(
@@ -224,15 +186,11 @@ class CifarShuffleNetV2(nn.Module):
         stage_widths: tuple[int, int, int],
         stage_depths: tuple[int, int, int],
         num_features: int,
-        num_classes: int = 100,
+        *,
         in_chans: int = 3,
-        global_pool: str = "avg",
-        drop_rate: float = 0.0,
+        **kwargs: Any,
     ) -> None:
         super().__init__()
-        self.num_classes = num_classes
-        self.drop_rate = drop_rate
-
         self.conv1 = nn.Conv2d(in_chans, _STEM_WIDTH, kernel_size=1, bias=False)
         self.bn1 = nn.BatchNorm2d(_STEM_WIDTH)
         self.layer1 = self._make_stage(_STEM_WIDTH, stage_widths[0], stage_depths[0])
@@ -241,31 +199,12 @@ class CifarShuffleNetV2(nn.Module):
         self.conv2 = nn.Conv2d(stage_widths[2], num_features, kernel_size=1, bias=False)
         self.bn2 = nn.BatchNorm2d(num_features)
 
-        self.num_features = num_features
-        self.global_pool, self.linear = create_classifier(self.num_features, num_classes, pool_type=global_pool)
-        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
+        # No weight initialization: RepDistiller keeps PyTorch's defaults.
+        self._init_head(num_features, "linear", **kwargs)
 
     @staticmethod
     def _make_stage(in_chs: int, out_chs: int, depth: int) -> nn.Sequential:
         return nn.Sequential(ShuffleV2DownBlock(in_chs, out_chs), *(ShuffleV2Block(out_chs) for _ in range(depth)))
-
-    def get_classifier(self) -> nn.Module:
-        """Returns the final Linear layer (``nn.Identity`` when built with ``num_classes=0``)."""
-        return self.linear
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replaces the classifier with a freshly initialized one.
-
-        Args:
-            num_classes: New number of outputs; 0 removes the classifier.
-            global_pool: New pooling type; the current one is kept when None.
-        """
-        self.num_classes = num_classes
-        pool_type = self.global_pool.pool_type if global_pool is None else global_pool
-        self.global_pool, linear = create_classifier(self.num_features, num_classes, pool_type=pool_type)
-        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
-        ref = next(self.parameters())
-        self.linear = linear.to(device=ref.device, dtype=ref.dtype)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Returns the activated output of the final 1x1 convolution, before global pooling."""
@@ -274,16 +213,6 @@ class CifarShuffleNetV2(nn.Module):
         x = self.layer2(x)
         x = self.layer3(x)
         return F.relu(self.bn2(self.conv2(x)))
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        """Pools and flattens ``x``; returns those features when ``pre_logits`` is set, else the logits."""
-        x = self.global_pool(x)
-        if self.drop_rate:
-            x = F.dropout(x, p=self.drop_rate, training=self.training)
-        return x if pre_logits else self.linear(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _create_shufflenetv1(variant: str, pretrained: bool = False, **kwargs: Any) -> CifarShuffleNetV1:
@@ -294,29 +223,10 @@ def _create_shufflenetv2(variant: str, pretrained: bool = False, **kwargs: Any) 
     return build_model_with_cfg(CifarShuffleNetV2, variant, pretrained, **kwargs)
 
 
-def _cfg(**kwargs: Any) -> dict[str, Any]:
-    return {
-        "url": "",
-        "num_classes": 100,
-        "input_size": (3, 32, 32),
-        "pool_size": (4, 4),
-        "crop_pct": 1.0,
-        "interpolation": "bilinear",
-        "mean": CIFAR100_MEAN,
-        "std": CIFAR100_STD,
-        "first_conv": "conv1",
-        "classifier": "linear",
-        # Definitions (and the CIFAR-100 checkpoints they load) come from RepDistiller, BSD-2-Clause.
-        "license": "bsd-2-clause",
-        "origin_url": "https://github.com/HobbitLong/RepDistiller",
-        **kwargs,
-    }
-
-
 default_cfgs = generate_default_cfgs(
     {
-        "shufflenetv1_cifar": _cfg(paper_ids="arXiv:1707.01083"),
-        "shufflenetv2_cifar": _cfg(paper_ids="arXiv:1807.11164"),
+        "shufflenetv1_cifar": cifar_cfg("conv1", "linear", pool_size=(4, 4), paper_ids="arXiv:1707.01083"),
+        "shufflenetv2_cifar": cifar_cfg("conv1", "linear", pool_size=(4, 4), paper_ids="arXiv:1807.11164"),
     }
 )
 

@@ -13,14 +13,14 @@ Linear layer, so ``vgg{n}_cifar`` has ``n - 3`` convolutions (``vgg8_cifar``: fi
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch.nn.functional as F
-from timm.layers import create_classifier
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import Tensor, nn
 
-from kdcli.models.cifar_resnet import CIFAR100_MEAN, CIFAR100_STD
+from kdcli.models._head import CifarClassifier, cifar_cfg, repdistiller_init
 
 __all__ = ["CifarVGG"]
 
@@ -45,42 +45,22 @@ def _make_block(in_chs: int, widths: tuple[int, ...]) -> nn.Sequential:
     return nn.Sequential(*layers[:-1])
 
 
-def _init_weights(module: nn.Module) -> None:
-    if isinstance(module, nn.Conv2d):
-        nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.BatchNorm2d):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.Linear):
-        nn.init.normal_(module.weight, std=0.01)
-        nn.init.zeros_(module.bias)
+# RepDistiller draws the classifier's weights from N(0, 0.01) and zeroes its bias.
+_init_weights = partial(repdistiller_init, classifier="normal")
 
 
-class CifarVGG(nn.Module):
+class CifarVGG(CifarClassifier):
     """VGG for 32x32 images: five blocks of 3x3 conv-BN-ReLU, max pooling between the first four.
 
     Args:
         cfg: Configuration key: ``"S"`` (VGG-8), ``"A"`` (11), ``"B"`` (13), ``"D"`` (16) or ``"E"`` (19).
-        num_classes: Classifier outputs; 0 leaves the classifier out.
         in_chans: Input image channels.
-        global_pool: timm global pooling type.
-        drop_rate: Dropout before the classifier (RepDistiller uses none).
+        **kwargs: The head's ``num_classes``, ``global_pool`` and ``drop_rate`` (see ``CifarClassifier._init_head``).
     """
 
-    def __init__(
-        self,
-        cfg: str,
-        num_classes: int = 100,
-        in_chans: int = 3,
-        global_pool: str = "avg",
-        drop_rate: float = 0.0,
-    ) -> None:
+    def __init__(self, cfg: str, *, in_chans: int = 3, **kwargs: Any) -> None:
         super().__init__()
         widths = _CONFIGS[cfg]
-        self.num_classes = num_classes
-        self.drop_rate = drop_rate
 
         self.block0 = _make_block(in_chans, widths[0])
         self.block1 = _make_block(widths[0][-1], widths[1])
@@ -88,29 +68,8 @@ class CifarVGG(nn.Module):
         self.block3 = _make_block(widths[2][-1], widths[3])
         self.block4 = _make_block(widths[3][-1], widths[4])
 
-        self.num_features = widths[4][-1]
-        self.global_pool, self.classifier = create_classifier(self.num_features, num_classes, pool_type=global_pool)
-        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
+        self._init_head(widths[4][-1], "classifier", _init_weights, **kwargs)
         self.apply(_init_weights)
-
-    def get_classifier(self) -> nn.Module:
-        """Returns the final Linear layer (``nn.Identity`` when built with ``num_classes=0``)."""
-        return self.classifier
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replaces the classifier with a freshly initialized one.
-
-        Args:
-            num_classes: New number of outputs; 0 removes the classifier.
-            global_pool: New pooling type; the current one is kept when None.
-        """
-        self.num_classes = num_classes
-        pool_type = self.global_pool.pool_type if global_pool is None else global_pool
-        self.global_pool, classifier = create_classifier(self.num_features, num_classes, pool_type=pool_type)
-        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
-        classifier.apply(_init_weights)
-        ref = next(self.parameters())
-        self.classifier = classifier.to(device=ref.device, dtype=ref.dtype)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Returns the activated output of the last block, before global pooling (4x4 for 32x32 inputs)."""
@@ -125,43 +84,16 @@ class CifarVGG(nn.Module):
             x = F.max_pool2d(x, 2)
         return F.relu(self.block4(x))
 
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        """Pools and flattens ``x``; returns those features when ``pre_logits`` is set, else the logits."""
-        x = self.global_pool(x)
-        if self.drop_rate:
-            x = F.dropout(x, p=self.drop_rate, training=self.training)
-        return x if pre_logits else self.classifier(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 def _create_cifar_vgg(variant: str, pretrained: bool = False, **kwargs: Any) -> CifarVGG:
     return build_model_with_cfg(CifarVGG, variant, pretrained, **kwargs)
 
 
-def _cfg(**kwargs: Any) -> dict[str, Any]:
-    return {
-        "url": "",
-        "num_classes": 100,
-        "input_size": (3, 32, 32),
-        "pool_size": (4, 4),
-        "crop_pct": 1.0,
-        "interpolation": "bilinear",
-        "mean": CIFAR100_MEAN,
-        "std": CIFAR100_STD,
-        "first_conv": "block0.0",
-        "classifier": "classifier",
-        # Definitions (and the CIFAR-100 checkpoints they load) come from RepDistiller, BSD-2-Clause.
-        "license": "bsd-2-clause",
-        "origin_url": "https://github.com/HobbitLong/RepDistiller",
-        "paper_ids": "arXiv:1409.1556",
-        **kwargs,
-    }
-
-
 default_cfgs = generate_default_cfgs(
-    {name: _cfg() for name in ("vgg8_cifar", "vgg11_cifar", "vgg13_cifar", "vgg16_cifar", "vgg19_cifar")}
+    {
+        name: cifar_cfg("block0.0", "classifier", pool_size=(4, 4), paper_ids="arXiv:1409.1556")
+        for name in ("vgg8_cifar", "vgg11_cifar", "vgg13_cifar", "vgg16_cifar", "vgg19_cifar")
+    }
 )
 
 

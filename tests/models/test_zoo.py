@@ -98,6 +98,13 @@ def test_zoo_lists_are_consistent() -> None:
     assert not any(timm.is_model(alias) for alias in ZOO_ALIASES)
 
 
+def test_zoo_models_lists_every_registered_zoo_name() -> None:
+    # ZOO_MODELS is read off the modules' default_cfgs, so a model registered without a config would be missing.
+    prefix = "kdcli.models.cifar_"
+    registered = {name for name in timm.list_models() if model_entrypoint(name).__module__.startswith(prefix)}
+    assert registered == set(ZOO_MODELS)
+
+
 def test_zoo_names_overwrite_no_timm_model() -> None:
     # timm's register_model appends every name it registers to the defining module's __all__, so these are the names
     # timm itself defines, whatever the registry holds after kdcli.models was imported.
