@@ -3,10 +3,11 @@
     python bench/fmnist5k.py --data-dir ../shared/data/fashion-mnist                # the full protocol (GPU)
     python bench/fmnist5k.py --data-dir ... --epochs 15 --teacher-epochs 15 --device cpu   # CPU-sized
 
-Trains the teacher once (seed 0) with the `fmnist5k-teacher` preset, then for each seed the student alone
-(`fmnist5k-student`) and each method (`fmnist5k-<method>`), all through kdcli's Python API. Prints one JSON line:
-the configuration, the teacher's accuracy, and per arm the mean ± std of last-epoch top-1, of the top-1 at the
-best-on-val epoch (with --val-split), and the wall time.
+Trains the teacher once (seed 0) with the `fmnist5k-teacher` preset, then for each seed each arm: `student` (the
+student alone, `fmnist5k-student`) or a method (`fmnist5k-<method>`), optionally with method options, as in
+`pea:sps=false`; all through kdcli's Python API. Prints one JSON line: the configuration, the teacher's accuracy,
+and per arm the mean ± std of last-epoch top-1, of the top-1 at the best-on-val epoch (with --val-split), and the
+wall time.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 import torch
 
 import kdcli
-from kdcli.config import load_preset, resolve
+from kdcli.config import load_preset, parse_set, resolve
 
 
 def run(preset: str, overrides: dict[str, Any], distill: bool) -> dict[str, Any]:
@@ -49,7 +50,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="student epochs (preset: 40)")
     parser.add_argument("--teacher-epochs", type=int, default=None, help="teacher epochs (preset: 40)")
     parser.add_argument("--teacher", default=None, help="an already trained teacher file (skips training one)")
-    parser.add_argument("--methods", nargs="+", default=["vanilla"])
+    parser.add_argument("--arms", nargs="+", default=["student", "vanilla"],
+                        help="student, or METHOD[:key=value,...] with the fmnist5k-METHOD preset")  # fmt: skip
     parser.add_argument("--val-split", type=float, default=0.0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -70,15 +72,20 @@ def main() -> None:
                                            "output": {"dir": str(out / "teacher")}}, distill=False)  # fmt: skip
     teacher_top1 = kdcli.evaluate([teacher["path"]], data_dir=args.data_dir, device=args.device)["results"][0]["top1"]
 
-    arms: dict[str, list[dict[str, Any]]] = {"student": [], **{m: [] for m in args.methods}}
+    arms: dict[str, list[dict[str, Any]]] = {arm: [] for arm in args.arms}
     for seed in args.seeds:
         base = {**common, "train": {**student_train, "seed": seed}}
-        arms["student"].append(run("fmnist5k-student", {**base, "output": {"dir": str(out / f"student-s{seed}")}},
-                                   distill=False))  # fmt: skip
-        for method in args.methods:
-            overrides = {**base, "teacher": {"checkpoint": teacher["path"]},
-                         "output": {"dir": str(out / f"{method}-s{seed}")}}  # fmt: skip
-            arms[method].append(run(f"fmnist5k-{method}", overrides, distill=True))
+        for arm in args.arms:
+            folder = {"output": {"dir": str(out / f"{arm.replace(':', '-').replace('=', '')}-s{seed}")}}
+            if arm == "student":
+                arms[arm].append(run("fmnist5k-student", {**base, **folder}, distill=False))
+                continue
+            method, _, options = arm.partition(":")
+            method_options: dict[str, Any] = {}
+            for item in filter(None, options.split(",")):
+                method_options.update(parse_set(item))
+            overrides = {**base, **folder, "teacher": {"checkpoint": teacher["path"]}, "method": method_options}
+            arms[arm].append(run(f"fmnist5k-{method}", overrides, distill=True))
 
     config = resolve([("preset", load_preset("fmnist5k-vanilla")), ("bench", {**common, "train": student_train})])
     print(json.dumps({

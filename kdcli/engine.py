@@ -32,6 +32,7 @@ from kdcli.checkpoint import (
     load_checkpoint,
     load_model,
     load_weights,
+    read_card,
     read_model_file,
     save_checkpoint,
     save_model,
@@ -41,7 +42,7 @@ from kdcli.config import RunConfig, ScheduleConfig, dump, read_yaml, resolve
 from kdcli.data import DataBundle, build_data
 from kdcli.errors import Interrupted, RunFailed, UsageError
 from kdcli.metrics import classification_metrics, count_macs, count_parameters
-from kdcli.models.factory import create_model, shadow_hint
+from kdcli.models.factory import create_model, resolve_arch, shadow_hint
 from kdcli.models.wrappers import FrozenTeacher, NormalizedModel
 from kdcli.report import build_report, write_reports
 from kdcli.strategies import Strategy, TeacherOutput, get_strategy
@@ -159,14 +160,18 @@ def load_teacher(config: RunConfig, data: DataBundle, device: torch.device) -> T
         mean, std = cfg.get("mean", data.mean), cfg.get("std", data.std)
         return Teacher(FrozenTeacher(model, mean, std, spec.in_chans or 3).to(device), spec.arch, None, None, None)
     path = resolve_checkpoint_path(spec.checkpoint)
-    model, card = load_model(path, arch=spec.arch, num_classes=data.num_classes)
-    if card is not None:
-        if spec.arch is not None and spec.arch != card.arch:
-            raise UsageError(f"{path} holds a {card.arch!r}, not the {spec.arch!r} named by --teacher")
+    card = read_card(path)
+    if card is not None:  # checked before building, so the message names the real mismatch
+        if spec.arch is not None and resolve_arch(spec.arch) != card.arch:
+            raise UsageError(
+                f"{path} holds a {card.arch!r}, not the {spec.arch!r} the teacher is configured as; "
+                "drop the teacher arch (the file names it) or pass the matching file"
+            )
         if card.num_classes != data.num_classes:
             raise UsageError(
                 f"the teacher {path} predicts {card.num_classes} classes but {data.name} has {data.num_classes}"
             )
+    model, card = load_model(path, arch=None if card else spec.arch, num_classes=data.num_classes)
     mean, std = (card.mean, card.std) if card else (data.mean, data.std)
     in_chans = card.in_chans if card else int(_first_conv_channels(model))
     arch = card.arch if card else str(spec.arch)
