@@ -9,7 +9,8 @@ the second pass the two same-shaped matrices of each layer trade places.
   first pass's norms position by position.
 - Vision transformers with fused ``qkv`` (timm's ``blocks``): blocks 1…L run again with the query and key weights
   (and biases) swapped, so each attention map is the transpose of the first pass's; norms and MLPs are shared.
-- ``shuffle: false`` shares without swapping (the paper's ablation).
+- ``shuffle: false`` shares without swapping (the paper's ablation); ``tied: false`` gives every second pass weights
+  of its own: the plain network of the same effective depth (same MACs, more parameters), for comparison.
 
 The second passes reuse the first pass's modules, so the weights are the same tensors; ``state_dict`` lists them
 under both names and safetensors' ``save_model`` stores each once. A file's metadata records the SPS options so
@@ -85,16 +86,20 @@ def _shape_preserving(block: nn.Module) -> bool:
     )
 
 
-def _resnet_second_pass(block: nn.Module, shuffle: bool, share_norm: bool) -> nn.Module:
+def _resnet_second_pass(block: nn.Module, shuffle: bool, share_norm: bool, tied: bool) -> nn.Module:
     twin = _twin(block)
     if shuffle:
         twin.conv1, twin.conv2 = block.conv2, block.conv1
+    if not tied:
+        twin.conv1, twin.conv2 = copy.deepcopy(twin.conv1), copy.deepcopy(twin.conv2)
     if not share_norm:
         twin.bn1, twin.bn2 = copy.deepcopy(block.bn1), copy.deepcopy(block.bn2)
     return twin
 
 
-def _vit_second_pass(block: Any, shuffle: bool) -> nn.Module:
+def _vit_second_pass(block: Any, shuffle: bool, tied: bool) -> nn.Module:
+    if not tied:
+        return copy.deepcopy(block)
     twin = _twin(block)
     if shuffle:
         attention = _twin(block.attn)
@@ -115,7 +120,7 @@ def family(model: nn.Module) -> str | None:
     return None
 
 
-def apply_sps(model: nn.Module, shuffle: bool = True, share_norm: bool = False) -> nn.Module:
+def apply_sps(model: nn.Module, shuffle: bool = True, share_norm: bool = False, tied: bool = True) -> nn.Module:
     """Give ``model`` shared-weight second passes, in place, and record the options on it; returns it."""
     kind = family(model)
     if kind is None:
@@ -123,7 +128,7 @@ def apply_sps(model: nn.Module, shuffle: bool = True, share_norm: bool = False) 
             f"SPS supports {SUPPORTED}, not {type(model).__name__}; turn it off with --set method.sps=false"
         )
     # A plain attribute, not a module or tensor: exported into the file's metadata so the structure can be rebuilt.
-    object.__setattr__(model, "sps_options", {"shuffle": shuffle, "share_norm": share_norm})
+    object.__setattr__(model, "sps_options", {"shuffle": shuffle, "share_norm": share_norm, "tied": tied})
     if kind == "resnet":
         stages = {i: s for i in range(1, 5) if isinstance(s := getattr(model, f"layer{i}", None), nn.Sequential)}
         if not any(_shape_preserving(block) for stage in stages.values() for block in stage):
@@ -132,13 +137,13 @@ def apply_sps(model: nn.Module, shuffle: bool = True, share_norm: bool = False) 
                 "so it would change nothing; use --set method.sps=false"
             )
         for index, stage in stages.items():
-            twins = [_resnet_second_pass(b, shuffle, share_norm) for b in stage if _shape_preserving(b)]
+            twins = [_resnet_second_pass(b, shuffle, share_norm, tied) for b in stage if _shape_preserving(b)]
             setattr(model, f"layer{index}", SharedPassStage(stage, twins))
         return model
     if kind == "vit":
         blocks = model.blocks
         assert isinstance(blocks, nn.Sequential)
-        model.blocks = nn.Sequential(*blocks, *[_vit_second_pass(b, shuffle) for b in blocks])
+        model.blocks = nn.Sequential(*blocks, *[_vit_second_pass(b, shuffle, tied) for b in blocks])
         return model
     raise UsageError(f"SPS supports {SUPPORTED}, not {type(model).__name__}; turn it off with --set method.sps=false")
 

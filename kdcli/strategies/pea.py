@@ -40,6 +40,7 @@ class PeaOptions(VanillaOptions):
     sps: bool = Field(True, description="Shuffled Parameter Sharing in the student")
     shuffle: bool = Field(True, description="swap the paired weights in the second pass (false: plain sharing)")
     share_norm: bool = Field(False, description="ResNets: the second pass reuses the first pass's BatchNorms")
+    tied: bool = Field(True, description="false: second passes get weights of their own (the same-MACs baseline)")
     ptp: bool = Field(True, description="Pretraining with Teacher's Predictions before KD")
     ptp_epochs: int = Field(5, ge=1, description="epochs of the 4-way PTP stage")
 
@@ -66,7 +67,7 @@ class Pea(Vanilla):
     def transform_student(self, student: nn.Module) -> nn.Module:
         if not self.options.sps:
             return student
-        return apply_sps(student, self.options.shuffle, self.options.share_norm)
+        return apply_sps(student, self.options.shuffle, self.options.share_norm, self.options.tied)
 
     def pre_stage(self, run: Run, reporter: Reporter) -> None:
         if not self.options.ptp:

@@ -92,3 +92,13 @@ def test_sps_student_round_trips_with_identical_outputs(tmp_path: Path, arch: st
 def test_resnet_without_shape_preserving_blocks_is_refused() -> None:
     with pytest.raises(UsageError, match="no shape-preserving block"):
         apply_sps(timm.create_model("resnet8x4", num_classes=10))
+
+
+def test_untied_second_pass_has_the_macs_of_sps_and_its_own_weights() -> None:
+    """resnet8 untied: layer1's second pass gets two 16→16 3×3 convolutions of its own, 2 × 16·16·9 = 4,608 weights."""
+    tied = apply_sps(timm.create_model("resnet8", num_classes=10))
+    untied = apply_sps(timm.create_model("resnet8", num_classes=10), tied=False)
+    assert count_parameters(untied) - count_parameters(tied) == 4608
+    from kdcli.metrics import count_macs
+
+    assert count_macs(untied, (3, 32, 32)) == count_macs(tied, (3, 32, 32))
