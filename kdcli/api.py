@@ -61,11 +61,15 @@ def evaluate(
     device: str = "auto",
     batch_size: int = 512,
     min_top1: float | None = None,
+    train_subset: int | None = None,
+    val_split: float = 0.0,
 ) -> dict[str, Any]:
     """Evaluate model files on a split: accuracy, NLL, calibration, agreement with a teacher, and cost.
 
-    The data set defaults to the one recorded in each file's metadata. With ``min_top1``, each result says
-    whether it ``passed`` and the summary whether all did (the CLI exits 1 when not).
+    The data set defaults to the one recorded in each file's metadata. ``split="val"`` rebuilds a run's validation
+    split from the same ``train_subset`` and ``val_split`` (both seeded with the default ``data.subset_seed``).
+    With ``min_top1``, each result says whether it ``passed`` and the summary whether all did (the CLI exits 1
+    when not).
     """
     torch_device = resolve_device(device)
     autocast = autocast_factory(torch_device, "auto")
@@ -78,7 +82,9 @@ def evaluate(
         data_name = data or card.dataset
         if data_name is None:
             raise UsageError(f"{path} does not record its data set; pass --data NAME")
-        data_config = DataConfig.model_validate({"name": data_name, "dir": data_dir})
+        data_config = DataConfig.model_validate(
+            {"name": data_name, "dir": data_dir, "train_subset": train_subset, "val_split": val_split}
+        )
         bundle = build_data(data_config, torch_device, batch_size, batch_size, seed=0)
         if bundle.num_classes != card.num_classes:
             raise UsageError(f"{path} predicts {card.num_classes} classes but {data_name} has {bundle.num_classes}")

@@ -268,7 +268,9 @@ def eval_(
     files: Annotated[list[Path], typer.Argument(help="model files written by kdcli (safetensors)")],
     data: Annotated[str | None, typer.Option(help="data set; default: the one recorded in each file")] = None,
     data_dir: DataDirOpt = None,
-    split: Annotated[str, typer.Option(help="test or val")] = "test",
+    split: Annotated[str, typer.Option(help="test, or val (with the run's --val-split and --train-subset)")] = "test",
+    train_subset: SubsetOpt = None,
+    val_split: Annotated[float, typer.Option(help="the run's validation fraction, for --split val")] = 0.0,
     teacher: Annotated[Path | None, typer.Option(help="teacher file: also report top-1 agreement with it")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps")] = "auto",
     batch_size: Annotated[int, typer.Option(min=1)] = 512,
@@ -288,6 +290,8 @@ def eval_(
         device=device,
         batch_size=batch_size,
         min_top1=min_top1,
+        train_subset=train_subset,
+        val_split=val_split,
     )
     if json_:
         print(json.dumps(summary, indent=2))

@@ -64,6 +64,9 @@ def test_resume_ends_at_the_same_weights(tmp_path: Path, teacher_file: Path) -> 
         assert torch.equal(tensor, expected[name]), name
     assert [r["test_top1"] for r in resumed.report["epochs"]] == [r["test_top1"] for r in straight.report["epochs"]]
     assert (tmp_path / "stopped" / "student-best.safetensors").is_file()
+    validation = kdcli.evaluate([resumed.student_path], split="val", train_subset=300, val_split=0.2, device="cpu")
+    assert validation["results"][0]["samples"] == 60
+    assert validation["results"][0]["top1"] == pytest.approx(resumed.report["epochs"][-1]["val_top1"])
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path, teacher_file: Path) -> None:
