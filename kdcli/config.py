@@ -70,7 +70,7 @@ class ScheduleConfig(Section):
     milestones: list[int] = Field(default_factory=lambda: [150, 180, 210])
     gamma: float = Field(0.1, gt=0.0)
     warmup_epochs: float = Field(0.0, ge=0.0)
-    min_lr: float = Field(0.0, ge=0.0)
+    final_factor: float = Field(0.0, ge=0.0, le=1.0, description="cosine: the last rate as a fraction of lr")
 
 
 class TrainConfig(Section):

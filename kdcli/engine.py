@@ -107,21 +107,21 @@ def lr_factor(schedule: ScheduleConfig, epoch: float, epochs: int) -> float:
     """The multiplier of each group's base learning rate at a fractional epoch (a step-wise schedule).
 
     ``step`` drops by ``gamma`` at each milestone epoch (RepDistiller's MultiStepLR); ``cosine`` anneals to
-    ``min_lr`` (as a fraction of the base rate when the base is 1); ``onecycle`` warms up over ``warmup_epochs``
-    (30% of the run when unset) and then anneals by a cosine, as in Smith's one-cycle policy. Any schedule
-    warms up linearly over ``warmup_epochs``.
+    ``final_factor``; ``onecycle`` warms up from 1/25 of the rate over ``warmup_epochs`` (30% of the run when
+    unset) and then anneals to zero by a cosine, as torch's OneCycleLR does. The other schedules warm up linearly
+    from 1% of the rate over ``warmup_epochs``.
     """
     warmup = schedule.warmup_epochs
     if schedule.name == "onecycle" and warmup == 0:
         warmup = 0.3 * epochs
     if warmup > 0 and epoch < warmup:
-        return (epoch + 1e-3) / warmup if schedule.name != "onecycle" else 0.04 + 0.96 * epoch / warmup
+        return 0.04 + 0.96 * epoch / warmup if schedule.name == "onecycle" else max(epoch / warmup, 0.01)
     if schedule.name == "constant":
         return 1.0
     if schedule.name == "step":
         return float(schedule.gamma ** sum(1 for m in schedule.milestones if int(epoch) >= m))
     progress = min(1.0, (epoch - warmup) / max(epochs - warmup, 1e-9))
-    floor = schedule.min_lr if schedule.name == "cosine" else 0.0
+    floor = schedule.final_factor if schedule.name == "cosine" else 0.0
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 

@@ -125,3 +125,10 @@ def test_any_timm_architecture_trains_and_exports(tmp_path: Path, arch: str, kwa
     assert result.report["student"]["arch"] == arch
     evaluated = kdcli.evaluate([result.student_path], device="cpu")["results"][0]
     assert evaluated["top1"] == pytest.approx(result.report["final"]["last_top1"])
+
+
+def test_cosine_and_onecycle_shapes() -> None:
+    cosine = resolve([("t", {"schedule": {"name": "cosine", "warmup_epochs": 1, "final_factor": 0.1}})]).config.schedule
+    assert [lr_factor(cosine, e, 11) for e in (0.0, 0.5, 1.0, 6.0, 11.0)] == pytest.approx([0.01, 0.5, 1, 0.55, 0.1])
+    onecycle = resolve([("t", {"schedule": {"name": "onecycle"}})]).config.schedule
+    assert [lr_factor(onecycle, e, 10) for e in (0.0, 3.0, 10.0)] == pytest.approx([0.04, 1.0, 0.0], abs=1e-9)
