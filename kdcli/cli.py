@@ -196,7 +196,7 @@ def distill(
     seed: SeedOpt = None,
     device: DeviceOpt = None,
     out: OutOpt = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="override any key: --set optim.lr=0.1")] = None,
+    set_: SetOpt = None,
     resume: ResumeOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
