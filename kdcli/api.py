@@ -14,10 +14,11 @@ from typing import Any
 
 import torch
 
+from kdcli.acceleration import resolve_acceleration
 from kdcli.checkpoint import load_model
-from kdcli.config import DataConfig, RunConfig, resolve
+from kdcli.config import DataConfig, RunConfig, TrainConfig, resolve
 from kdcli.data import build_data
-from kdcli.engine import Reporter, RunResult, autocast_factory, execute, resolve_device, resume_config
+from kdcli.engine import Reporter, RunResult, execute, resolve_device, resume_config
 from kdcli.errors import UsageError
 from kdcli.metrics import classification_metrics, count_macs, count_parameters, predict
 from kdcli.models.wrappers import NormalizedModel
@@ -72,7 +73,7 @@ def evaluate(
     when not).
     """
     torch_device = resolve_device(device)
-    autocast = autocast_factory(torch_device, "auto")
+    autocast = resolve_acceleration(TrainConfig(), torch_device).autocast(torch_device)
     teacher_predictions: dict[str, torch.Tensor] = {}
     results = []
     for raw_path in paths:

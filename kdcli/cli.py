@@ -56,6 +56,16 @@ SubsetOpt = Annotated[int | None, typer.Option("--train-subset", help="stratifie
 ValOpt = Annotated[float | None, typer.Option("--val-split", help="fraction of train held out to pick the best epoch")]
 ResumeOpt = Annotated[Path | None, typer.Option("--resume", help="continue the run in this directory")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print exactly one JSON document on stdout")]
+PrecisionOpt = Annotated[
+    str | None, typer.Option("--precision", help="auto (bf16 on CUDA, else fp32), bf16, fp16, fp32")
+]
+CompileOpt = Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile (default: on for CUDA)")]
+GraphsOpt = Annotated[
+    bool | None, typer.Option("--cuda-graphs/--no-cuda-graphs", help="CUDA graphs (default: on for CUDA)")
+]
+ChannelsLastOpt = Annotated[
+    bool | None, typer.Option("--channels-last/--no-channels-last", help="channels-last memory (default: on for CUDA)")
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress or notes on stderr")]
 
 
@@ -78,6 +88,17 @@ def _layers(preset: str | None, config: Path | None, flags: dict[str, Any], sets
         layers.append((flag, tree))
     layers += [(f"--set {item}", parse_set(item)) for item in sets or []]
     return layers
+
+
+def _engine_flags(
+    precision: str | None, compile_: bool | None, cuda_graphs: bool | None, channels_last: bool | None
+) -> dict[str, tuple[str, Any]]:
+    return {
+        "--precision": ("train.precision", precision),
+        "--compile": ("train.compile", compile_),
+        "--cuda-graphs": ("train.cuda_graphs", cuda_graphs),
+        "--channels-last": ("train.channels_last", channels_last),
+    }
 
 
 def _common_flags(
@@ -198,6 +219,10 @@ def distill(
     out: OutOpt = None,
     set_: SetOpt = None,
     resume: ResumeOpt = None,
+    precision: PrecisionOpt = None,
+    compile_: CompileOpt = None,
+    cuda_graphs: GraphsOpt = None,
+    channels_last: ChannelsLastOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -213,6 +238,7 @@ def distill(
         "--method": ("method.name", method),
         "--allow-untrained-teacher": ("train.allow_untrained_teacher", allow_untrained_teacher or None),
         **_common_flags(data, data_dir, epochs, batch_size, lr, seed, device, out, train_subset, val_split),
+        **_engine_flags(precision, compile_, cuda_graphs, channels_last),
     }
     resolved = resolve(_layers(preset, config, flags, set_))
     _print_result(api.distill(resolved.config, _reporter(quiet)), json_)
@@ -241,6 +267,10 @@ def train(
     out: OutOpt = None,
     set_: SetOpt = None,
     resume: ResumeOpt = None,
+    precision: PrecisionOpt = None,
+    compile_: CompileOpt = None,
+    cuda_graphs: GraphsOpt = None,
+    channels_last: ChannelsLastOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -252,6 +282,7 @@ def train(
         "--model": ("student.arch", model),
         "--model-ckpt": ("student.checkpoint", model_ckpt),
         **_common_flags(data, data_dir, epochs, batch_size, lr, seed, device, out, train_subset, val_split),
+        **_engine_flags(precision, compile_, cuda_graphs, channels_last),
     }
     resolved = resolve([*_layers(preset, config, flags, set_), ("kdcli train", {"method": {"name": "none"}})])
     _print_result(api.train(resolved.config, _reporter(quiet)), json_)

@@ -79,7 +79,12 @@ class TrainConfig(Section):
     eval_batch_size: int = Field(512, ge=1)
     seed: int = 0
     device: str = "auto"
-    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 autocast on CUDA, else fp32")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="auto: bf16 on CUDA, else fp32")
+    channels_last: bool | None = Field(None, description="channels-last memory format; default: on for CUDA")
+    compile: bool | None = Field(None, description="torch.compile the forwards; default: on for CUDA")
+    cuda_graphs: bool | None = Field(
+        None, description="CUDA graphs (compile mode reduce-overhead); default: on for CUDA"
+    )
     allow_untrained_teacher: bool = Field(False, description="distill from random teacher weights (smoke tests)")
 
     @field_validator("device")

@@ -25,6 +25,7 @@ import yaml
 from torch import Tensor, nn
 
 from kdcli import __version__
+from kdcli.acceleration import Acceleration, resolve_acceleration
 from kdcli.checkpoint import (
     CHECKPOINT_NAME,
     ModelCard,
@@ -86,14 +87,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise UsageError("--device mps was asked for but MPS is not available; use --device cpu or auto")
     return device
-
-
-def autocast_factory(device: torch.device, precision: str) -> Callable[[], contextlib.AbstractContextManager[Any]]:
-    """bf16 autocast on CUDA by default (``precision: auto``), fp32 elsewhere."""
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    if not use_bf16:
-        return contextlib.nullcontext
-    return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 def resolve_checkpoint_path(reference: str) -> Path:
@@ -226,12 +219,25 @@ class Run:
     teacher: Teacher | None
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
-    autocast: Callable[[], contextlib.AbstractContextManager[Any]]
+    acceleration: Acceleration
+    scaler: torch.amp.GradScaler
     history: list[dict[str, Any]] = field(default_factory=list)
     teacher_check: dict[str, Any] | None = None
     teacher_eval: list[TeacherOutput] | None = None
     best: dict[str, Any] | None = None
     epoch: int = 0
+
+    @property
+    def autocast(self) -> Callable[[], contextlib.AbstractContextManager[Any]]:
+        return self.acceleration.autocast(self.device)
+
+    def compile_forwards(self) -> None:
+        """The training step's forwards, compiled when the fast path is on; they share the eager modules' weights.
+        Called again after a pre-stage that replaced modules."""
+        self.student_forward: Callable[[Tensor], Tensor] = self.acceleration.compiled(self.student)
+        self.teacher_predict: Callable[..., TeacherOutput] | None = (
+            self.acceleration.compiled(self.teacher.module.predict) if self.teacher is not None else None
+        )
 
     def state(self) -> dict[str, Any]:
         return {
@@ -240,6 +246,7 @@ class Run:
             "strategy": self.strategy.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
             "history": self.history,
             "teacher_check": self.teacher_check,
             "best": self.best,
@@ -252,6 +259,7 @@ class Run:
         self.strategy.load_state_dict(state["strategy"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
         self.history = list(state["history"])
         self.teacher_check = state["teacher_check"]
         self.best = state["best"]
@@ -260,11 +268,14 @@ class Run:
         torch.set_rng_state(state["rng"])
 
 
-def setup(config: RunConfig, run_dir: Path | None) -> Run:
-    """Build data, models, strategy, optimizer and schedule for a configuration."""
+def setup(config: RunConfig, run_dir: Path | None, data: DataBundle | None = None) -> Run:
+    """Build data (unless given, as benchmarks do), models, strategy, optimizer and schedule for a configuration."""
     device = resolve_device(config.train.device)
+    acceleration = resolve_acceleration(config.train, device)
     torch.manual_seed(config.train.seed)
-    data = build_data(config.data, device, config.train.batch_size, config.train.eval_batch_size, config.train.seed)
+    if data is None:
+        train = config.train
+        data = build_data(config.data, device, train.batch_size, train.eval_batch_size, train.seed)
     strategy_cls = get_strategy(config.method.name)
     teacher = load_teacher(config, data, device) if strategy_cls.needs_teacher else None
     student = build_student(config, data, device)
@@ -274,8 +285,12 @@ def setup(config: RunConfig, run_dir: Path | None) -> Run:
     options = strategy_cls.Options.model_validate(config.method_options)
     strategy = strategy_cls(options, data.num_classes, features).to(device)
     student.model = strategy.transform_student(student.model).to(device)
+    if acceleration.channels_last:
+        for wrapped in [student] + ([teacher.module] if teacher else []):
+            wrapped.to(memory_format=torch.channels_last)
+            wrapped.channels_last = True
     optimizer, scheduler = make_optimizer(config, student, strategy, len(data.train))
-    return Run(
+    run = Run(
         config,
         run_dir or default_run_dir(config, teacher.arch if teacher else None),
         device,
@@ -285,8 +300,11 @@ def setup(config: RunConfig, run_dir: Path | None) -> Run:
         teacher,
         optimizer,
         scheduler,
-        autocast_factory(device, config.train.precision),
+        acceleration,
+        acceleration.grad_scaler(device),
     )
+    run.compile_forwards()
+    return run
 
 
 def make_optimizer(
@@ -375,13 +393,14 @@ def train_epoch(run: Run, reporter: Reporter) -> dict[str, float]:
     loader.set_epoch(run.epoch)
     for images, labels in loader:
         with run.autocast():
-            teacher_out = run.teacher.module.predict(images, features) if run.teacher is not None else None
-            logits = run.student(images)
+            teacher_out = run.teacher_predict(images, features) if run.teacher_predict is not None else None
+            logits = run.student_forward(images)
             losses = run.strategy(logits, teacher_out, labels)
         loss = torch.stack(list(losses.values())).sum()
         run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        run.optimizer.step()
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
         run.scheduler.step()
         batch = labels.numel()
         for name, value in (("loss", loss), *losses.items()):
@@ -551,6 +570,7 @@ def execute(
         run.strategy.pre_stage(run, reporter)
         # A pre-stage may replace student parameters (PTP's classifier): the optimizer must hold the new ones.
         run.optimizer, run.scheduler = make_optimizer(run.config, run.student, run.strategy, len(run.data.train))
+        run.compile_forwards()
         save_checkpoint(run.run_dir, run.state())  # resumable from the first epoch on
     try:
         run_epochs(run, reporter)

@@ -26,13 +26,15 @@ class NormalizedModel(nn.Module):
         super().__init__()
         self.model = model
         self.in_chans = in_chans
+        self.channels_last = False
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
 
     def normalize(self, images: Tensor) -> Tensor:
         if images.shape[1] == 1 and self.in_chans == 3:
             images = images.expand(-1, 3, -1, -1)
-        return (images - self.mean) / self.std
+        images = (images - self.mean) / self.std
+        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
 
     def forward(self, images: Tensor) -> Tensor:
         return self.model(self.normalize(images))
