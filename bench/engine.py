@@ -1,0 +1,122 @@
+"""Engine speed: resnet110 → resnet20 on synthetic CIFAR-100-shaped data (50,000 images per epoch).
+
+    python bench/engine.py                                  # every configuration, on CUDA when present
+    python bench/engine.py --device cpu --images 2048 --configs eager recipe   # a CPU smoke run
+
+Prints one JSON line per configuration: seconds per 50,000-image epoch, images per second, achieved TFLOP/s
+(2 FLOP per MAC; teacher forward + 3 × student forward for the student's forward and backward), and the same
+figures for the plain eager loop (fp32, no compile, batch 64) measured in the same process, so the speed-up holds
+on any machine. The data live on the device as uint8 with crop, flip and normalization done there, as in a run.
+Configurations (reference-numbers.md):
+- eager:        batch 64, fp32, eager — the baseline;
+- recipe:       batch 64, the fast path's defaults (bf16, channels-last, compile, CUDA graphs on CUDA);
+- batch256 / batch1024 / batch4096: the fast path at larger batches (lr scaled linearly, with warm-up);
+- pesf / skd / pea: the fast path at batch 64 with each strategy (pea: SPS student, PTP not timed).
+Each is timed on its second epoch: the first compiles and records graphs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from typing import Any
+
+import torch
+
+import kdcli
+from kdcli.config import resolve
+from kdcli.data import DataBundle, TensorLoader
+from kdcli.data.sources import STATS
+from kdcli.engine import Reporter, setup, train_epoch
+from kdcli.metrics import count_macs
+
+EPOCH_IMAGES = 50_000
+FAST: dict[str, Any] = {}  # the automatic defaults: on for CUDA, off for the CPU
+EAGER = {"precision": "fp32", "compile": False, "cuda_graphs": False, "channels_last": False}
+CONFIGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    # name: (train settings, method)
+    "eager": ({"batch_size": 64, **EAGER}, {"name": "vanilla"}),
+    "recipe": ({"batch_size": 64, **FAST}, {"name": "vanilla"}),
+    "batch256": ({"batch_size": 256, **FAST}, {"name": "vanilla"}),
+    "batch1024": ({"batch_size": 1024, **FAST}, {"name": "vanilla"}),
+    "batch4096": ({"batch_size": 4096, **FAST}, {"name": "vanilla"}),
+    "pesf": ({"batch_size": 64, **FAST}, {"name": "pesf"}),
+    "skd": ({"batch_size": 64, **FAST}, {"name": "skd"}),
+    "pea": ({"batch_size": 64, **FAST}, {"name": "pea", "ptp": False}),
+}
+
+
+def synthetic_data(images: int, batch_size: int, device: torch.device) -> DataBundle:
+    generator = torch.Generator().manual_seed(0)
+    pixels = torch.randint(0, 256, (images, 3, 32, 32), dtype=torch.uint8, generator=generator)
+    labels = torch.randint(0, 100, (images,), generator=generator)
+    mean, std = STATS["cifar100"]
+    train = TensorLoader(pixels, labels, batch_size, device, shuffle=True, crop_padding=4, hflip=True)
+    return DataBundle("synthetic", [str(i) for i in range(100)], 3, (32, 32), mean, std, train, None, None)
+
+
+def measure(name: str, images: int, device: str) -> dict[str, Any]:
+    train, method = CONFIGS[name]
+    batch = train["batch_size"]
+    lr = 0.05 * batch / 64  # linear scaling from the recipe's 0.05 at batch 64
+    config = resolve([("bench", {
+        "teacher": {"arch": "resnet110"}, "student": {"arch": "resnet20"}, "method": method,
+        "optim": {"lr": lr}, "schedule": {"name": "cosine", "warmup_epochs": 0 if batch <= 64 else 1},
+        "train": {"epochs": 2, "device": device, "allow_untrained_teacher": True, **train},
+    })]).config  # fmt: skip
+    torch_device = torch.device(device)
+    run = setup(config, None, data=synthetic_data(images, batch, torch_device))
+    seconds = []
+    for epoch in range(2):  # the first epoch compiles and records graphs
+        run.epoch = epoch
+        if torch_device.type == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        train_epoch(run, Reporter())
+        if torch_device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds.append(time.perf_counter() - started)
+    assert run.teacher is not None
+    shape = (3, 32, 32)
+    flops_per_image = 2 * (count_macs(run.teacher.module.model, shape) + 3 * count_macs(run.student.model, shape))
+    per_epoch = seconds[1] * EPOCH_IMAGES / images
+    return {
+        "config": name,
+        "method": method["name"],
+        "batch_size": batch,
+        "precision": run.acceleration.precision,
+        "compile": run.acceleration.compile,
+        "cuda_graphs": run.acceleration.cuda_graphs,
+        "channels_last": run.acceleration.channels_last,
+        "images_timed": images,
+        "seconds_per_epoch": per_epoch,
+        "images_per_second": images / seconds[1],
+        "tflops": flops_per_image * images / seconds[1] / 1e12,
+        "first_epoch_seconds": seconds[0],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--images", type=int, default=EPOCH_IMAGES, help="images per timed epoch (scaled to 50,000)")
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    args = parser.parse_args()
+    environment = {
+        "kdcli": kdcli.__version__,
+        "torch": torch.__version__,
+        "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu",
+        "cpu_threads": torch.get_num_threads(),
+    }
+    eager = measure("eager", args.images, args.device)
+    for name in args.configs:
+        result = eager if name == "eager" else measure(name, args.images, args.device)
+        result["eager_seconds_per_epoch"] = eager["seconds_per_epoch"]
+        result["speedup_vs_eager"] = eager["seconds_per_epoch"] / result["seconds_per_epoch"]
+        print(json.dumps({"benchmark": "engine", **environment, **result}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
