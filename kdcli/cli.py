@@ -429,6 +429,32 @@ def presets(json_: JsonOpt = False) -> None:
     stdout().print(table)
 
 
+@app.command(
+    name="import",
+    epilog="Examples:\n\n"
+    "  kdcli import resnet110_cifar100.pth --arch resnet110 --data cifar100 --out resnet110.safetensors\n\n"
+    "  kdcli import model_best.pth.tar --arch resnet18 --out r18.safetensors",
+)
+def import_(
+    source: Annotated[Path, typer.Argument(help="PyTorch checkpoint: RepDistiller, timm .pth.tar or a state dict")],
+    arch: Annotated[str, typer.Option(help="its architecture (timm or CIFAR zoo name)")],
+    out: Annotated[Path, typer.Option(help="the safetensors file to write")],
+    data: Annotated[str | None, typer.Option(help="the data set it was trained on (records normalization)")] = None,
+    num_classes: Annotated[int | None, typer.Option(help="default: read from the classifier")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Convert a PyTorch checkpoint to a kdcli safetensors file with metadata (read with weights_only=True)."""
+    from kdcli.importer import import_checkpoint
+
+    card = import_checkpoint(source, arch, out, data=data, num_classes=num_classes)
+    if json_:
+        print(json.dumps({"file": str(out), **card.model_dump(mode="json")}, indent=2))
+    else:
+        stdout().print(
+            f"wrote {out}: {card.arch}, {card.num_classes} classes, {card.in_chans} input channels", highlight=False
+        )
+
+
 @config_app.command(
     "show", epilog="Example:\n\n  kdcli config show --preset fmnist5k-vanilla --epochs 10 --set method.temperature=2"
 )
