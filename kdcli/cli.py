@@ -430,6 +430,21 @@ def presets(json_: JsonOpt = False) -> None:
 
 
 @app.command(
+    epilog="Examples:\n\n  kdcli compare runs/*/\n\n  kdcli compare runs/bench-*/ --json > table.json",
+)
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="run directories (seeds of one configuration are grouped)")],
+    json_: JsonOpt = False,
+) -> None:
+    """One table over runs: method, pair, top-1 last and best-on-val (mean ± std over seeds), size, wall time."""
+    from kdcli.compare import compare as compare_runs
+    from kdcli.compare import markdown_table
+
+    summary = compare_runs([str(r) for r in runs])
+    print(json.dumps(summary, indent=2) if json_ else markdown_table(summary), end="" if not json_ else "\n")
+
+
+@app.command(
     name="import",
     epilog="Examples:\n\n"
     "  kdcli import resnet110_cifar100.pth --arch resnet110 --data cifar100 --out resnet110.safetensors\n\n"
