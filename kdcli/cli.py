@@ -129,11 +129,24 @@ def _common_flags(
 
 def _teacher_flags(teacher: str | None, teacher_ckpt: str | None) -> dict[str, tuple[str, Any]]:
     """``--teacher`` takes an architecture or a kdcli safetensors file whose metadata names it."""
-    if teacher is not None and (teacher.endswith(".safetensors") or teacher.startswith("kdcli:")):
+    is_file = teacher is not None and (
+        teacher.endswith(".safetensors") or teacher.startswith("kdcli:") or Path(teacher).is_file()
+    )
+    if teacher is not None and is_file:
         if teacher_ckpt is not None:
             raise UsageError("--teacher is already a file; drop --teacher-ckpt, or give --teacher ARCH")
         return {"--teacher": ("teacher.checkpoint", teacher)}
     return {"--teacher": ("teacher.arch", teacher), "--teacher-ckpt": ("teacher.checkpoint", teacher_ckpt)}
+
+
+def _resume(run_dir: Path, flags: dict[str, tuple[str, Any]], preset: str | None, config: Path | None,
+            sets: list[str] | None, quiet: bool, as_json: bool) -> None:  # fmt: skip
+    """Continue a run with the configuration it started with; configuration options would silently differ."""
+    given = [flag for flag, (_, value) in flags.items() if value is not None]
+    given += [name for name, value in (("--preset", preset), ("--config", config), ("--set", sets)) if value]
+    if given:
+        raise UsageError(f"--resume continues {run_dir} with its own config.yaml; drop {', '.join(given)}")
+    _print_result(api.resume(run_dir, _reporter(quiet)), as_json)
 
 
 def _reporter(quiet: bool) -> Reporter:
@@ -227,9 +240,6 @@ def distill(
     quiet: QuietOpt = False,
 ) -> None:
     """Distill a student from a frozen, trained teacher; writes a run directory with the student and a report."""
-    if resume is not None:
-        _print_result(api.resume(resume, _reporter(quiet)), json_)
-        return
     flags = {
         **_teacher_flags(teacher, teacher_ckpt),
         "--teacher-pretrained": ("teacher.pretrained", teacher_pretrained or None),
@@ -240,6 +250,9 @@ def distill(
         **_common_flags(data, data_dir, epochs, batch_size, lr, seed, device, out, train_subset, val_split),
         **_engine_flags(precision, compile_, cuda_graphs, channels_last),
     }
+    if resume is not None:
+        _resume(resume, flags, preset, config, set_, quiet, json_)
+        return
     resolved = resolve(_layers(preset, config, flags, set_))
     _print_result(api.distill(resolved.config, _reporter(quiet)), json_)
 
@@ -275,15 +288,15 @@ def train(
     quiet: QuietOpt = False,
 ) -> None:
     """Train a model without a teacher: a teacher to distill from, or the student-alone baseline."""
-    if resume is not None:
-        _print_result(api.resume(resume, _reporter(quiet)), json_)
-        return
     flags = {
         "--model": ("student.arch", model),
         "--model-ckpt": ("student.checkpoint", model_ckpt),
         **_common_flags(data, data_dir, epochs, batch_size, lr, seed, device, out, train_subset, val_split),
         **_engine_flags(precision, compile_, cuda_graphs, channels_last),
     }
+    if resume is not None:
+        _resume(resume, flags, preset, config, set_, quiet, json_)
+        return
     resolved = resolve([*_layers(preset, config, flags, set_), ("kdcli train", {"method": {"name": "none"}})])
     _print_result(api.train(resolved.config, _reporter(quiet)), json_)
 

@@ -147,3 +147,19 @@ def test_distill_then_eval_end_to_end(capsys: pytest.CaptureFixture[str], tmp_pa
 def test_python_dash_m_works() -> None:
     done = subprocess.run([sys.executable, "-m", "kdcli", "distill", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "Examples" in done.stdout and "--teacher" in done.stdout
+
+
+def test_resume_refuses_configuration_options(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = run(capsys, "distill", "--resume", str(tmp_path), "--epochs", "5", "--set", "optim.lr=1")
+    assert code == 2 and "--resume continues" in err and "--epochs" in err and "--set" in err
+
+
+def test_teacher_file_without_the_usual_suffix_is_a_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, teacher_file: Path
+) -> None:
+    renamed = tmp_path / "teacher.weights"
+    renamed.write_bytes(teacher_file.read_bytes())
+    code, out, err = run(capsys, "distill", "--teacher", str(renamed), "--student", "resnet8", "--train-subset", "100",
+                         "--epochs", "1", "--device", "cpu", "--out", str(tmp_path / "r"), "--json")  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["teacher"]["arch"] == "resnet8"
