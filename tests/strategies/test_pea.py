@@ -56,3 +56,24 @@ def test_pea_ablations_run_and_export(tmp_path: Path, teacher_file: Path, sps: b
     assert ("ptp" in result.report["strategy"]) == ptp
     evaluated = kdcli.evaluate([result.student_path], device="cpu")["results"][0]
     assert evaluated["top1"] == pytest.approx(result.report["final"]["last_top1"])
+
+
+def test_interrupted_pea_run_resumes_to_the_same_weights(tmp_path: Path, teacher_file: Path) -> None:
+    """PTP runs once, before the first checkpoint; the resumed run rebuilds the SPS student and continues."""
+    from safetensors.torch import load_file
+
+    from kdcli.errors import Interrupted
+
+    from ..test_engine import InterruptAfter
+
+    method = {"name": "pea", "ptp_epochs": 1}
+    straight = kdcli.distill(tiny_config(tmp_path / "a", teacher={"checkpoint": str(teacher_file)}, method=method))
+    with pytest.raises(Interrupted):
+        kdcli.distill(tiny_config(tmp_path / "b", teacher={"checkpoint": str(teacher_file)}, method=method),
+                      reporter=InterruptAfter(1))  # fmt: skip
+    resumed = kdcli.resume(tmp_path / "b")
+    expected = load_file(str(straight.student_path))
+    assert set(load_file(str(resumed.student_path))) == set(expected)
+    for name, tensor in load_file(str(resumed.student_path)).items():
+        assert torch.equal(tensor, expected[name]), name
+    assert resumed.report["strategy"]["ptp"] == straight.report["strategy"]["ptp"]
