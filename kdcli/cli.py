@@ -8,6 +8,7 @@ on the line) shows tracebacks.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -525,8 +526,14 @@ def config_show(
     stdout().print(table)
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    # Schedulers and CI runners stop jobs with SIGTERM: treat it like Ctrl-C, so the run says how to resume.
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app and map errors to exit codes with one-line messages."""
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]

@@ -163,3 +163,23 @@ def test_teacher_file_without_the_usual_suffix_is_a_file(
                          "--epochs", "1", "--device", "cpu", "--out", str(tmp_path / "r"), "--json")  # fmt: skip
     assert code == 0, err
     assert json.loads(out)["teacher"]["arch"] == "resnet8"
+
+
+def test_sigterm_stops_with_130_after_a_resumable_checkpoint(tmp_path: Path, teacher_file: Path) -> None:
+    import os
+    import signal
+
+    out_dir = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kdcli", "distill", "--teacher", str(teacher_file), "--student", "resnet8",
+         "--train-subset", "200", "--epochs", "50", "--device", "cpu", "--out", str(out_dir)],
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert process.stderr is not None
+    for line in process.stderr:
+        if line.startswith("epoch   1/50"):
+            process.send_signal(signal.SIGTERM)
+            break
+    rest = process.stderr.read()
+    assert process.wait(timeout=120) == 130
+    assert "--resume" in rest and (out_dir / "checkpoint.pt").is_file()
