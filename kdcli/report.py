@@ -107,7 +107,7 @@ def line_chart_svg(series: dict[str, list[float]], title: str, width: int = 560,
         color = colors[index % len(colors)]
         path = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(points))
         parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.8" points="{path}"/>')
-        parts.append(f'<text x="{width - right - 150}" y="{top + 14 * index + 4}" fill="{color}">{name}</text>')
+        parts.append(f'<text x="{left + 170 + 110 * index}" y="16" fill="{color}">{name}</text>')  # legend: header
     parts.append("</svg>")
     return "\n".join(parts)
 
