@@ -17,7 +17,7 @@ import torch
 from kdcli.acceleration import resolve_acceleration
 from kdcli.checkpoint import load_model
 from kdcli.config import DataConfig, RunConfig, TrainConfig, resolve
-from kdcli.data import build_data
+from kdcli.data import DataBundle, build_data
 from kdcli.engine import Reporter, RunResult, execute, resolve_device, resume_config
 from kdcli.errors import UsageError
 from kdcli.metrics import classification_metrics, count_macs, count_parameters, predict
@@ -75,6 +75,7 @@ def evaluate(
     torch_device = resolve_device(device)
     autocast = resolve_acceleration(TrainConfig(), torch_device).autocast(torch_device)
     teacher_predictions: dict[str, torch.Tensor] = {}
+    bundles: dict[str, DataBundle] = {}
     results = []
     for raw_path in paths:
         path = Path(raw_path)
@@ -83,10 +84,12 @@ def evaluate(
         data_name = data or card.dataset
         if data_name is None:
             raise UsageError(f"{path} does not record its data set; pass --data NAME")
-        data_config = DataConfig.model_validate(
-            {"name": data_name, "dir": data_dir, "train_subset": train_subset, "val_split": val_split}
-        )
-        bundle = build_data(data_config, torch_device, batch_size, batch_size, seed=0)
+        if data_name not in bundles:  # files on the same data set share one loaded copy
+            data_config = DataConfig.model_validate(
+                {"name": data_name, "dir": data_dir, "train_subset": train_subset, "val_split": val_split}
+            )
+            bundles[data_name] = build_data(data_config, torch_device, batch_size, batch_size, seed=0)
+        bundle = bundles[data_name]
         if bundle.num_classes != card.num_classes:
             raise UsageError(f"{path} predicts {card.num_classes} classes but {data_name} has {bundle.num_classes}")
         loader = bundle.split(split)
