@@ -44,6 +44,7 @@ from kdcli.data import DataBundle, build_data
 from kdcli.errors import Interrupted, RunFailed, UsageError
 from kdcli.metrics import classification_metrics, count_macs, count_parameters
 from kdcli.models.factory import create_model, resolve_arch, shadow_hint
+from kdcli.models.sps import sps_options
 from kdcli.models.wrappers import FrozenTeacher, NormalizedModel
 from kdcli.report import build_report, write_reports
 from kdcli.strategies import Strategy, TeacherOutput, get_strategy
@@ -124,7 +125,6 @@ class Teacher:
     arch: str
     sha256: str | None
     path: Path | None
-    card: ModelCard | None
 
 
 def load_teacher(config: RunConfig, data: DataBundle, device: torch.device) -> Teacher:
@@ -144,14 +144,13 @@ def load_teacher(config: RunConfig, data: DataBundle, device: torch.device) -> T
             spec.arch,
             None,
             None,
-            None,
         )
     if spec.checkpoint is None:  # timm hub weights
         assert spec.arch is not None
         model = create_model(spec.arch, data.num_classes, spec.in_chans or 3, pretrained=True, kwargs=spec.kwargs)
         cfg = getattr(model, "pretrained_cfg", {})
         mean, std = cfg.get("mean", data.mean), cfg.get("std", data.std)
-        return Teacher(FrozenTeacher(model, mean, std, spec.in_chans or 3).to(device), spec.arch, None, None, None)
+        return Teacher(FrozenTeacher(model, mean, std, spec.in_chans or 3).to(device), spec.arch, None, None)
     path = resolve_checkpoint_path(spec.checkpoint)
     card = read_card(path)
     if card is not None:  # checked before building, so the message names the real mismatch
@@ -168,7 +167,7 @@ def load_teacher(config: RunConfig, data: DataBundle, device: torch.device) -> T
     mean, std = (card.mean, card.std) if card else (data.mean, data.std)
     in_chans = card.in_chans if card else int(_first_conv_channels(model))
     arch = card.arch if card else str(spec.arch)
-    return Teacher(FrozenTeacher(model, mean, std, in_chans).to(device), arch, sha256_file(path), path, card)
+    return Teacher(FrozenTeacher(model, mean, std, in_chans).to(device), arch, sha256_file(path), path)
 
 
 def _first_conv_channels(model: nn.Module) -> int:
@@ -492,7 +491,7 @@ def student_card(run: Run, metrics: dict[str, float]) -> ModelCard:
         teacher_sha256=run.teacher.sha256 if run.teacher else None,
         metrics=metrics,
         model_kwargs=run.config.student.kwargs,
-        sps=getattr(run.student.model, "sps_options", None),
+        sps=sps_options(run.student.model),
     )
 
 
@@ -536,7 +535,7 @@ def finish(run: Run, wall_seconds: float) -> RunResult:
         "file_bytes": student_path.stat().st_size,
         "extra_training_parameters": run.strategy.extra_parameter_count(),
     }
-    if getattr(model, "sps_options", None) is not None:
+    if sps_options(model) is not None:
         cost["sps"] = sps_costs(run)
     report = build_report(run.config, run.history, cost, run.teacher_check, run.best, wall_seconds, run.device)
     report["strategy"] = run.strategy.report()

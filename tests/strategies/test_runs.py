@@ -45,6 +45,6 @@ def test_any_timm_teacher_with_pre_logits(tmp_path: Path, method: str, arch: str
 
 def test_teacher_without_pre_logit_features_is_refused() -> None:
     plain = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(1024, 10))
-    teacher = Teacher(FrozenTeacher(plain, (0.5,), (0.5,), 1), "mlp", None, None, None)
+    teacher = Teacher(FrozenTeacher(plain, (0.5,), (0.5,), 1), "mlp", None, None)
     with pytest.raises(UsageError, match="forward_head"):
         _teacher_feature_width(teacher)
