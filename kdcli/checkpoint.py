@@ -179,7 +179,7 @@ def load_model(
     tensors, card = read_model_file(path)
     if card is None and (arch is None or num_classes is None):
         raise UsageError(f"{path} has no kdcli metadata; name its architecture (--teacher ARCH --teacher-ckpt FILE)")
-    in_chans = card.in_chans if card else _conv_in_chans(tensors)
+    in_chans = card.in_chans if card else conv_in_chans(tensors)
     model = create_model(
         arch or card.arch,  # type: ignore[union-attr]
         num_classes=num_classes or card.num_classes,  # type: ignore[union-attr]
@@ -195,8 +195,8 @@ def load_model(
     return model, card
 
 
-def _conv_in_chans(tensors: dict[str, torch.Tensor]) -> int:
-    """Input channels of a file without metadata: those of its first 4-D (convolution) weight."""
+def conv_in_chans(tensors: dict[str, torch.Tensor]) -> int:
+    """Input channels of weights without metadata: those of the first 4-D (convolution) weight, else 3."""
     first_conv = next((t for t in tensors.values() if t.dim() == 4), None)
     return int(first_conv.shape[1]) if first_conv is not None else 3
 

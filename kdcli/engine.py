@@ -30,6 +30,7 @@ from kdcli.checkpoint import (
     CHECKPOINT_NAME,
     ModelCard,
     atomic_write_text,
+    conv_in_chans,
     load_checkpoint,
     load_model,
     load_weights,
@@ -165,14 +166,9 @@ def load_teacher(config: RunConfig, data: DataBundle, device: torch.device) -> T
             )
     model, card = load_model(path, arch=None if card else spec.arch, num_classes=data.num_classes)
     mean, std = (card.mean, card.std) if card else (data.mean, data.std)
-    in_chans = card.in_chans if card else int(_first_conv_channels(model))
+    in_chans = card.in_chans if card else conv_in_chans(model.state_dict())
     arch = card.arch if card else str(spec.arch)
     return Teacher(FrozenTeacher(model, mean, std, in_chans).to(device), arch, sha256_file(path), path)
-
-
-def _first_conv_channels(model: nn.Module) -> int:
-    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
-    return conv.in_channels if conv is not None else 3
 
 
 def build_student(config: RunConfig, data: DataBundle, device: torch.device) -> NormalizedModel:

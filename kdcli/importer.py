@@ -13,7 +13,7 @@ from typing import Any
 import timm
 import torch
 
-from kdcli.checkpoint import ModelCard, load_weights, save_model
+from kdcli.checkpoint import ModelCard, conv_in_chans, load_weights, save_model
 from kdcli.data.sources import STATS
 from kdcli.errors import UsageError
 from kdcli.models.factory import create_model, resolve_arch
@@ -53,8 +53,7 @@ def import_checkpoint(
     classes = num_classes or (int(classifier_weight.shape[0]) if classifier_weight is not None else None)
     if classes is None:
         raise UsageError(f"cannot tell the number of classes of {source}; pass --num-classes N")
-    first_conv = next((t for t in tensors.values() if t.dim() == 4), None)
-    in_chans = int(first_conv.shape[1]) if first_conv is not None else 3
+    in_chans = conv_in_chans(tensors)
     model = create_model(arch, num_classes=classes, in_chans=in_chans)
     load_weights(model, tensors, source)
     if data is not None and data not in STATS:
