@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from kdcli.acceleration import resolve_acceleration
-from kdcli.checkpoint import load_model
+from kdcli.checkpoint import ModelCard, load_model
 from kdcli.config import DataConfig, RunConfig, TrainConfig, resolve
 from kdcli.data import DataBundle, build_data
 from kdcli.engine import Reporter, RunResult, execute, resolve_device, resume_config
@@ -53,6 +53,13 @@ def resume(run_dir: str | Path, reporter: Reporter | None = None) -> RunResult:
     return execute(resume_config(run_dir), resume=True, run_dir=run_dir, reporter=reporter)
 
 
+def _load_for_inference(path: Path, device: torch.device) -> tuple[NormalizedModel, ModelCard]:
+    """A kdcli model file, built from its metadata and wrapped with its own normalization, in eval mode."""
+    model, card = load_model(path)
+    assert card is not None  # load_model refuses files without metadata when no arch is given
+    return NormalizedModel(model, card.mean, card.std, card.in_chans).to(device).eval(), card
+
+
 def evaluate(
     paths: list[str | Path],
     data: str | None = None,
@@ -79,8 +86,7 @@ def evaluate(
     results = []
     for raw_path in paths:
         path = Path(raw_path)
-        model, card = load_model(path)
-        assert card is not None  # load_model refuses files without metadata when no arch is given
+        wrapped, card = _load_for_inference(path, torch_device)
         data_name = data or card.dataset
         if data_name is None:
             raise UsageError(f"{path} does not record its data set; pass --data NAME")
@@ -93,7 +99,6 @@ def evaluate(
         if bundle.num_classes != card.num_classes:
             raise UsageError(f"{path} predicts {card.num_classes} classes but {data_name} has {bundle.num_classes}")
         loader = bundle.split(split)
-        wrapped = NormalizedModel(model, card.mean, card.std, card.in_chans).to(torch_device).eval()
         started = time.perf_counter()
         logits, labels = predict(wrapped, loader, autocast)
         seconds = time.perf_counter() - started
@@ -105,21 +110,15 @@ def evaluate(
             "split": split,
             "samples": int(labels.numel()),
             **classification_metrics(logits, labels),
-            "parameters": count_parameters(model),
-            "macs": count_macs(model, tuple(card.input_size)),
+            "parameters": count_parameters(wrapped.model),
+            "macs": count_macs(wrapped.model, tuple(card.input_size)),
             "file_bytes": path.stat().st_size,
             "images_per_second": labels.numel() / seconds,
         }
         if teacher is not None:
             key = f"{data_name}:{split}"
             if key not in teacher_predictions:
-                teacher_model, teacher_card = load_model(Path(teacher))
-                assert teacher_card is not None
-                teacher_wrapped = (
-                    NormalizedModel(teacher_model, teacher_card.mean, teacher_card.std, teacher_card.in_chans)
-                    .to(torch_device)
-                    .eval()
-                )
+                teacher_wrapped, _ = _load_for_inference(Path(teacher), torch_device)
                 teacher_predictions[key] = predict(teacher_wrapped, loader, autocast)[0].argmax(1)
             result["teacher_agreement"] = 100.0 * float(logits.argmax(1).eq(teacher_predictions[key]).float().mean())
         if min_top1 is not None:
