@@ -6,13 +6,19 @@
 Prints one JSON line per configuration: seconds per 50,000-image epoch, images per second, achieved TFLOP/s
 (2 FLOP per MAC; teacher forward + 3 × student forward for the student's forward and backward), and the same
 figures for the plain eager loop (fp32, no compile, batch 64) measured in the same process, so the speed-up holds
-on any machine. The data live on the device as uint8 with crop, flip and normalization done there, as in a run.
-Configurations (reference-numbers.md):
+on any machine, and for the methods their cost relative to `recipe` (vanilla) at the same batch. The data live on
+the device as uint8 with crop, flip and normalization done there, as in a run.
+Configurations (reference-numbers.md), the first four one step of the fast path at a time:
 - eager:        batch 64, fp32, eager — the baseline;
-- recipe:       batch 64, the fast path's defaults (bf16, channels-last, compile, CUDA graphs on CUDA);
+- bf16:         batch 64, bf16 autocast and channels-last, still eager;
+- compiled:     the same plus torch.compile (the teacher frozen), without CUDA graphs;
+- recipe:       batch 64, the fast path's defaults (bf16, channels-last, compile, whole-step CUDA graphs on CUDA);
+- graphs-eager: whole-step CUDA graphs over the eager modules (bf16, channels-last, no compile);
 - batch256 / batch1024 / batch4096: the fast path at larger batches (lr scaled linearly, with warm-up);
-- pesf / skd / pea: the fast path at batch 64 with each strategy (pea: SPS student, PTP not timed).
-Each is timed on its second epoch: the first compiles and records graphs.
+- pesf / skd / pea / pea-nosps: the fast path at batch 64 with each strategy (pea: SPS student, PTP not timed;
+  SPS reruns the student's blocks, so pea-nosps is the like-for-like cost of the method's losses).
+Each is timed on its second epoch: the first compiles and records graphs. `captured` says whether the step really
+ran as a CUDA graph.
 """
 
 from __future__ import annotations
@@ -30,21 +36,28 @@ from kdcli.config import resolve
 from kdcli.data import DataBundle, TensorLoader
 from kdcli.data.sources import STATS
 from kdcli.engine import Reporter, setup, train_epoch
+from kdcli.errors import UsageError
 from kdcli.metrics import count_macs
+from kdcli.step import GraphedStep
 
 EPOCH_IMAGES = 50_000
 FAST: dict[str, Any] = {}  # the automatic defaults: on for CUDA, off for the CPU
 EAGER = {"precision": "fp32", "compile": False, "cuda_graphs": False, "channels_last": False}
+BF16 = {"precision": "bf16", "compile": False, "cuda_graphs": False, "channels_last": True}
 CONFIGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     # name: (train settings, method)
     "eager": ({"batch_size": 64, **EAGER}, {"name": "vanilla"}),
+    "bf16": ({"batch_size": 64, **BF16}, {"name": "vanilla"}),
+    "compiled": ({"batch_size": 64, **BF16, "compile": True}, {"name": "vanilla"}),
     "recipe": ({"batch_size": 64, **FAST}, {"name": "vanilla"}),
+    "graphs-eager": ({"batch_size": 64, **BF16, "cuda_graphs": True}, {"name": "vanilla"}),
     "batch256": ({"batch_size": 256, **FAST}, {"name": "vanilla"}),
     "batch1024": ({"batch_size": 1024, **FAST}, {"name": "vanilla"}),
     "batch4096": ({"batch_size": 4096, **FAST}, {"name": "vanilla"}),
     "pesf": ({"batch_size": 64, **FAST}, {"name": "pesf"}),
     "skd": ({"batch_size": 64, **FAST}, {"name": "skd"}),
     "pea": ({"batch_size": 64, **FAST}, {"name": "pea", "ptp": False}),
+    "pea-nosps": ({"batch_size": 64, **FAST}, {"name": "pea", "ptp": False, "sps": False}),
 }
 
 
@@ -67,6 +80,7 @@ def measure(name: str, images: int, device: str) -> dict[str, Any]:
         "train": {"epochs": 2, "device": device, "allow_untrained_teacher": True, **train},
     })]).config  # fmt: skip
     torch_device = torch.device(device)
+    torch._dynamo.reset()  # each configuration compiles afresh, never over another's cache entries
     run = setup(config, None, data=synthetic_data(images, batch, torch_device))
     seconds = []
     for epoch in range(2):  # the first epoch compiles and records graphs
@@ -90,6 +104,7 @@ def measure(name: str, images: int, device: str) -> dict[str, Any]:
         "compile": run.acceleration.compile,
         "cuda_graphs": run.acceleration.cuda_graphs,
         "channels_last": run.acceleration.channels_last,
+        "captured": isinstance(run.step, GraphedStep) and run.step.graph is not None,
         "images_timed": images,
         "seconds_per_epoch": per_epoch,
         "images_per_second": images / seconds[1],
@@ -111,10 +126,19 @@ def main() -> None:
         "cpu_threads": torch.get_num_threads(),
     }
     eager = measure("eager", args.images, args.device)
+    recipe: dict[str, Any] | None = None
     for name in args.configs:
-        result = eager if name == "eager" else measure(name, args.images, args.device)
+        try:
+            result = eager if name == "eager" else measure(name, args.images, args.device)
+        except UsageError as error:  # a CUDA-only configuration on another device
+            print(json.dumps({"benchmark": "engine", **environment, "config": name, "skipped": str(error)}))
+            continue
         result["eager_seconds_per_epoch"] = eager["seconds_per_epoch"]
         result["speedup_vs_eager"] = eager["seconds_per_epoch"] / result["seconds_per_epoch"]
+        if name == "recipe":
+            recipe = result
+        elif recipe is not None and result["batch_size"] == recipe["batch_size"]:
+            result["cost_vs_recipe"] = result["seconds_per_epoch"] / recipe["seconds_per_epoch"]
         print(json.dumps({"benchmark": "engine", **environment, **result}), flush=True)
 
 

@@ -2,12 +2,14 @@
 
     python bench/fmnist5k.py --data-dir ../shared/data/fashion-mnist                # the full protocol (GPU)
     python bench/fmnist5k.py --data-dir ... --epochs 15 --teacher-epochs 15 --device cpu   # CPU-sized
+    python bench/fmnist5k.py --data-dir ... --arms vanilla vanilla@eager                  # the fast path's accuracy
 
 Trains the teacher once (seed 0) with the `fmnist5k-teacher` preset, then for each seed each arm: `student` (the
 student alone, `fmnist5k-student`) or a method (`fmnist5k-<method>`), optionally with method options, as in
-`pea:sps=false`; all through kdcli's Python API. Prints one JSON line: the configuration, the teacher's accuracy,
-and per arm the mean ± std of last-epoch top-1, of the top-1 at the best-on-val epoch (with --val-split), and the
-wall time.
+`pea:sps=false`; all through kdcli's Python API. An arm ending in `@eager` runs on the plain eager loop (fp32, no
+compile, no CUDA graphs, no channels-last) instead of the engine's automatic fast path. Prints one JSON line: the
+configuration, the teacher's accuracy, and per arm the mean ± std of last-epoch top-1, of the top-1 at the
+best-on-val epoch (with --val-split), and the wall time.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import torch
 
 import kdcli
 from kdcli.config import load_preset, parse_set, resolve
+
+EAGER_ENGINE = {"precision": "fp32", "compile": False, "cuda_graphs": False, "channels_last": False}
 
 
 def run(preset: str, overrides: dict[str, Any], distill: bool) -> dict[str, Any]:
@@ -51,7 +55,8 @@ def main() -> None:
     parser.add_argument("--teacher-epochs", type=int, default=None, help="teacher epochs (preset: 40)")
     parser.add_argument("--teacher", default=None, help="an already trained teacher file (skips training one)")
     parser.add_argument("--arms", nargs="+", default=["student", "vanilla"],
-                        help="student, or METHOD[:key=value,...] with the fmnist5k-METHOD preset")  # fmt: skip
+                        help="student, or METHOD[:key=value,...] with the fmnist5k-METHOD preset; "
+                             "a trailing @eager runs the arm on the plain eager loop")  # fmt: skip
     parser.add_argument("--val-split", type=float, default=0.0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -76,15 +81,19 @@ def main() -> None:
     for seed in args.seeds:
         base = {**common, "train": {**student_train, "seed": seed}}
         for arm in args.arms:
-            folder = {"output": {"dir": str(out / f"{arm.replace(':', '-').replace('=', '')}-s{seed}")}}
-            if arm == "student":
-                arms[arm].append(run("fmnist5k-student", {**base, **folder}, distill=False))
+            label = arm.replace(":", "-").replace("=", "").replace("@", "-")
+            folder = {"output": {"dir": str(out / f"{label}-s{seed}")}}
+            name, eager, _ = arm.partition("@eager")
+            engine = {"train": {**base["train"], **(EAGER_ENGINE if eager else {})}}
+            if name == "student":
+                arms[arm].append(run("fmnist5k-student", {**base, **engine, **folder}, distill=False))
                 continue
-            method, _, options = arm.partition(":")
+            method, _, options = name.partition(":")
             method_options: dict[str, Any] = {}
             for item in filter(None, options.split(",")):
                 method_options.update(parse_set(item))
-            overrides = {**base, **folder, "teacher": {"checkpoint": teacher["path"]}, "method": method_options}
+            teacher_file = {"teacher": {"checkpoint": teacher["path"]}}
+            overrides = {**base, **engine, **folder, **teacher_file, "method": method_options}
             arms[arm].append(run(f"fmnist5k-{method}", overrides, distill=True))
 
     config = resolve([("preset", load_preset("fmnist5k-vanilla")), ("bench", {**common, "train": student_train})])

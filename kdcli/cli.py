@@ -62,7 +62,10 @@ PrecisionOpt = Annotated[
 ]
 CompileOpt = Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile (default: on for CUDA)")]
 GraphsOpt = Annotated[
-    bool | None, typer.Option("--cuda-graphs/--no-cuda-graphs", help="CUDA graphs (default: on for CUDA)")
+    bool | None,
+    typer.Option(
+        "--cuda-graphs/--no-cuda-graphs", help="capture the training step in a CUDA graph (default: on for CUDA)"
+    ),
 ]
 ChannelsLastOpt = Annotated[
     bool | None, typer.Option("--channels-last/--no-channels-last", help="channels-last memory (default: on for CUDA)")

@@ -83,7 +83,7 @@ class TrainConfig(Section):
     channels_last: bool | None = Field(None, description="channels-last memory format; default: on for CUDA")
     compile: bool | None = Field(None, description="torch.compile the forwards; default: on for CUDA")
     cuda_graphs: bool | None = Field(
-        None, description="CUDA graphs (compile mode reduce-overhead); default: on for CUDA"
+        None, description="capture the whole training step in a CUDA graph; default: on for CUDA unless fp16"
     )
     allow_untrained_teacher: bool = Field(False, description="distill from random teacher weights (smoke tests)")
 

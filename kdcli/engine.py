@@ -1,9 +1,10 @@
 """The training loop behind ``kdcli train`` and ``kdcli distill``.
 
 One step: the frozen teacher's outputs (no autograd), the student's logits, the strategy's named losses, one
-optimizer step over the student and the strategy's own parameters, one scheduler step. After every epoch the
-splits are evaluated, ``metrics.jsonl`` is rewritten and a resumable checkpoint is written atomically, so a run
-killed at any point resumes from its last finished epoch and ends at the same weights as an uninterrupted one.
+optimizer step over the student and the strategy's own parameters (kdcli.step: run eagerly, or replayed as one CUDA
+graph), one scheduler step. After every epoch the splits are evaluated, ``metrics.jsonl`` is rewritten and a
+resumable checkpoint is written atomically, so a run killed at any point resumes from its last finished epoch and
+ends at the same weights as an uninterrupted one.
 A non-finite loss stops the run before anything of that epoch is saved: the last good checkpoint stays.
 """
 
@@ -48,6 +49,7 @@ from kdcli.models.factory import create_model, resolve_arch, shadow_hint
 from kdcli.models.sps import sps_options
 from kdcli.models.wrappers import FrozenTeacher, NormalizedModel
 from kdcli.report import build_report, write_reports
+from kdcli.step import TrainStep, make_train_step
 from kdcli.strategies import Strategy, TeacherOutput, get_strategy
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
@@ -221,25 +223,23 @@ class Run:
     teacher_eval: list[TeacherOutput] | None = None
     best: dict[str, Any] | None = None
     epoch: int = 0
+    step: TrainStep = field(init=False)
 
     @property
     def autocast(self) -> Callable[[], contextlib.AbstractContextManager[Any]]:
         return self.acceleration.autocast(self.device)
 
-    def compile_forwards(self) -> None:
-        """The training step's forwards, compiled when the fast path is on; they share the eager modules' weights.
-        Called again after a pre-stage that replaced modules."""
-        self.student_forward: Callable[[Tensor], Tensor] = self.acceleration.compiled(self.student)
-        self.teacher_predict: Callable[..., TeacherOutput] | None = (
-            self.acceleration.compiled(self.teacher.module.predict) if self.teacher is not None else None
-        )
+    def prepare_step(self) -> None:
+        """The training step over the current modules and optimizer (compiled, captured in a CUDA graph when the
+        fast path is on). Called again after a pre-stage that replaced modules and remade the optimizer."""
+        self.step = make_train_step(self)
 
     def state(self) -> dict[str, Any]:
         return {
             "epoch": self.epoch,
             "student": self.student.model.state_dict(),
             "strategy": self.strategy.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": optimizer_state(self.optimizer),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "history": self.history,
@@ -263,6 +263,15 @@ class Run:
         torch.set_rng_state(state["rng"])
 
 
+def optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The optimizer's state dict with plain learning rates (a 0-dim device tensor under CUDA graphs), so a
+    checkpoint resumes the same on any device and either way."""
+    state = optimizer.state_dict()
+    for group in state["param_groups"]:
+        group["lr"] = float(group["lr"])
+    return state
+
+
 def setup(config: RunConfig, run_dir: Path | None, data: DataBundle | None = None) -> Run:
     """Build data (unless given, as benchmarks do), models, strategy, optimizer and schedule for a configuration."""
     device = resolve_device(config.train.device)
@@ -284,7 +293,7 @@ def setup(config: RunConfig, run_dir: Path | None, data: DataBundle | None = Non
         for wrapped in [student] + ([teacher.module] if teacher else []):
             wrapped.to(memory_format=torch.channels_last)
             wrapped.channels_last = True
-    optimizer, scheduler = make_optimizer(config, student, strategy, len(data.train))
+    optimizer, scheduler = make_optimizer(config, student, strategy, len(data.train), acceleration.cuda_graphs)
     run = Run(
         config,
         run_dir or default_run_dir(config, teacher.arch if teacher else None),
@@ -298,24 +307,36 @@ def setup(config: RunConfig, run_dir: Path | None, data: DataBundle | None = Non
         acceleration,
         acceleration.grad_scaler(device),
     )
-    run.compile_forwards()
+    if device.type == "cuda" and (acceleration.compile or acceleration.cuda_graphs):
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest convolutions once
+    run.prepare_step()
     return run
 
 
 def make_optimizer(
-    config: RunConfig, student: nn.Module, strategy: Strategy, steps_per_epoch: int
+    config: RunConfig, student: nn.Module, strategy: Strategy, steps_per_epoch: int, capturable: bool = False
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """The optimizer over the student and the strategy's own groups, and the step-wise schedule."""
+    """The optimizer over the student and the strategy's own groups, and the step-wise schedule. ``capturable``:
+    the step will be captured in a CUDA graph (AdamW must know; SGD's fused kernel is capturable as it is)."""
     optim = config.optim
     groups: list[dict[str, Any]] = [{"params": list(student.parameters()), "name": "student"}]
     groups += strategy.parameter_groups()
+    # On CUDA the fused kernels: one launch per step, and a learning rate that may live on the device (CUDA graphs).
+    fused = next(student.parameters()).device.type == "cuda"
     optimizer: torch.optim.Optimizer
     if optim.name == "sgd":
         optimizer = torch.optim.SGD(
-            groups, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay, nesterov=optim.nesterov
+            groups,
+            lr=optim.lr,
+            momentum=optim.momentum,
+            weight_decay=optim.weight_decay,
+            nesterov=optim.nesterov,
+            fused=fused or None,
         )
     else:
-        optimizer = torch.optim.AdamW(groups, lr=optim.lr, weight_decay=optim.weight_decay)
+        optimizer = torch.optim.AdamW(
+            groups, lr=optim.lr, weight_decay=optim.weight_decay, fused=fused or None, capturable=capturable
+        )
     epochs = config.train.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(config.schedule, step / steps_per_epoch, epochs)
@@ -380,32 +401,14 @@ def train_epoch(run: Run, reporter: Reporter) -> dict[str, float]:
     """One pass over the training split; losses accumulate on the device and are read once, at the end."""
     run.student.train()
     run.strategy.train()
-    features = run.strategy.needs_teacher_features
-    sums: dict[str, Tensor] = {}
-    correct = torch.zeros((), device=run.device)
-    seen = 0
+    run.step.begin_epoch()
     loader = run.data.train
     loader.set_epoch(run.epoch)
     for images, labels in loader:
-        with run.autocast():
-            teacher_out = run.teacher_predict(images, features) if run.teacher_predict is not None else None
-            logits = run.student_forward(images)
-            losses = run.strategy(logits, teacher_out, labels)
-        loss = torch.stack(list(losses.values())).sum()
-        run.optimizer.zero_grad(set_to_none=True)
-        run.scaler.scale(loss).backward()
-        run.scaler.step(run.optimizer)
-        run.scaler.update()
+        run.step(images, labels)
         run.scheduler.step()
-        batch = labels.numel()
-        for name, value in (("loss", loss), *losses.items()):
-            sums[name] = sums.get(name, torch.zeros((), device=run.device)) + value.detach().float() * batch
-        correct += logits.detach().argmax(1).eq(labels).sum()
-        seen += batch
         reporter.advance()
-    means = {f"train_{name}": float(total) / seen for name, total in sums.items()}
-    means["train_top1"] = 100.0 * float(correct) / seen
-    return means
+    return run.step.means()
 
 
 @torch.no_grad()
@@ -440,7 +443,7 @@ def run_epochs(run: Run, reporter: Reporter) -> None:
     epochs = run.config.train.epochs
     while run.epoch < epochs:
         reporter.start_epoch(run.epoch, epochs, len(run.data.train))
-        lr = run.optimizer.param_groups[0]["lr"]
+        lr = float(run.optimizer.param_groups[0]["lr"])
         started = time.perf_counter()
         record: dict[str, Any] = {"epoch": run.epoch + 1, "lr": lr, **train_epoch(run, reporter)}
         if run.device.type == "cuda":
@@ -564,8 +567,10 @@ def execute(
             run.teacher_check = check_teacher(run, reporter)
         run.strategy.pre_stage(run, reporter)
         # A pre-stage may replace student parameters (PTP's classifier): the optimizer must hold the new ones.
-        run.optimizer, run.scheduler = make_optimizer(run.config, run.student, run.strategy, len(run.data.train))
-        run.compile_forwards()
+        run.optimizer, run.scheduler = make_optimizer(
+            run.config, run.student, run.strategy, len(run.data.train), run.acceleration.cuda_graphs
+        )
+        run.prepare_step()
         save_checkpoint(run.run_dir, run.state())  # resumable from the first epoch on
     try:
         run_epochs(run, reporter)
