@@ -46,6 +46,7 @@ class TrainStep:
         acceleration = run.acceleration
         self.autocast = acceleration.autocast(run.device, cache=autocast_cache)
         self.student_forward: Callable[[Tensor], Tensor] = acceleration.compiled(run.student)
+        self.losses: Callable[..., dict[str, Tensor]] = acceleration.compiled(run.strategy)
         self.teacher_forward: Callable[..., Any] | None = (
             acceleration.frozen(run.teacher.module.predict) if run.teacher is not None else None
         )
@@ -70,7 +71,7 @@ class TrainStep:
         with self.autocast():
             teacher_out = self.teacher_forward(images, self.with_features) if self.teacher_forward else None
             logits = self.student_forward(images)
-            losses = run.strategy(logits, teacher_out, labels)
+            losses = self.losses(logits, teacher_out, labels)
         loss = torch.stack(list(losses.values())).sum()
         run.scaler.scale(loss).backward()
         run.scaler.step(run.optimizer)
@@ -153,7 +154,8 @@ class GraphedStep(TrainStep):
             return
         graph = torch.cuda.CUDAGraph()
         try:
-            with torch.cuda.graph(graph):
+            # thread_local: a DataLoader's pin-memory thread may call CUDA while this thread captures.
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 self.update(self.static_images, self.static_labels)
         except RuntimeError as error:
             raise RunFailed(
