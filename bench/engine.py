@@ -73,10 +73,10 @@ def synthetic_data(images: int, batch_size: int, device: torch.device) -> DataBu
 def measure(name: str, images: int, device: str) -> dict[str, Any]:
     train, method = CONFIGS[name]
     batch = train["batch_size"]
-    lr = 0.05 * batch / 64  # linear scaling from the recipe's 0.05 at batch 64
     config = resolve([("bench", {
         "teacher": {"arch": "resnet110"}, "student": {"arch": "resnet20"}, "method": method,
-        "optim": {"lr": lr}, "schedule": {"name": "cosine", "warmup_epochs": 0 if batch <= 64 else 1},
+        "optim": {"lr": 0.05, "lr_batch_size": 64},  # the recipe's rate, scaled linearly to the batch
+        "schedule": {"name": "cosine", "warmup_epochs": 0 if batch <= 64 else 1},
         "train": {"epochs": 2, "device": device, "allow_untrained_teacher": True, **train},
     })]).config  # fmt: skip
     torch_device = torch.device(device)

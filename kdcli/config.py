@@ -58,6 +58,9 @@ class DataConfig(Section):
 class OptimizerConfig(Section):
     name: Literal["sgd", "adamw"] = "sgd"
     lr: float = Field(0.05, gt=0.0)
+    lr_batch_size: int | None = Field(
+        None, ge=1, description="the batch size lr is given for: rates scale linearly to train.batch_size"
+    )
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     weight_decay: float = Field(5e-4, ge=0.0)
     nesterov: bool = False
@@ -124,6 +127,12 @@ class RunConfig(Section):
     @property
     def method_options(self) -> dict[str, Any]:
         return dict(self.method.model_extra or {})
+
+    @property
+    def lr_scale(self) -> float:
+        """What every configured learning rate is multiplied by: ``batch_size / lr_batch_size``, the linear scaling
+        rule of Goyal et al. 2017 ("Accurate, Large Minibatch SGD"), or 1 when ``lr_batch_size`` is unset."""
+        return self.train.batch_size / self.optim.lr_batch_size if self.optim.lr_batch_size else 1.0
 
 
 Layer = tuple[str, dict[str, Any]]

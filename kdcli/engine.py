@@ -317,10 +317,16 @@ def make_optimizer(
     config: RunConfig, student: nn.Module, strategy: Strategy, steps_per_epoch: int, capturable: bool = False
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """The optimizer over the student and the strategy's own groups, and the step-wise schedule. ``capturable``:
-    the step will be captured in a CUDA graph (AdamW must know; SGD's fused kernel is capturable as it is)."""
+    the step will be captured in a CUDA graph (AdamW must know; SGD's fused kernel is capturable as it is).
+
+    With ``optim.lr_batch_size`` every group's rate is scaled linearly to the batch size (``config.lr_scale``), so
+    a recipe keeps its meaning at another batch size; pair a large batch with ``schedule.warmup_epochs``.
+    """
     optim = config.optim
-    groups: list[dict[str, Any]] = [{"params": list(student.parameters()), "name": "student"}]
-    groups += strategy.parameter_groups()
+    scale = config.lr_scale
+    groups: list[dict[str, Any]] = [{"params": list(student.parameters()), "name": "student", "lr": optim.lr * scale}]
+    for group in strategy.parameter_groups():
+        groups.append({**group, "lr": group.get("lr", optim.lr) * scale})
     # On CUDA the fused kernels: one launch per step, and a learning rate that may live on the device (CUDA graphs).
     fused = next(student.parameters()).device.type == "cuda"
     optimizer: torch.optim.Optimizer

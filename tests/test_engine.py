@@ -132,3 +132,15 @@ def test_cosine_and_onecycle_shapes() -> None:
     assert [lr_factor(cosine, e, 11) for e in (0.0, 0.5, 1.0, 6.0, 11.0)] == pytest.approx([0.01, 0.5, 1, 0.55, 0.1])
     onecycle = resolve([("t", {"schedule": {"name": "onecycle"}})]).config.schedule
     assert [lr_factor(onecycle, e, 10) for e in (0.0, 3.0, 10.0)] == pytest.approx([0.04, 1.0, 0.0], abs=1e-9)
+
+
+@pytest.mark.parametrize(("lr_batch_size", "expected"), [(None, [0.05, 0.01]), (25, [0.1, 0.02])])
+def test_learning_rates_scale_linearly_with_the_batch_size(
+    tmp_path: Path, teacher_file: Path, lr_batch_size: int | None, expected: list[float]
+) -> None:
+    """optim.lr_batch_size=25 at batch 50 doubles every group's rate: the student's and the strategy's own."""
+    config = tiny_config(tmp_path, teacher={"checkpoint": str(teacher_file)},
+                         method={"name": "skd", "transform_lr": 0.01}, schedule={"name": "constant"},
+                         optim={"lr": 0.05, "lr_batch_size": lr_batch_size})  # fmt: skip
+    run = setup(resolve([("test", config)]).config, tmp_path)
+    assert [group["lr"] for group in run.optimizer.param_groups] == pytest.approx(expected)

@@ -100,8 +100,8 @@ class Pea(Vanilla):
         student.reset_classifier(4)
         student.to(run.device)
         optim = run.config.optim
-        optimizer = torch.optim.SGD(run.student.parameters(), lr=optim.lr, momentum=optim.momentum,
-                                    weight_decay=optim.weight_decay)  # fmt: skip
+        optimizer = torch.optim.SGD(run.student.parameters(), lr=optim.lr * run.config.lr_scale,
+                                    momentum=optim.momentum, weight_decay=optim.weight_decay)  # fmt: skip
         loader = TensorLoader(train.images, four, train.batch_size, run.device, shuffle=True,
                               crop_padding=train.crop_padding, hflip=train.hflip, seed=train.seed + 7919)  # fmt: skip
         run.student.train()
