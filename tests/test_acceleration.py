@@ -94,6 +94,27 @@ def test_cuda_graph_epochs_equal_eager(tmp_path: Path, teacher_file: Path, compi
         assert torch.allclose(results["graphs"][1][name].float(), tensor.float(), rtol=1e-3, atol=1e-4), name
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="host synchronization is a CUDA matter; no CUDA here")
+def test_steady_state_cuda_epoch_never_waits_for_the_host(tmp_path: Path, teacher_file: Path) -> None:
+    """After the first epoch (compile, warm-up, capture), batches, steps and the schedule never synchronize: the
+    sums are read once, after the loop."""
+    config = tiny_config(tmp_path, teacher={"checkpoint": str(teacher_file)}, data={"train_subset": 270},
+                         train={"device": "cuda"})  # fmt: skip
+    run = setup(resolve([("test", config)]).config, tmp_path)
+    train_epoch(run, Reporter())
+    run.epoch = 1
+    run.step.begin_epoch()
+    run.data.train.set_epoch(1)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for images, labels in run.data.train:
+            run.step(images, labels)
+            run.scheduler.step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert run.step.means()["train_loss"] > 0
+
+
 def test_frozen_teacher_compiles_to_the_eager_outputs_and_keeps_its_weights(teacher_file: Path) -> None:
     """Inductor freezing folds BatchNorm into the convolutions: the logits must not move, nor the weights."""
     from kdcli.acceleration import Acceleration
