@@ -252,7 +252,7 @@ class Run:
     def restore(self, state: dict[str, Any]) -> None:
         self.student.model.load_state_dict(state["student"])
         self.strategy.load_state_dict(state["strategy"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.history = list(state["history"])
@@ -265,17 +265,32 @@ class Run:
 
 def optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """The optimizer's state dict with plain learning rates (a 0-dim device tensor under CUDA graphs), so a
-    checkpoint resumes the same on any device and either way."""
+    checkpoint resumes the same on any device, with or without CUDA graphs (see ``load_optimizer_state``)."""
     state = optimizer.state_dict()
     for group in state["param_groups"]:
         group["lr"] = float(group["lr"])
     return state
 
 
+IMPLEMENTATION_FLAGS = ("fused", "foreach", "capturable")
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """Load a checkpoint's optimizer state, keeping this machine's implementation flags (fused, foreach,
+    capturable): torch would bring back the saving machine's, and e.g. a run started on the CPU would then resume
+    on CUDA with an optimizer that cannot be captured. torch places the state (AdamW's step) by these flags."""
+    saved = {**saved, "param_groups": [dict(group) for group in saved["param_groups"]]}
+    for saved_group, group in zip(saved["param_groups"], optimizer.param_groups, strict=True):
+        saved_group.update({key: group[key] for key in IMPLEMENTATION_FLAGS if key in group})
+    optimizer.load_state_dict(saved)
+
+
 def setup(config: RunConfig, run_dir: Path | None, data: DataBundle | None = None) -> Run:
     """Build data (unless given, as benchmarks do), models, strategy, optimizer and schedule for a configuration."""
     device = resolve_device(config.train.device)
     acceleration = resolve_acceleration(config.train, device)
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)  # kernels, streams and graphs of this run go to the device it names
     torch.manual_seed(config.train.seed)
     if data is None:
         train = config.train

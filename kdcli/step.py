@@ -154,13 +154,20 @@ class GraphedStep(TrainStep):
             return
         graph = torch.cuda.CUDAGraph()
         try:
-            # thread_local: a DataLoader's pin-memory thread may call CUDA while this thread captures.
-            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            # On the run's device, on a stream of its own (torch's shared capture stream lives on the device that
+            # was current when it was first made); thread_local: a DataLoader's pin-memory thread may call CUDA.
+            with (
+                torch.cuda.device(self.run.device),
+                torch.cuda.graph(graph, stream=torch.cuda.Stream(self.run.device), capture_error_mode="thread_local"),
+            ):
                 self.update(self.static_images, self.static_labels)
         except RuntimeError as error:
+            # A failed capture raises again on leaving the graph's context; the first error is the one to show.
+            first = error.__context__ if isinstance(error.__context__, RuntimeError) else error
             raise RunFailed(
-                f"the training step could not be captured in a CUDA graph ({str(error).splitlines()[0]}); "
-                "something in it reads the host (.item(), a data-dependent shape): rerun with --no-cuda-graphs"
+                f"the training step could not be captured in a CUDA graph ({str(first).splitlines()[0]}); a step "
+                "that reads the host (.item(), data-dependent shapes) or compiles during capture cannot be; "
+                "rerun with --no-cuda-graphs"
             ) from error
         self.graph = graph
 

@@ -144,3 +144,20 @@ def test_learning_rates_scale_linearly_with_the_batch_size(
                          optim={"lr": 0.05, "lr_batch_size": lr_batch_size})  # fmt: skip
     run = setup(resolve([("test", config)]).config, tmp_path)
     assert [group["lr"] for group in run.optimizer.param_groups] == pytest.approx(expected)
+
+
+def test_resume_keeps_this_machines_optimizer_implementation(tmp_path: Path, teacher_file: Path) -> None:
+    """A checkpoint whose AdamW was fused and capturable (a CUDA-graph run) resumes on the CPU with the CPU's
+    optimizer; torch alone would restore the saved flags, and a capturable AdamW cannot step on the CPU."""
+    config = resolve([("test", tiny_config(tmp_path, teacher={"checkpoint": str(teacher_file)},
+                                           optim={"name": "adamw", "lr": 1e-3}))]).config  # fmt: skip
+    run = setup(config, tmp_path / "saved")
+    train_epoch(run, Reporter())
+    state = run.state()
+    for group in state["optimizer"]["param_groups"]:
+        group.update(fused=True, capturable=True)
+    resumed = setup(config, tmp_path / "resumed")
+    resumed.restore(state)
+    assert [(g["fused"], g["capturable"]) for g in resumed.optimizer.param_groups] == [(None, False)]
+    resumed.epoch = 1
+    assert train_epoch(resumed, Reporter())["train_loss"] > 0
