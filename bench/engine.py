@@ -36,7 +36,7 @@ from kdcli.config import resolve
 from kdcli.data import DataBundle, TensorLoader
 from kdcli.data.sources import STATS
 from kdcli.engine import Reporter, setup, train_epoch
-from kdcli.errors import UsageError
+from kdcli.errors import RunFailed, UsageError
 from kdcli.metrics import count_macs
 from kdcli.step import GraphedStep
 
@@ -130,7 +130,7 @@ def main() -> None:
     for name in args.configs:
         try:
             result = eager if name == "eager" else measure(name, args.images, args.device)
-        except UsageError as error:  # a CUDA-only configuration on another device
+        except (UsageError, RunFailed) as error:  # a CUDA-only configuration elsewhere, a step that won't capture
             print(json.dumps({"benchmark": "engine", **environment, "config": name, "skipped": str(error)}))
             continue
         result["eager_seconds_per_epoch"] = eager["seconds_per_epoch"]
