@@ -133,14 +133,12 @@ def _build_imagefolder(
         raise UsageError("--train-subset and --val-split work on in-memory data sets; split the folders instead")
     root = Path(config.dir)
     size = config.image_size or 224
-    # mean 0, std 1: the transforms only scale to [0, 1]; each model normalizes its own input.
-    zero, one = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
-    train_set = ImageDataset(
-        str(root / "train"), transform=create_transform(size, is_training=True, mean=zero, std=one)
-    )
+    # Prefetcher mode: the transforms stop at uint8 tensors; the loader scales on the device, the models normalize.
+    train_transform = create_transform(size, is_training=True, use_prefetcher=True)
+    train_set = ImageDataset(str(root / "train"), transform=train_transform)
     val_dir = root / "val"
     test_set = (
-        ImageDataset(str(val_dir), transform=create_transform(size, mean=zero, std=one)) if val_dir.is_dir() else None
+        ImageDataset(str(val_dir), transform=create_transform(size, use_prefetcher=True)) if val_dir.is_dir() else None
     )
     classes = sorted(train_set.reader.class_to_idx, key=train_set.reader.class_to_idx.get)
     return DataBundle(

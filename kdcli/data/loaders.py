@@ -99,9 +99,12 @@ class TensorLoader(Loader):
 
 
 class FolderLoader(Loader):
-    """An image-folder split through a DataLoader with worker processes and pinned memory (timm transforms).
+    """An image-folder split through a DataLoader with worker processes and pinned memory.
 
-    The transforms scale to [0, 1] without normalizing; as for the tensor loader, each model normalizes its own input.
+    timm's transforms in prefetcher mode (``use_prefetcher=True``) leave each image as uint8 and timm's
+    ``fast_collate`` batches them, so workers never convert to float and the host-to-device copy moves a quarter of
+    the bytes; the copy is non-blocking, and the scaling to [0, 1] happens on the device. As for the tensor loader,
+    each model normalizes its own input.
     """
 
     def __init__(
@@ -118,14 +121,18 @@ class FolderLoader(Loader):
         self.workers = workers
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        from timm.data.loader import fast_collate
+
         loader = torch.utils.data.DataLoader(
             self.dataset,
             batch_size=self.batch_size,
             shuffle=self.shuffle,
             num_workers=self.workers,
+            collate_fn=fast_collate,
             pin_memory=self.device.type == "cuda",
             generator=epoch_generator(self.seed, self.epoch, torch.device("cpu")),
             persistent_workers=False,
         )
         for images, labels in loader:
-            yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+            images = images.to(self.device, non_blocking=True).float().div_(255)
+            yield images, labels.to(self.device, non_blocking=True)

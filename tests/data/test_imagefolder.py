@@ -24,7 +24,8 @@ def test_imagefolder_loads_classes_and_scales_to_unit_range(tmp_path: Path) -> N
                         torch.device("cpu"), 4, 4, seed=0)  # fmt: skip
     assert bundle.classes == ["bright", "dark"]
     images, labels = next(iter(bundle.split("test")))
-    assert images.shape == (4, 3, 8, 8) and images.min() >= 0.0 and images.max() <= 1.0
+    assert images.shape == (4, 3, 8, 8) and images.dtype == torch.float32  # uint8 from the workers, scaled here
+    assert images.min() >= 0.0 and images.max() <= 1.0
     bright = images[labels == 0].mean()
     assert bright > 0.8 and images[labels == 1].mean() < 0.2
 
