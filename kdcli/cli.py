@@ -64,7 +64,8 @@ CompileOpt = Annotated[bool | None, typer.Option("--compile/--no-compile", help=
 GraphsOpt = Annotated[
     bool | None,
     typer.Option(
-        "--cuda-graphs/--no-cuda-graphs", help="capture the training step in a CUDA graph (default: on for CUDA)"
+        "--cuda-graphs/--no-cuda-graphs",
+        help="capture the training step in a CUDA graph (default: on for CUDA unless fp16)",
     ),
 ]
 ChannelsLastOpt = Annotated[
