@@ -214,8 +214,6 @@ class Run:
     student: NormalizedModel
     strategy: Strategy
     teacher: Teacher | None
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
     acceleration: Acceleration
     scaler: torch.amp.GradScaler
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -223,15 +221,21 @@ class Run:
     teacher_eval: list[TeacherOutput] | None = None
     best: dict[str, Any] | None = None
     epoch: int = 0
+    optimizer: torch.optim.Optimizer = field(init=False)
+    scheduler: torch.optim.lr_scheduler.LRScheduler = field(init=False)
     step: TrainStep = field(init=False)
 
     @property
     def autocast(self) -> Callable[[], contextlib.AbstractContextManager[Any]]:
         return self.acceleration.autocast(self.device)
 
-    def prepare_step(self) -> None:
-        """The training step over the current modules and optimizer (compiled, captured in a CUDA graph when the
-        fast path is on). Called again after a pre-stage that replaced modules and remade the optimizer."""
+    def prepare_training(self) -> None:
+        """The optimizer, the schedule and the training step over the current modules, made together: the step is
+        compiled (and captured in a CUDA graph) over this optimizer. Called again after a pre-stage that replaced
+        student parameters (PTP's classifier)."""
+        self.optimizer, self.scheduler = make_optimizer(
+            self.config, self.student, self.strategy, len(self.data.train), self.acceleration.cuda_graphs
+        )
         self.step = make_train_step(self)
 
     def state(self) -> dict[str, Any]:
@@ -308,7 +312,6 @@ def setup(config: RunConfig, run_dir: Path | None, data: DataBundle | None = Non
         for wrapped in [student] + ([teacher.module] if teacher else []):
             wrapped.to(memory_format=torch.channels_last)
             wrapped.channels_last = True
-    optimizer, scheduler = make_optimizer(config, student, strategy, len(data.train), acceleration.cuda_graphs)
     run = Run(
         config,
         run_dir or default_run_dir(config, teacher.arch if teacher else None),
@@ -317,14 +320,12 @@ def setup(config: RunConfig, run_dir: Path | None, data: DataBundle | None = Non
         student,
         strategy,
         teacher,
-        optimizer,
-        scheduler,
         acceleration,
         acceleration.grad_scaler(device),
     )
     if device.type == "cuda" and (acceleration.compile or acceleration.cuda_graphs):
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest convolutions once
-    run.prepare_step()
+    run.prepare_training()
     return run
 
 
@@ -587,11 +588,7 @@ def execute(
         if run.teacher is not None:
             run.teacher_check = check_teacher(run, reporter)
         run.strategy.pre_stage(run, reporter)
-        # A pre-stage may replace student parameters (PTP's classifier): the optimizer must hold the new ones.
-        run.optimizer, run.scheduler = make_optimizer(
-            run.config, run.student, run.strategy, len(run.data.train), run.acceleration.cuda_graphs
-        )
-        run.prepare_step()
+        run.prepare_training()  # a pre-stage may replace student parameters: the optimizer must hold the new ones
         save_checkpoint(run.run_dir, run.state())  # resumable from the first epoch on
     try:
         run_epochs(run, reporter)

@@ -102,7 +102,11 @@ class GraphedStep(TrainStep):
         self.static_images: Tensor | None = None
         self.static_labels: Tensor | None = None
         self.graph: torch.cuda.CUDAGraph | None = None
-        self.captured = False
+
+    @property
+    def captured(self) -> bool:
+        """The static buffers exist from the capture on (on the CPU too, where there is no graph)."""
+        return self.static_images is not None
 
     def begin_epoch(self) -> None:
         super().begin_epoch()
@@ -149,7 +153,6 @@ class GraphedStep(TrainStep):
     def capture(self, images: Tensor, labels: Tensor) -> None:
         self.static_images, self.static_labels = images.clone(), labels.clone()
         self.run.optimizer.zero_grad(set_to_none=True)
-        self.captured = True
         if not self.cuda:
             return
         graph = torch.cuda.CUDAGraph()
