@@ -71,27 +71,46 @@ def test_channels_last_step_equals_eager(tmp_path: Path, teacher_file: Path) -> 
     assert_same_step(eager, channels_last)
 
 
+def graphed_run(
+    tmp_path: Path, teacher_file: Path, graphed_on_cpu: bool = False, optim: str = "sgd", **train: Any
+) -> tuple[Any, list[Any]]:
+    """Two epochs of 270 images at batch 50: five full batches (three warm-up, one captured, one replayed) and a
+    partial one. ``graphed_on_cpu`` swaps in the CUDA-graph step where the configuration cannot ask for it."""
+    from kdcli.step import GraphedStep
+
+    config = tiny_config(tmp_path, teacher={"checkpoint": str(teacher_file)}, data={"train_subset": 270},
+                         train={"epochs": 2, **train}, schedule={"name": "cosine", "warmup_epochs": 0.5},
+                         optim={"name": optim, "lr": 0.05 if optim == "sgd" else 0.002})  # fmt: skip
+    run = setup(resolve([("test", config)]).config, tmp_path)
+    if graphed_on_cpu:
+        run.step = GraphedStep(run)
+    records = []
+    for epoch in range(2):
+        run.epoch = epoch
+        records.append(train_epoch(run, Reporter()))
+    return run, records
+
+
+def assert_same_runs(reference: tuple[Any, list[Any]], other: tuple[Any, list[Any]], rel: float, atol: float) -> None:
+    """The same epoch records (losses, top-1) and the same student weights, within tolerance."""
+    for reference_record, record in zip(reference[1], other[1], strict=True):
+        assert record.keys() == reference_record.keys()
+        for key, value in reference_record.items():
+            assert record[key] == pytest.approx(value, rel=rel, abs=rel), key
+    weights = other[0].student.model.state_dict()
+    for name, tensor in reference[0].student.model.state_dict().items():
+        assert torch.allclose(weights[name].float(), tensor.float(), rtol=rel, atol=atol), name
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device; none is visible here")
 @pytest.mark.parametrize("compile_", [False, True])
 def test_cuda_graph_epochs_equal_eager(tmp_path: Path, teacher_file: Path, compile_: bool) -> None:
     """The captured step replays the eager one: same sums, same weights, a schedule that moves inside the graph."""
     fast = {"device": "cuda", "precision": "fp32", "channels_last": False}
-    config = {"teacher": {"checkpoint": str(teacher_file)}, "data": {"train_subset": 270},
-              "schedule": {"name": "cosine", "warmup_epochs": 0.5}}  # fmt: skip
-    results = {}
-    for name, graphs in (("eager", False), ("graphs", True)):
-        train = {**fast, "compile": compile_ and graphs, "cuda_graphs": graphs}
-        run = setup(resolve([("test", tiny_config(tmp_path / name, **config, train=train))]).config, tmp_path / name)
-        records = []
-        for epoch in range(2):
-            run.epoch = epoch
-            records.append(train_epoch(run, Reporter()))
-        results[name] = (records, {k: v.detach().cpu() for k, v in run.student.model.state_dict().items()})
-    for eager_record, record in zip(results["eager"][0], results["graphs"][0], strict=True):
-        for key, value in eager_record.items():
-            assert record[key] == pytest.approx(value, rel=1e-3, abs=1e-3), key
-    for name, tensor in results["eager"][1].items():
-        assert torch.allclose(results["graphs"][1][name].float(), tensor.float(), rtol=1e-3, atol=1e-4), name
+    eager = graphed_run(tmp_path / "eager", teacher_file, **fast, compile=False, cuda_graphs=False)
+    graphs = graphed_run(tmp_path / "graphs", teacher_file, **fast, compile=compile_, cuda_graphs=True)
+    assert graphs[0].step.graph is not None
+    assert_same_runs(eager, graphs, rel=1e-3, atol=1e-4)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="host synchronization is a CUDA matter; no CUDA here")
@@ -134,48 +153,25 @@ def test_frozen_teacher_compiles_to_the_eager_outputs_and_keeps_its_weights(teac
     assert not torch._inductor.config.freezing  # scoped to the teacher's calls, never left on
 
 
-def graphed_run(
-    tmp_path: Path, teacher_file: Path, graphed: bool, optim: str = "sgd", epochs: int = 2
-) -> tuple[Any, list[Any]]:
-    """270 images at batch 50: five full batches (three warm-up, one captured, one replayed) and a partial one."""
-    from kdcli.step import GraphedStep
-
-    config = tiny_config(tmp_path, teacher={"checkpoint": str(teacher_file)}, data={"train_subset": 270},
-                         train={"epochs": epochs}, schedule={"name": "cosine", "warmup_epochs": 0.5},
-                         optim={"name": optim, "lr": 0.05 if optim == "sgd" else 0.002})  # fmt: skip
-    run = setup(resolve([("test", config)]).config, tmp_path)
-    if graphed:
-        run.step = GraphedStep(run)
-    records = []
-    for epoch in range(epochs):
-        run.epoch = epoch
-        records.append(train_epoch(run, Reporter()))
-    return run, records
-
-
 @pytest.mark.parametrize("optim", ["sgd", "adamw"])
 def test_graphed_step_path_equals_the_eager_step_on_the_cpu(tmp_path: Path, teacher_file: Path, optim: str) -> None:
     """Everything of the CUDA-graph path but the capture: warm-up, static buffers, the partial last batch run
     eagerly, device learning rates moved by the scheduler, and sums accumulated in place across epochs."""
     from kdcli.step import WARMUP_STEPS
 
-    eager_run, eager_records = graphed_run(tmp_path / "eager", teacher_file, graphed=False, optim=optim)
-    run, records = graphed_run(tmp_path / "graphed", teacher_file, graphed=True, optim=optim)
+    eager = graphed_run(tmp_path / "eager", teacher_file, optim=optim)
+    graphed = graphed_run(tmp_path / "graphed", teacher_file, graphed_on_cpu=True, optim=optim)
+    run = graphed[0]
     assert WARMUP_STEPS == 3 and run.step.captured and run.step.static_images is not None
     assert run.step.static_images.shape[0] == 50
-    for eager_record, record in zip(eager_records, records, strict=True):
-        assert record.keys() == eager_record.keys()
-        for key, value in eager_record.items():
-            assert record[key] == pytest.approx(value, rel=1e-4, abs=1e-4), key
-    for name, tensor in eager_run.student.model.state_dict().items():
-        assert torch.allclose(run.student.model.state_dict()[name], tensor, rtol=1e-4, atol=1e-5), name
+    assert_same_runs(eager, graphed, rel=1e-4, atol=1e-5)
     lr = run.optimizer.param_groups[0]["lr"]
     assert isinstance(lr, torch.Tensor) and lr.dim() == 0
     sums = dict(run.step.sums)  # the graph adds into these addresses: a new epoch zeroes them in place
     run.step.begin_epoch()
     assert all(run.step.sums[name] is total and float(total) == 0.0 for name, total in sums.items())
     assert int(run.step.correct) == 0 and run.step.seen == 0
-    assert float(lr) == pytest.approx(eager_run.optimizer.param_groups[0]["lr"], rel=1e-6)
+    assert float(lr) == pytest.approx(eager[0].optimizer.param_groups[0]["lr"], rel=1e-6)
 
 
 def test_device_learning_rate_is_filled_in_place_by_the_scheduler(tmp_path: Path, teacher_file: Path) -> None:
