@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 import torch
 
 import kdcli
+from kdcli.compare import mean_std
 from kdcli.config import load_preset, parse_set, resolve
 
 EAGER_ENGINE = {"precision": "fp32", "compile": False, "cuda_graphs": False, "channels_last": False}
@@ -37,13 +37,6 @@ def run(preset: str, overrides: dict[str, Any], distill: bool) -> dict[str, Any]
     final = result.report["final"]
     return {"last": final["last_top1"], "best": final.get("best_top1"), "seconds": time.perf_counter() - started,
             "path": str(result.student_path)}  # fmt: skip
-
-
-def mean_std(values: list[float | None]) -> dict[str, float] | None:
-    present = [v for v in values if v is not None]
-    if not present:
-        return None
-    return {"mean": statistics.fmean(present), "std": statistics.stdev(present) if len(present) > 1 else 0.0}
 
 
 def main() -> None:

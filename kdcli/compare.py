@@ -31,10 +31,12 @@ def _group_key(report: dict[str, Any]) -> str:
     return json.dumps(config, sort_keys=True)
 
 
-def _mean_std(values: list[float]) -> dict[str, float] | None:
-    if not values:
+def mean_std(values: list[float | None]) -> dict[str, float] | None:
+    """Mean and sample standard deviation of the values present (``None`` is a run without the figure)."""
+    present = [v for v in values if v is not None]
+    if not present:
         return None
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+    return {"mean": statistics.fmean(present), "std": statistics.stdev(present) if len(present) > 1 else 0.0}
 
 
 def compare(run_dirs: list[str | Path]) -> dict[str, Any]:
@@ -59,10 +61,10 @@ def compare(run_dirs: list[str | Path]) -> dict[str, Any]:
             "seeds": [r["config"]["train"]["seed"] for r in reports],
             "parameters": first["student"]["parameters"],
             "macs": first["student"]["macs"],
-            "top1_last": _mean_std([f["last_top1"] for f in final]),
-            "top1_best_on_val": _mean_std([f["best_top1"] for f in final if f.get("best_top1") is not None]),
-            "max_test_top1": _mean_std([f["max_test_top1"] for f in final]),
-            "wall_seconds": _mean_std([r["timing"]["wall_seconds"] for r in reports]),
+            "top1_last": mean_std([f["last_top1"] for f in final]),
+            "top1_best_on_val": mean_std([f.get("best_top1") for f in final]),
+            "max_test_top1": mean_std([f["max_test_top1"] for f in final]),
+            "wall_seconds": mean_std([r["timing"]["wall_seconds"] for r in reports]),
         })  # fmt: skip
     return {"schema": COMPARE_SCHEMA, "rows": rows}
 
