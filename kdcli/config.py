@@ -297,4 +297,5 @@ def _explain(
         valid = (fixed or []) + _section_fields(model, loc)
         hint = did_you_mean(str(loc[-1]), valid, n=1)
         return f"unknown configuration key {key!r}{where}; {hint}valid keys here: {', '.join(valid)}"
-    return f"invalid value for {key!r}{where}: {error['msg']} (got {error.get('input')!r})"
+    message = error["msg"].removeprefix("Value error, ")  # pydantic's prefix for a validator's own message
+    return f"invalid value for {key!r}{where}: {message} (got {error.get('input')!r})"

@@ -341,8 +341,12 @@ def make_optimizer(
     optim = config.optim
     scale = config.lr_scale
     groups: list[dict[str, Any]] = [{"params": list(student.parameters()), "name": "student", "lr": optim.lr * scale}]
+    frozen_epochs = [0.0]
     for group in strategy.parameter_groups():
-        groups.append({**group, "lr": group.get("lr", optim.lr) * scale})
+        group = dict(group)
+        frozen_epochs.append(float(group.pop("frozen_epochs", 0.0)))
+        ratio = float(group.pop("lr_ratio", 1.0))
+        groups.append({**group, "lr": optim.lr * scale * ratio})
     # On CUDA the fused kernels: one launch per step, and a learning rate that may live on the device (CUDA graphs).
     fused = next(student.parameters()).device.type == "cuda"
     optimizer: torch.optim.Optimizer
@@ -360,10 +364,23 @@ def make_optimizer(
             groups, lr=optim.lr, weight_decay=optim.weight_decay, fused=fused or None, capturable=capturable
         )
     epochs = config.train.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(config.schedule, step / steps_per_epoch, epochs)
-    )
-    return optimizer, scheduler
+    factors = [group_schedule(config.schedule, epochs, steps_per_epoch, frozen) for frozen in frozen_epochs]
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
+
+
+def group_schedule(
+    schedule: ScheduleConfig, epochs: int, steps_per_epoch: int, frozen_epochs: float = 0.0
+) -> Callable[[int], float]:
+    """One parameter group's learning-rate factor at a step: the run's schedule, or 0 in the group's first
+    ``frozen_epochs`` (a transform kept frozen while the student is still random). A rate of 0 leaves the parameters
+    exactly unchanged with SGD and AdamW alike, and keeps one optimizer, one step and one CUDA graph. A plain
+    function, so LambdaLR keeps it out of the checkpoint."""
+
+    def factor(step: int) -> float:
+        epoch = step / steps_per_epoch
+        return 0.0 if epoch < frozen_epochs else lr_factor(schedule, epoch, epochs)
+
+    return factor
 
 
 def _teacher_feature_width(teacher: Teacher) -> int:
@@ -461,6 +478,42 @@ def evaluate_epoch(run: Run) -> dict[str, float]:
     return record
 
 
+TARGET_TOP1_DROP = 5.0
+"""Points of top-1 below the teacher's at which the target the student learns from is said to have drifted."""
+TARGET_MAX_NORMALIZED_ENTROPY = 0.9
+"""``H_T / ln C`` above which the target is said to be near uniform (label smoothing, not the teacher's knowledge)."""
+
+
+def target_guard(record: dict[str, Any], teacher_top1: float) -> str | None:
+    """What is wrong with the target the student learns from at this epoch, or None: its top-1 on the evaluation
+    split fell more than ``TARGET_TOP1_DROP`` points below the teacher's (a transform drifting toward the student),
+    or its normalized entropy exceeds ``TARGET_MAX_NORMALIZED_ENTROPY`` (a target flattened toward uniform)."""
+    problems = []
+    top1 = record.get("diag_target_top1")
+    if top1 is not None and top1 < teacher_top1 - TARGET_TOP1_DROP:
+        problems.append(f"its top-1 is {top1:.1f}%, {teacher_top1 - top1:.1f} points below the teacher's")
+    normalized = record.get("diag_target_normalized_entropy")
+    if normalized is not None and normalized > TARGET_MAX_NORMALIZED_ENTROPY:
+        problems.append(f"its entropy at T is {normalized:.2f} of the maximum (near uniform)")
+    return "; ".join(problems) or None
+
+
+def check_target(run: Run, record: dict[str, Any], reporter: Reporter) -> None:
+    """Record a target warning in the epoch's record, and say it on the epoch where it starts."""
+    if run.teacher_check is None:
+        return
+    problem = target_guard(record, run.teacher_check["top1"])
+    if problem is None:
+        return
+    record["target_warning"] = problem
+    if not (run.history and "target_warning" in run.history[-1]):
+        reporter.note(
+            f"warning: epoch {record['epoch']}: the target the student learns from has gone bad: {problem}; "
+            "a transform drifting to the student or to uniform (see `kdcli methods`: anchor_weight, "
+            "transform_lr_ratio; temperature)"
+        )
+
+
 def run_epochs(run: Run, reporter: Reporter) -> None:
     epochs = run.config.train.epochs
     while run.epoch < epochs:
@@ -479,6 +532,7 @@ def run_epochs(run: Run, reporter: Reporter) -> None:
         record["seconds"] = seconds
         record["images_per_second"] = run.data.train.num_samples / seconds
         record.update(evaluate_epoch(run))
+        check_target(run, record, reporter)
         run.epoch += 1
         run.history.append(record)
         if run.data.val is not None and (run.best is None or record["val_top1"] > run.best["val_top1"]):

@@ -73,6 +73,9 @@ def build_report(
             "seconds_per_epoch": statistics.fmean(r["seconds"] for r in history),
             "images_per_second": statistics.fmean(r["images_per_second"] for r in history),
         },
+        "target_warnings": [
+            {"epoch": r["epoch"], "warning": r["target_warning"]} for r in history if "target_warning" in r
+        ],
         "epochs": history,
     }
 
@@ -117,6 +120,7 @@ DIAGNOSTIC_LABELS = {
     "diag_adapted_top1": "top-1 of the adapted teacher (%)",
     "diag_teacher_entropy": "teacher entropy at T (nats)",
     "diag_target_entropy": "target entropy at T (nats)",
+    "diag_target_normalized_entropy": "target entropy at T over its maximum, H_T / ln C",
     "diag_student_entropy": "student entropy at T (nats)",
     "diag_sharpness_gap": "sharpness gap, target − student (logsumexp(z/T))",
     "diag_teacher_sharpness_gap": "sharpness gap, teacher − student",
@@ -135,6 +139,11 @@ def _diagnostics_section(history: list[dict[str, Any]]) -> list[str]:
     ]
     lines += [f"| | epoch 1 | epoch {len(history)} |", "|---|---|---|"]
     lines += [f"| {DIAGNOSTIC_LABELS[k]} | {history[0][k]:.3f} | {history[-1][k]:.3f} |" for k in keys]
+    warned = [r for r in history if "target_warning" in r]
+    if warned:
+        epochs = ", ".join(str(r["epoch"]) for r in warned)
+        lines += ["", f"**Warning:** the target the student learns from went bad in epochs {epochs} "
+                      f"(first: {warned[0]['target_warning']})."]  # fmt: skip
     return [*lines, "", "![diagnostics](diagnostics.svg)", ""]
 
 

@@ -140,7 +140,7 @@ def test_learning_rates_scale_linearly_with_the_batch_size(
 ) -> None:
     """optim.lr_batch_size=25 at batch 50 doubles every group's rate: the student's and the strategy's own."""
     config = tiny_config(tmp_path, teacher={"checkpoint": str(teacher_file)},
-                         method={"name": "skd", "transform_lr": 0.01}, schedule={"name": "constant"},
+                         method={"name": "skd", "transform_lr_ratio": 0.2}, schedule={"name": "constant"},
                          optim={"lr": 0.05, "lr_batch_size": lr_batch_size})  # fmt: skip
     run = setup(resolve([("test", config)]).config, tmp_path)
     assert [group["lr"] for group in run.optimizer.param_groups] == pytest.approx(expected)

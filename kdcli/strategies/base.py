@@ -22,6 +22,7 @@ Third-party packages add strategies through the entry-point group ``kdcli.strate
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -80,9 +81,10 @@ class Strategy(nn.Module):
         """Per-example values the engine averages over the evaluation split after each epoch.
 
         At the strategy's temperature T: entropies of the teacher, of the target the student learns from (the
-        transformed teacher) and of the student; the target's top-1; sharpness ``logsumexp(z/T)`` of each, and
-        the gaps ``target − student`` and ``teacher − student`` (PESF's measure of the capacity mismatch).
-        A target collapsing toward the student or toward uniform shows here.
+        transformed teacher) and of the student, and the target's entropy over its maximum, ``H_T / ln C``; the
+        target's top-1; sharpness ``logsumexp(z/T)`` of each, and the gaps ``target − student`` and
+        ``teacher − student`` (PESF's measure of the capacity mismatch). A target collapsing toward the student or
+        toward uniform shows here, and the engine warns when it does (``kdcli.engine.target_guard``).
         """
         temperature = float(getattr(self.options, "temperature", 1.0))
         target = self.teacher_targets(teacher, labels).float()
@@ -92,6 +94,7 @@ class Strategy(nn.Module):
             "target_top1": 100.0 * target.argmax(1).eq(labels).float(),
             "teacher_entropy": entropy(teacher.logits, temperature),
             "target_entropy": entropy(target, temperature),
+            "target_normalized_entropy": entropy(target, temperature) / math.log(self.num_classes),
             "student_entropy": entropy(student_logits, temperature),
             "sharpness_gap": sharpness["target"] - sharpness["student"],
             "teacher_sharpness_gap": sharpness["teacher"] - sharpness["student"],
@@ -112,7 +115,12 @@ class Strategy(nn.Module):
         self._report = dict(report)
 
     def parameter_groups(self) -> list[dict[str, Any]]:
-        """Optimizer groups for the strategy's own trainable parts (none by default)."""
+        """Optimizer groups for the strategy's own trainable parts (none by default).
+
+        Besides torch's keys a group may carry ``lr_ratio`` (its learning rate as a fraction of the student's; 1 by
+        default) and ``frozen_epochs`` (epochs at the start during which its learning rate is 0); the engine applies
+        both, and the run's schedule, to the group.
+        """
         params = [p for p in self.parameters() if p.requires_grad]
         return [{"params": params, "weight_decay": 0.0, "name": self.name}] if params else []
 

@@ -4,9 +4,11 @@ Predictions (PTP), written for BERT and carried over to image classifiers as doc
 - SPS (a student transform, ``kdcli.models.sps``): the student's layers run a second time with shared weights, the
   two same-shaped matrices of each layer swapped in the second pass.
 - PTP (a pre-stage): the frozen teacher labels each training image with one of four classes — 0 correct and
-  confident, 1 correct and unsure, 2 wrong and confident, 3 wrong and unsure, the confidence thresholds being the
-  median confidence of the correct and of the wrong predictions — and the student first learns these labels with a
-  temporary 4-way head for ``ptp_epochs``; the head is then replaced by a fresh C-way classifier.
+  confident (confidence > t1), 1 correct and unsure, 2 wrong and confident (> t2), 3 wrong and unsure — and the
+  student first learns these labels with a temporary 4-way head for ``ptp_epochs``; the head is then replaced by a
+  fresh C-way classifier. The released code sets t1, t2 by hand per task (e.g. RTE 0.8/0.6, SST-2 0.98/0.8):
+  ``ptp_thresholds: [t1, t2]``. kdcli's default, ``median``, takes the median confidence of the correct and of the
+  wrong predictions, which keeps every label populated whatever the data set.
 - Then KD: vanilla KD with α = 0.7 (``kd_weight``) and γ = 0.3 by default, T from the configuration.
 
 Choices (docs/methods.md): the teacher labels one augmented view of each image (a teacher that fits the training set
@@ -16,7 +18,7 @@ learning rate; ``sps`` and ``ptp`` switch the parts off for ablations.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +33,7 @@ from kdcli.strategies.vanilla import Vanilla, VanillaOptions
 if TYPE_CHECKING:
     from kdcli.engine import Reporter, Run
 
+Confidence = Annotated[float, Field(gt=0.0, lt=1.0)]
 PTP_LABEL_NAMES = ("correct, confident", "correct, unsure", "wrong, confident", "wrong, unsure")
 
 
@@ -43,15 +46,23 @@ class PeaOptions(VanillaOptions):
     tied: bool = Field(True, description="false: second passes get weights of their own (the same-MACs baseline)")
     ptp: bool = Field(True, description="Pretraining with Teacher's Predictions before KD")
     ptp_epochs: int = Field(5, ge=1, description="epochs of the 4-way PTP stage")
+    ptp_thresholds: Literal["median"] | tuple[Confidence, Confidence] = Field(
+        "median", description="t1, t2 for correct and wrong predictions: [t1, t2] (released code) or median (kdcli)"
+    )
 
 
-def ptp_labels(teacher_logits: Tensor, labels: Tensor) -> tuple[Tensor, float, float]:
-    """The four PTP labels and the thresholds t1, t2 (median confidence of the correct and of the wrong predictions;
-    ``nan`` when a group is empty)."""
+def ptp_labels(
+    teacher_logits: Tensor, labels: Tensor, thresholds: tuple[float, float] | None = None
+) -> tuple[Tensor, float, float]:
+    """The four PTP labels and the thresholds t1, t2: the given ones, or the median confidence of the correct and of
+    the wrong predictions (``nan`` when a group is empty)."""
     confidence, predicted = F.softmax(teacher_logits.float(), dim=1).max(dim=1)
     correct = predicted.eq(labels)
-    t1 = float(confidence[correct].median()) if correct.any() else float("nan")
-    t2 = float(confidence[~correct].median()) if (~correct).any() else float("nan")
+    if thresholds is not None:
+        t1, t2 = thresholds
+    else:
+        t1 = float(confidence[correct].median()) if correct.any() else float("nan")
+        t2 = float(confidence[~correct].median()) if (~correct).any() else float("nan")
     four = torch.where(correct, (confidence <= t1).long(), 2 + (confidence <= t2).long())
     return four, t1, t2
 
@@ -85,7 +96,8 @@ class Pea(Vanilla):
             for images, _ in views:
                 with run.autocast():
                     logits.append(run.teacher.module.predict(images).logits.float())
-        four, t1, t2 = ptp_labels(torch.cat(logits), train.labels)
+        thresholds = self.options.ptp_thresholds
+        four, t1, t2 = ptp_labels(torch.cat(logits), train.labels, None if thresholds == "median" else thresholds)
         counts = torch.bincount(four, minlength=4).tolist()
         named = dict(zip(PTP_LABEL_NAMES, counts, strict=True))
         self._report["ptp"] = {"thresholds": [t1, t2], "label_counts": named}

@@ -9,9 +9,15 @@ The paper's code is not public; this is kdcli's reconstruction from the paper's 
   (each scalar embedded to ``width`` dimensions); ``z_simple = q + Attention(q) W_o``;
 - the query, key, value and output maps have no bias, ``width`` (d_k) defaults to the class count, and ``W_o``
   starts at zero, so training starts as plain KD;
-- ``L = γ·CE(z_s, y) + α·T²·KL(softmax(z_simple) ‖ softmax(z_s/T)) + λ·CE(T·z_simple, y)``, λ = 0 by default;
+- ``L = γ·CE(z_s, y) + α·T²·KL(softmax(z_simple) ‖ softmax(z_s/T)) + λ·CE(T·z_simple, y)``;
 - with the batch axis a target depends on the other examples of its batch (by design of the method), and the
   simplifier is equivariant to the order of the batch.
+
+Defaults that are kdcli's choice, not the paper's: the anchor λ = 1, and the simplifier at 0.01 × the student's
+learning rate with weight decay 5e-4. Under the paper's literal wording the simplifier's only gradient is the KL term
+toward the student, whose minimum is "copy the student": with λ = 0 at the student's rate (``anchor_weight: 0``,
+``transform_lr_ratio: 1``, ``transform_weight_decay: 0``) the target collapses toward the student within an epoch and
+the student learns almost nothing from the labels (measured: docs/results.md). That literal setting stays reachable.
 """
 
 from __future__ import annotations
@@ -58,7 +64,10 @@ class Skd(TransformedTeacherKD):
     """Vanilla KD toward ``T · simplifier(z_t / T)``, the simplifier trained with the student."""
 
     name = "skd"
-    summary = "Yuan et al. 2023: an attention 'learning simplifier' softens the teacher's output (reconstruction)"
+    summary = (
+        "Yuan et al. 2023: an attention 'learning simplifier' softens the teacher's output (reconstruction; "
+        "kdcli defaults: CE anchor λ=1, simplifier at 0.01 × the student's lr)"
+    )
     Options = SkdOptions
     options: SkdOptions
 

@@ -35,7 +35,10 @@ def test_zero_started_simplifier_gives_vanilla_kd(axis: str) -> None:
     vanilla = get_strategy("vanilla")(get_strategy("vanilla").Options(), 10)
     first, plain = skd(student, TeacherOutput(teacher), labels), vanilla(student, TeacherOutput(teacher), labels)
     assert first["kd"].item() == pytest.approx(plain["kd"].item(), rel=1e-6)
-    assert "anchor" not in first  # λ = 0 by default
+    # kdcli's default anchor λ = 1 is CE(T·z_simple, y), which starts as CE(z_t, y); λ = 0 drops the term
+    assert first["anchor"].item() == pytest.approx(torch.nn.functional.cross_entropy(teacher, labels).item(), rel=1e-6)
+    literal = get_strategy("skd")(SkdOptions(axis=axis, anchor_weight=0.0), 10)
+    assert "anchor" not in literal(student, TeacherOutput(teacher), labels)
 
 
 def test_batch_axis_simplifier_is_permutation_equivariant() -> None:

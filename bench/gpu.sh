@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Every check this project must run on a GPU, in one call of under 9 minutes on one H200 (docs/results.md):
+#
+#   bash bench/gpu.sh --prepare        # here, once: the wheels the GPU machine lacks into .whl/, the data into .data/
+#   bash bench/gpu.sh OUT              # on the GPU machine (the device tool, carrying .whl and .data)
+#   bash bench/gpu.sh OUT --dry-run    # here, on the CPU: every stage, tiny, to check the script itself
+#
+# Stages, each under its own time limit so that one slow stage cannot take the others' results with it:
+#   1. the CUDA tests (tests/test_acceleration.py): graphs equal eager, no host sync in an epoch;
+#   2. the FMNIST-5k protocol (../shared/data/README.md): teacher resnet56, 40 epochs; resnet8 alone, vanilla, pesf,
+#      skd, pea and pea's two ablations, plus vanilla@eager for the fast path's accuracy; 3 seeds; 8 runs at a time;
+#   3. the engine benchmark (bench/engine.py): the fast path one step at a time, and the methods' cost.
+# Writes under OUT (at most 8 files come back from the device machine): results.jsonl (every JSON line), gpu.log
+# (every log), cuda-tests.xml, fmnist5k-runs.tgz (each run's report.json, metrics.jsonl, config.yaml, report.md).
+# The GPU machine has torch, timm, typer, rich, safetensors and pyyaml but no pydantic and no network: the wheels in
+# .whl/ (WHEELS below, fetched by --prepare) are installed into /tmp/site, and kdcli is built there from this tree.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+WHEELS=(pydantic==2.13.4 pydantic-core==2.46.4 annotated-types==0.7.0 typing-inspection==0.4.2
+        typing-extensions==4.16.0 hatchling==1.33.0 trove-classifiers==2026.9.21.13 pathspec==1.1.1 pluggy==1.6.0
+        packaging==26.2)
+ARMS=(student vanilla pesf skd pea pea:sps=false pea:ptp=false vanilla@eager)
+
+if [[ ${1:-} == --prepare ]]; then
+    mkdir -p .whl .data
+    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+        -d .whl "${WHEELS[@]}" || exit 1
+    cp -r ../shared/data/fashion-mnist .data/ || exit 1
+    du -sh .whl .data
+    exit 0
+fi
+
+OUT=${1:?usage: bash bench/gpu.sh OUT [--dry-run] | bash bench/gpu.sh --prepare}
+DRY=${2:-}
+mkdir -p "$OUT"
+LOG="$OUT/gpu.log"
+RESULTS="$OUT/results.jsonl"
+: >"$LOG"
+: >"$RESULTS"
+say() { echo "== $(date -u +%H:%M:%S) $*" | tee -a "$LOG"; }
+
+# --- what the machine lacks: pydantic (and kdcli's own entry points, which need an installed distribution) -------
+if ! python3 -c "import pydantic, kdcli, importlib.metadata as m; m.version('kdcli')" 2>/dev/null; then
+    missing=$(for w in "${WHEELS[@]}"; do n=${w%%==*}; ls .whl/"${n//-/_}"-* >/dev/null 2>&1 || echo "$w"; done)
+    if [[ -n $missing ]]; then
+        echo "bench/gpu.sh: .whl/ lacks these wheels: $missing; run 'bash bench/gpu.sh --prepare' where pip can reach PyPI" | tee -a "$LOG"
+        exit 2
+    fi
+    say "installing .whl/ into /tmp/site and building kdcli from this tree"
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl >>"$LOG" 2>&1 || exit 1
+    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+    rm -rf /tmp/kdcli-wheel
+    python3 -m pip wheel -q --no-index --no-deps --no-build-isolation -w /tmp/kdcli-wheel . >>"$LOG" 2>&1 || exit 1
+    python3 -m pip install -q --no-index --no-deps --target /tmp/site /tmp/kdcli-wheel/kdcli-*.whl >>"$LOG" 2>&1 || exit 1
+fi
+export PYTHONUNBUFFERED=1
+python3 - >>"$RESULTS" <<'PY'
+import json, platform, torch, timm, kdcli
+print(json.dumps({"check": "environment", "kdcli": kdcli.__version__, "torch": torch.__version__, "timm": timm.__version__,
+                  "python": platform.python_version(), "cuda": torch.version.cuda,
+                  "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}))
+PY
+
+if [[ $DRY == --dry-run ]]; then
+    DEVICE=cpu; TEST_LIMIT=600; FMNIST_LIMIT=600; ENGINE_LIMIT=300
+    FMNIST=(--epochs 1 --teacher-epochs 1 --seeds 0 --arms student vanilla@eager pesf --jobs 1 --threads 1)
+    ENGINE=(--device cpu --images 256 --configs eager bf16)
+else
+    DEVICE=cuda; TEST_LIMIT=100; FMNIST_LIMIT=290; ENGINE_LIMIT=120
+    FMNIST=(--arms "${ARMS[@]}" --jobs 8 --threads 2)
+    ENGINE=(--images 20000 --configs eager bf16 recipe graphs-eager batch1024 pesf skd pea-nosps)
+fi
+DATA=.data/fashion-mnist
+[[ -d $DATA ]] || DATA=../shared/data/fashion-mnist
+
+say "1/3 CUDA tests (limit ${TEST_LIMIT}s)"
+timeout "$TEST_LIMIT" python3 -m pytest -q -rs -p no:cacheprovider tests/test_acceleration.py \
+    --junitxml "$OUT/cuda-tests.xml" >>"$LOG" 2>&1
+echo "pytest exit $?" >>"$LOG"
+python3 - "$OUT/cuda-tests.xml" >>"$RESULTS" <<'PY'
+import json, sys, xml.etree.ElementTree as ET
+try:
+    suite = ET.parse(sys.argv[1]).getroot().find("testsuite")
+    counts = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
+except (OSError, ET.ParseError, AttributeError):
+    counts = {"unfinished": True}
+print(json.dumps({"check": "cuda-tests", **counts}))
+PY
+
+say "2/3 FMNIST-5k protocol (limit ${FMNIST_LIMIT}s)"
+rm -rf /tmp/kdcli-fmnist /tmp/kdcli-fmnist-results
+timeout "$FMNIST_LIMIT" python3 bench/fmnist5k.py --data-dir "$DATA" --val-split 0.1 --device "$DEVICE" \
+    --out /tmp/kdcli-fmnist --results /tmp/kdcli-fmnist-results "${FMNIST[@]}" >>"$RESULTS" 2>>"$LOG"
+echo "fmnist5k exit $?" >>"$LOG"
+[[ -d /tmp/kdcli-fmnist-results ]] && tar czf "$OUT/fmnist5k-runs.tgz" -C /tmp/kdcli-fmnist-results .
+
+say "3/3 engine benchmark (limit ${ENGINE_LIMIT}s)"
+timeout "$ENGINE_LIMIT" python3 bench/engine.py "${ENGINE[@]}" >>"$RESULTS" 2>>"$LOG"
+echo "engine exit $?" >>"$LOG"
+say "done"
+cat "$RESULTS"
