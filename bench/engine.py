@@ -15,7 +15,7 @@ Configurations (reference-numbers.md), the first four one step of the fast path 
 - recipe:       batch 64, the fast path's defaults (bf16, channels-last, compile, whole-step CUDA graphs on CUDA);
 - graphs-eager: whole-step CUDA graphs over the eager modules (bf16, channels-last, no compile);
 - batch256 / batch1024 / batch4096: the fast path at larger batches (lr scaled linearly, with warm-up);
-- pesf / skd / pea / pea-nosps: the fast path at batch 64 with each strategy (pea: SPS student, PTP not timed;
+- pesf / skd / pea / pea-nosps: the fast path at batch 64 with each method (pea: SPS student, PTP not timed;
   SPS reruns the student's blocks, so pea-nosps is the like-for-like cost of the method's losses).
 Each is timed on its second epoch: the first compiles and records graphs. `captured` says whether the step really
 ran as a CUDA graph.
@@ -35,10 +35,12 @@ import kdcli
 from kdcli.config import resolve
 from kdcli.data import DataBundle, TensorLoader
 from kdcli.data.sources import STATS
-from kdcli.engine import Reporter, setup, train_epoch
 from kdcli.errors import RunFailed, UsageError
-from kdcli.metrics import count_macs
-from kdcli.step import GraphedStep
+from kdcli.interfaces import Reporter
+from kdcli.training.engine import train_epoch
+from kdcli.training.metrics import count_macs
+from kdcli.training.run import setup
+from kdcli.training.step import GraphedStep
 
 EPOCH_IMAGES = 50_000
 FAST: dict[str, Any] = {}  # the automatic defaults: on for CUDA, off for the CPU

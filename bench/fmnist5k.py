@@ -32,8 +32,8 @@ from typing import Any
 import torch
 
 import kdcli
-from kdcli.compare import mean_std
 from kdcli.config import load_preset, parse_set, resolve
+from kdcli.reporting.compare import mean_std
 
 EAGER_ENGINE = {"precision": "fp32", "compile": False, "cuda_graphs": False, "channels_last": False}
 SMALL_FILES = ("report.json", "report.md", "metrics.jsonl", "config.yaml")
@@ -45,8 +45,8 @@ def run(preset: str, overrides: dict[str, Any], distill: bool, threads: int | No
     config = resolve([(f"preset {preset}", load_preset(preset)), ("bench", overrides)]).config
     started = time.perf_counter()
     result = kdcli.distill(config) if distill else kdcli.train(config)
-    final = result.report["final"]
-    return {"last": final["last_top1"], "best": final.get("best_top1"), "seconds": time.perf_counter() - started,
+    final = result.report.final
+    return {"last": final.last_top1, "best": final.best_top1, "seconds": time.perf_counter() - started,
             "path": str(result.student_path), "run_dir": str(result.run_dir)}  # fmt: skip
 
 

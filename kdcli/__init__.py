@@ -1,12 +1,43 @@
 """kdcli: knowledge distillation for image classifiers, from the command line or from Python.
 
-Importing kdcli registers its CIFAR model zoo into timm's registry, so ``timm.create_model('resnet20')`` works.
+``import kdcli`` is light (no torch, no timm): the command line answers ``--help`` at once. The API's names load on
+first use::
+
+    import kdcli
+    result = kdcli.distill({...})          # imports the engine, torch and timm now
+
+``import kdcli.models`` registers the CIFAR model zoo into timm's registry, so ``timm.create_model('resnet20')``
+works; every kdcli function that builds a model does it too.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
-from kdcli import models as models
-from kdcli.api import distill, evaluate, resume, train
-from kdcli.config import RunConfig
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["RunConfig", "__version__", "distill", "evaluate", "models", "resume", "train"]
+from kdcli._version import __version__
+
+if TYPE_CHECKING:
+    from kdcli import models
+    from kdcli.api import distill, evaluate, load_model, resume, train
+    from kdcli.config import RunConfig
+
+_LAZY = {
+    "distill": "kdcli.api",
+    "evaluate": "kdcli.api",
+    "load_model": "kdcli.api",
+    "resume": "kdcli.api",
+    "train": "kdcli.api",
+    "RunConfig": "kdcli.config",
+}
+
+__all__ = ["RunConfig", "__version__", "distill", "evaluate", "load_model", "models", "resume", "train"]
+
+
+def __getattr__(name: str) -> Any:
+    import importlib
+
+    if name == "models":
+        return importlib.import_module("kdcli.models")
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'kdcli' has no attribute {name!r}")

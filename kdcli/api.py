@@ -3,7 +3,7 @@
 import kdcli
 result = kdcli.distill({"teacher": {"checkpoint": "t.safetensors"}, "student": {"arch": "resnet8"},
                         "data": {"name": "embedded"}, "train": {"epochs": 2}})
-print(result.report["final"]["last_top1"])
+print(result.report.final.last_top1)
 """
 
 from __future__ import annotations
@@ -13,15 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from kdcli.acceleration import resolve_acceleration
-from kdcli.checkpoint import ModelCard, load_model
 from kdcli.config import DataConfig, RunConfig, TrainConfig, resolve
 from kdcli.data import DataBundle, build_data
-from kdcli.engine import Reporter, RunResult, execute, resolve_device, resume_config
 from kdcli.errors import UsageError
-from kdcli.metrics import classification_metrics, count_macs, count_parameters, predict
-from kdcli.models.wrappers import NormalizedModel
+from kdcli.interfaces import Reporter
+from kdcli.io.model_file import ModelCard
+from kdcli.training.acceleration import resolve_acceleration
+from kdcli.training.engine import execute, resume_config
+from kdcli.training.export import RunResult
+from kdcli.training.loading import open_model_file, resolve_checkpoint_path, resolve_device
+from kdcli.training.metrics import classification_metrics, count_macs, count_parameters, predict
 
 EVAL_SCHEMA = "kdcli.eval/1"
 
@@ -31,7 +34,7 @@ def _as_config(config: RunConfig | dict[str, Any]) -> RunConfig:
 
 
 def distill(config: RunConfig | dict[str, Any], reporter: Reporter | None = None) -> RunResult:
-    """Distill a student from a frozen teacher with the configured strategy (``method.name``)."""
+    """Distill a student from a frozen teacher with the configured method (``method.name``)."""
     config = _as_config(config)
     if config.method.name == "none":
         raise UsageError("method 'none' trains without a teacher: use kdcli train")
@@ -53,11 +56,12 @@ def resume(run_dir: str | Path, reporter: Reporter | None = None) -> RunResult:
     return execute(resume_config(run_dir), resume=True, run_dir=run_dir, reporter=reporter)
 
 
-def _load_for_inference(path: Path, device: torch.device) -> tuple[NormalizedModel, ModelCard]:
-    """A kdcli model file, built from its metadata and wrapped with its own normalization, in eval mode."""
-    model, card = load_model(path)
+def load_model(path: str | Path, device: str = "cpu") -> tuple[nn.Module, ModelCard]:
+    """A kdcli model file as the plain timm module it holds (any student transform rebuilt from its metadata), in
+    eval mode, with its card; the input normalization it expects is ``card.mean`` / ``card.std``."""
+    wrapped, card = open_model_file(resolve_checkpoint_path(str(path)), resolve_device(device))
     assert card is not None  # load_model refuses files without metadata when no arch is given
-    return NormalizedModel(model, card.mean, card.std, card.in_chans).to(device).eval(), card
+    return wrapped.model, card
 
 
 def evaluate(
@@ -86,7 +90,8 @@ def evaluate(
     results = []
     for raw_path in paths:
         path = Path(raw_path)
-        wrapped, card = _load_for_inference(path, torch_device)
+        wrapped, card = open_model_file(path, torch_device)
+        assert card is not None
         data_name = data or card.dataset
         if data_name is None:
             raise UsageError(f"{path} does not record its data set; pass --data NAME")
@@ -118,8 +123,8 @@ def evaluate(
         if teacher is not None:
             key = f"{data_name}:{split}"
             if key not in teacher_predictions:
-                teacher_wrapped, _ = _load_for_inference(Path(teacher), torch_device)
-                teacher_predictions[key] = predict(teacher_wrapped, loader, autocast)[0].argmax(1)
+                teacher_model, _ = open_model_file(Path(teacher), torch_device)
+                teacher_predictions[key] = predict(teacher_model, loader, autocast)[0].argmax(1)
             result["teacher_agreement"] = 100.0 * float(logits.argmax(1).eq(teacher_predictions[key]).float().mean())
         if min_top1 is not None:
             result["passed"] = result["top1"] >= min_top1

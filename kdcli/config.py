@@ -19,6 +19,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from kdcli.catalog import method_spec
 from kdcli.errors import UsageError
 from kdcli.suggest import did_you_mean
 
@@ -100,7 +101,7 @@ class TrainConfig(Section):
 
 
 class MethodConfig(BaseModel):
-    """The strategy and its options; the options are validated by the strategy's own ``Options`` model."""
+    """The method and its options; the options are validated by the method's own options model (kdcli.catalog)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -263,13 +264,11 @@ def _prefixes(key: str) -> list[str]:
 
 
 def _validate_method_options(config: RunConfig, sources: dict[str, str]) -> RunConfig:
-    from kdcli.strategies import get_strategy
-
-    strategy = get_strategy(config.method.name)
+    spec = method_spec(config.method.name)
     try:
-        options = strategy.Options.model_validate(config.method_options)
+        options = spec.options.model_validate(config.method_options)
     except ValidationError as exc:
-        raise UsageError(_explain(exc, strategy.Options, "method.", sources, fixed=["name"])) from None
+        raise UsageError(_explain(exc, spec.options, "method.", sources, fixed=["name"])) from None
     method = MethodConfig.model_validate({"name": config.method.name, **options.model_dump(mode="json")})
     return config.model_copy(update={"method": method})
 

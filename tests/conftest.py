@@ -6,8 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 import kdcli
+from kdcli.catalog import method_spec
+from kdcli.interfaces import MethodContext, ModelInfo
+from kdcli.methods.base import Method
 
 
 def tiny_config(out: Path, **sections: dict[str, Any]) -> dict[str, Any]:
@@ -33,3 +37,19 @@ def teacher_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = tiny_config(out / "run", train={"epochs": 1})
     del config["teacher"]
     return kdcli.train(config).student_path
+
+
+def method_context(classes: int, teacher_width: int = 0) -> MethodContext:
+    """What a method is built with in a unit test: the class count and, for a teacher-side adapter, its width."""
+    return MethodContext(classes, ModelInfo("student", 0), ModelInfo("teacher", teacher_width), epochs=1)
+
+
+def build_method(name: str, classes: int, teacher_width: int = 0, **options: Any) -> Method:
+    """A catalogued method with these options, as the engine builds it."""
+    spec = method_spec(name)
+    implementation = spec.load()
+    return implementation(spec.options.model_validate(options), method_context(classes, teacher_width))
+
+
+ZERO = torch.zeros(())
+"""The training progress of a unit test's step: the start."""

@@ -9,6 +9,9 @@ inputs and also accepts other sizes (28x28 MNIST-like images, for instance).
 ``resnet{d}`` stacks ``(d - 2) / 6`` basic blocks in each of three stages of widths 16, 32 and 64 after a 16-channel
 stem. ``resnet8x4`` and ``resnet32x4`` are RepDistiller's wide variants: stages four times wider (64, 128, 256) but a
 stem only twice as wide (32), so their first stage starts with a 1x1 projection.
+
+Feature levels (``feature_info``, ``forward_intermediates``), RepDistiller's ``is_feat`` features ``f0`` to ``f3``:
+0 is the activated stem (module ``relu``, stride 1), 1 to 3 the stages ``layer1`` to ``layer3`` (strides 1, 2, 4).
 """
 
 from __future__ import annotations
@@ -18,7 +21,14 @@ from typing import Any
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import Tensor, nn
 
-from kdcli.models._head import CIFAR100_MEAN, CIFAR100_STD, CifarClassifier, cifar_cfg, repdistiller_init
+from kdcli.models._head import (
+    CIFAR100_MEAN,
+    CIFAR100_STD,
+    CifarClassifier,
+    cifar_cfg,
+    cifar_feature_cfg,
+    repdistiller_init,
+)
 
 __all__ = ["CIFAR100_MEAN", "CIFAR100_STD", "BasicBlock", "CifarResNet"]
 
@@ -92,21 +102,29 @@ class CifarResNet(CifarClassifier):
         self.layer1 = _make_stage(widths[0], widths[1], blocks_per_stage, stride=1)
         self.layer2 = _make_stage(widths[1], widths[2], blocks_per_stage, stride=2)
         self.layer3 = _make_stage(widths[2], widths[3], blocks_per_stage, stride=2)
+        self._init_features(
+            [
+                {"num_chs": widths[0], "reduction": 1, "module": "relu"},
+                {"num_chs": widths[1], "reduction": 1, "module": "layer1"},
+                {"num_chs": widths[2], "reduction": 2, "module": "layer2"},
+                {"num_chs": widths[3], "reduction": 4, "module": "layer3"},
+            ]
+        )
 
         # RepDistiller leaves the Linear classifier at PyTorch's default initialization.
         self._init_head(widths[3], "fc", repdistiller_init, **kwargs)
         self.apply(repdistiller_init)
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        """Returns the last stage's feature map, before global pooling."""
-        x = self.relu(self.bn1(self.conv1(x)))
-        x = self.layer1(x)
-        x = self.layer2(x)
-        return self.layer3(x)
+    def _forward_level(self, index: int, x: Tensor) -> Tensor:
+        """Level 0 is the activated stem, level ``i`` the stage ``layer{i}``; the last one is the feature map."""
+        if index == 0:
+            return self.relu(self.bn1(self.conv1(x)))
+        stage: nn.Module = getattr(self, f"layer{index}")  # through the attribute, which SPS may have replaced
+        return stage(x)
 
 
 def _create_cifar_resnet(variant: str, pretrained: bool = False, **kwargs: Any) -> CifarResNet:
-    return build_model_with_cfg(CifarResNet, variant, pretrained, **kwargs)
+    return build_model_with_cfg(CifarResNet, variant, pretrained, feature_cfg=cifar_feature_cfg(4), **kwargs)
 
 
 default_cfgs = generate_default_cfgs(

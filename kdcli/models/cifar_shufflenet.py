@@ -12,6 +12,11 @@ replaces the fixed 4x4 pool, which is the same function on 32x32 inputs and also
 Both use a 1x1, 24-channel stem without max pooling, so three stride-2 stages take 32x32 inputs to 4x4, and both keep
 PyTorch's default initialization (RepDistiller sets none). V1 is the 1x, 3-group network, with a ReLU after the
 depthwise convolution that the paper does not have; V2 is the 1x network.
+
+Feature levels (``feature_info``, ``forward_intermediates``), RepDistiller's ``is_feat`` features ``f0`` to ``f3``:
+0 is the ReLU-activated stem (module ``bn1``, whose output the functional ReLU activates; stride 1), 1 to 3 the
+stages ``layer1`` to ``layer3`` (strides 2, 4, 8). V2's final 1x1 convolution (``conv2``, ``bn2``) is no level; like
+timm's ``conv_head`` it only feeds the classifier.
 """
 
 from __future__ import annotations
@@ -23,11 +28,17 @@ import torch.nn.functional as F
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import Tensor, nn
 
-from kdcli.models._head import CifarClassifier, cifar_cfg
+from kdcli.models._head import CifarClassifier, cifar_cfg, cifar_feature_cfg
 
 __all__ = ["CifarShuffleNetV1", "CifarShuffleNetV2", "ShuffleV1Block", "ShuffleV2Block", "ShuffleV2DownBlock"]
 
 _STEM_WIDTH = 24
+
+
+def _feature_info(stage_widths: tuple[int, int, int]) -> list[dict[str, Any]]:
+    """The stem at full resolution, then the three stages, each halving it."""
+    stages = [{"num_chs": chs, "reduction": 2**i, "module": f"layer{i}"} for i, chs in enumerate(stage_widths, 1)]
+    return [{"num_chs": _STEM_WIDTH, "reduction": 1, "module": "bn1"}, *stages]
 
 
 def channel_shuffle(x: Tensor, groups: int) -> Tensor:
@@ -97,6 +108,7 @@ class CifarShuffleNetV1(CifarClassifier):
         self.layer1 = self._make_stage(_STEM_WIDTH, stage_widths[0], stage_depths[0], groups, first_groups=1)
         self.layer2 = self._make_stage(stage_widths[0], stage_widths[1], stage_depths[1], groups, first_groups=groups)
         self.layer3 = self._make_stage(stage_widths[1], stage_widths[2], stage_depths[2], groups, first_groups=groups)
+        self._init_features(_feature_info(stage_widths))
 
         # No weight initialization: RepDistiller keeps PyTorch's defaults.
         self._init_head(stage_widths[2], "linear", **kwargs)
@@ -108,12 +120,12 @@ class CifarShuffleNetV1(CifarClassifier):
         blocks += [ShuffleV1Block(out_chs, out_chs, 1, groups, groups) for _ in range(depth - 1)]
         return nn.Sequential(*blocks)
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        """Returns the last stage's feature map, before global pooling."""
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = self.layer1(x)
-        x = self.layer2(x)
-        return self.layer3(x)
+    def _forward_level(self, index: int, x: Tensor) -> Tensor:
+        """Level 0 is the activated stem, level ``i`` the stage ``layer{i}``; the last one is the feature map."""
+        if index == 0:
+            return F.relu(self.bn1(self.conv1(x)))
+        stage: nn.Module = getattr(self, f"layer{index}")
+        return stage(x)
 
 
 class ShuffleV2Block(nn.Module):
@@ -198,6 +210,7 @@ class CifarShuffleNetV2(CifarClassifier):
         self.layer3 = self._make_stage(stage_widths[1], stage_widths[2], stage_depths[2])
         self.conv2 = nn.Conv2d(stage_widths[2], num_features, kernel_size=1, bias=False)
         self.bn2 = nn.BatchNorm2d(num_features)
+        self._init_features(_feature_info(stage_widths), head_conv=("conv2", "bn2"))
 
         # No weight initialization: RepDistiller keeps PyTorch's defaults.
         self._init_head(num_features, "linear", **kwargs)
@@ -206,21 +219,24 @@ class CifarShuffleNetV2(CifarClassifier):
     def _make_stage(in_chs: int, out_chs: int, depth: int) -> nn.Sequential:
         return nn.Sequential(ShuffleV2DownBlock(in_chs, out_chs), *(ShuffleV2Block(out_chs) for _ in range(depth)))
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        """Returns the activated output of the final 1x1 convolution, before global pooling."""
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = self.layer1(x)
-        x = self.layer2(x)
-        x = self.layer3(x)
+    def _forward_level(self, index: int, x: Tensor) -> Tensor:
+        """Level 0 is the activated stem, level ``i`` the stage ``layer{i}``."""
+        if index == 0:
+            return F.relu(self.bn1(self.conv1(x)))
+        stage: nn.Module = getattr(self, f"layer{index}")
+        return stage(x)
+
+    def _forward_head_conv(self, x: Tensor) -> Tensor:
+        """The activated final 1x1 convolution: ``forward_features`` returns its output."""
         return F.relu(self.bn2(self.conv2(x)))
 
 
 def _create_shufflenetv1(variant: str, pretrained: bool = False, **kwargs: Any) -> CifarShuffleNetV1:
-    return build_model_with_cfg(CifarShuffleNetV1, variant, pretrained, **kwargs)
+    return build_model_with_cfg(CifarShuffleNetV1, variant, pretrained, feature_cfg=cifar_feature_cfg(4), **kwargs)
 
 
 def _create_shufflenetv2(variant: str, pretrained: bool = False, **kwargs: Any) -> CifarShuffleNetV2:
-    return build_model_with_cfg(CifarShuffleNetV2, variant, pretrained, **kwargs)
+    return build_model_with_cfg(CifarShuffleNetV2, variant, pretrained, feature_cfg=cifar_feature_cfg(4), **kwargs)
 
 
 default_cfgs = generate_default_cfgs(

@@ -9,6 +9,11 @@ The code is an independent rewrite in timm's style.
 These are not ImageNet VGGs: the three fully connected layers are replaced by global average pooling and a single
 Linear layer, so ``vgg{n}_cifar`` has ``n - 3`` convolutions (``vgg8_cifar``: five) in five blocks. timm's own
 ``vgg11`` ... ``vgg19`` are the ImageNet models, hence the ``_cifar`` suffix.
+
+Feature levels (``feature_info``, ``forward_intermediates``), RepDistiller's ``is_feat`` features ``f0`` to ``f4``:
+the ReLU-activated outputs of ``block0`` to ``block4``, strides 1, 2, 4, 8 and 8 (16 when built with
+``img_size=64``). The blocks themselves end at their last BatchNorm, so a forward hook on ``blockN`` sees
+RepDistiller's pre-activation feature (``preact=True``) instead.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import torch.nn.functional as F
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import Tensor, nn
 
-from kdcli.models._head import CifarClassifier, cifar_cfg, repdistiller_init
+from kdcli.models._head import CifarClassifier, cifar_cfg, cifar_feature_cfg, repdistiller_init
 
 __all__ = ["CifarVGG"]
 
@@ -52,41 +57,64 @@ _init_weights = partial(repdistiller_init, classifier="normal")
 class CifarVGG(CifarClassifier):
     """VGG for 32x32 images: five blocks of 3x3 conv-BN-ReLU, max pooling between the first four.
 
+    RepDistiller also max-pools between the last two blocks for 64-pixel inputs (its Tiny-ImageNet-sized setting)
+    and decides so from the input's height at every call. Here the choice is made once, by ``img_size``, so that the
+    forward pass has no data-dependent branch (``torch.fx`` traces it) and ``feature_info`` knows the strides; a
+    checkpoint has the same keys either way, and runs the same function when built with the size it was trained on.
+
     Args:
         cfg: Configuration key: ``"S"`` (VGG-8), ``"A"`` (11), ``"B"`` (13), ``"D"`` (16) or ``"E"`` (19).
+        img_size: Input size the model is built for, an int or ``(height, width)``: a height of 64 adds the max
+            pooling before ``block4`` (4x4 feature maps for 64x64 inputs), any other size leaves it out (4x4 for
+            32x32 inputs).
         in_chans: Input image channels.
         **kwargs: The head's ``num_classes``, ``global_pool`` and ``drop_rate`` (see ``CifarClassifier._init_head``).
     """
 
-    def __init__(self, cfg: str, *, in_chans: int = 3, **kwargs: Any) -> None:
+    def __init__(self, cfg: str, *, img_size: int | tuple[int, int] = 32, in_chans: int = 3, **kwargs: Any) -> None:
         super().__init__()
         widths = _CONFIGS[cfg]
+        self.pool_before_block4 = _pools_before_block4(img_size)
 
         self.block0 = _make_block(in_chans, widths[0])
         self.block1 = _make_block(widths[0][-1], widths[1])
         self.block2 = _make_block(widths[1][-1], widths[2])
         self.block3 = _make_block(widths[2][-1], widths[3])
         self.block4 = _make_block(widths[3][-1], widths[4])
+        reductions = (1, 2, 4, 8, 16 if self.pool_before_block4 else 8)
+        self._init_features(
+            [
+                {"num_chs": block_widths[-1], "reduction": reduction, "module": f"block{index}"}
+                for index, (block_widths, reduction) in enumerate(zip(widths, reductions, strict=True))
+            ]
+        )
 
         self._init_head(widths[4][-1], "classifier", _init_weights, **kwargs)
         self.apply(_init_weights)
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        """Returns the activated output of the last block, before global pooling (4x4 for 32x32 inputs)."""
-        # RepDistiller pools before block4 only for 64-pixel-high inputs (its Tiny-ImageNet-sized setting): CIFAR
-        # images reach block4 at 4x4. Kept so that checkpoints trained either way compute the same function.
-        pool_before_block4 = x.shape[2] == 64
-        x = F.relu(self.block0(x))
-        x = F.relu(self.block1(F.max_pool2d(x, 2)))
-        x = F.relu(self.block2(F.max_pool2d(x, 2)))
-        x = F.relu(self.block3(F.max_pool2d(x, 2)))
-        if pool_before_block4:
+    def _forward_level(self, index: int, x: Tensor) -> Tensor:
+        """Level ``i``: max pooling (before blocks 1 to 3, and 4 for 64-pixel models), ``block{i}``, then ReLU."""
+        if index in (1, 2, 3) or (index == 4 and self.pool_before_block4):
             x = F.max_pool2d(x, 2)
-        return F.relu(self.block4(x))
+        block: nn.Module = getattr(self, f"block{index}")
+        return F.relu(block(x))
+
+
+def _size(img_size: int | tuple[int, int]) -> tuple[int, int]:
+    return (img_size, img_size) if isinstance(img_size, int) else (img_size[0], img_size[1])
+
+
+def _pools_before_block4(img_size: int | tuple[int, int]) -> bool:
+    return _size(img_size)[0] == 64  # RepDistiller tests the input's height only
 
 
 def _create_cifar_vgg(variant: str, pretrained: bool = False, **kwargs: Any) -> CifarVGG:
-    return build_model_with_cfg(CifarVGG, variant, pretrained, **kwargs)
+    img_size = kwargs.get("img_size", 32)
+    if _pools_before_block4(img_size):
+        # The default config describes 32x32 inputs; timm's data config reads the input size from it.
+        overlay = kwargs.get("pretrained_cfg_overlay") or {}
+        kwargs["pretrained_cfg_overlay"] = {"input_size": (3, *_size(img_size)), **overlay}
+    return build_model_with_cfg(CifarVGG, variant, pretrained, feature_cfg=cifar_feature_cfg(5), **kwargs)
 
 
 default_cfgs = generate_default_cfgs(

@@ -8,6 +8,12 @@ replaces the fixed 8x8 pool, which is the same function on 32x32 inputs and also
 
 ``wrn_{d}_{k}`` is WRN-d-k: a 16-channel stem and three stages of ``(d - 4) / 6`` pre-activation basic blocks of
 widths ``16k``, ``32k`` and ``64k``, followed by a final BatchNorm and ReLU.
+
+Feature levels (``feature_info``, ``forward_intermediates``), RepDistiller's ``is_feat`` features ``f0`` to ``f3``:
+0 is the stem convolution's output (module ``conv1``, stride 1), 1 to 3 the stages ``block1`` to ``block3`` (strides
+1, 2, 4). Being a pre-activation network, its stage outputs are not normalized: level 3 is ``block3``'s raw output,
+as RepDistiller's ``f3``, and ``forward_intermediates(..., norm=True)`` applies the final BatchNorm-ReLU to it, which
+gives the ``forward_features`` map (timm's pre-activation ResNetV2 treats its final norm the same way).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import torch.nn.functional as F
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import Tensor, nn
 
-from kdcli.models._head import CifarClassifier, cifar_cfg, repdistiller_init
+from kdcli.models._head import CifarClassifier, cifar_cfg, cifar_feature_cfg, repdistiller_init
 
 __all__ = ["WideBasicBlock", "WideResNet", "WideStage"]
 
@@ -110,21 +116,33 @@ class WideResNet(CifarClassifier):
         self.block3 = WideStage(widths[2], widths[3], blocks_per_stage, 2, block_drop_rate)
         self.bn1 = nn.BatchNorm2d(widths[3])
         self.relu = nn.ReLU(inplace=True)
+        self._init_features(
+            [
+                {"num_chs": widths[0], "reduction": 1, "module": "conv1"},
+                {"num_chs": widths[1], "reduction": 1, "module": "block1"},
+                {"num_chs": widths[2], "reduction": 2, "module": "block2"},
+                {"num_chs": widths[3], "reduction": 4, "module": "block3"},
+            ],
+            norm=("bn1",),
+        )
 
         self._init_head(widths[3], "fc", _init_weights, **kwargs)
         self.apply(_init_weights)
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        """Returns the activated output of the final BatchNorm, before global pooling."""
-        x = self.conv1(x)
-        x = self.block1(x)
-        x = self.block2(x)
-        x = self.block3(x)
+    def _forward_level(self, index: int, x: Tensor) -> Tensor:
+        """Level 0 is the stem convolution, level ``i`` the stage ``block{i}``."""
+        if index == 0:
+            return self.conv1(x)
+        stage: nn.Module = getattr(self, f"block{index}")
+        return stage(x)
+
+    def _forward_norm(self, x: Tensor) -> Tensor:
+        """The final BatchNorm-ReLU: ``forward_features`` returns its output."""
         return self.relu(self.bn1(x))
 
 
 def _create_wrn(variant: str, pretrained: bool = False, **kwargs: Any) -> WideResNet:
-    return build_model_with_cfg(WideResNet, variant, pretrained, **kwargs)
+    return build_model_with_cfg(WideResNet, variant, pretrained, feature_cfg=cifar_feature_cfg(4), **kwargs)
 
 
 default_cfgs = generate_default_cfgs(

@@ -13,8 +13,9 @@ the second pass the two same-shaped matrices of each layer trade places.
   of its own: the plain network of the same effective depth (same MACs, more parameters), for comparison.
 
 The second passes reuse the first pass's modules, so the weights are the same tensors; ``state_dict`` lists them
-under both names and safetensors' ``save_model`` stores each once. A file's metadata records the SPS options so
-kdcli can rebuild the shared structure before loading.
+under both names and safetensors' ``save_model`` stores each once. ``apply_sps`` is registered as the student
+transform ``sps`` (entry-point group ``kdcli.student_transforms``): a model file records it with its options, so
+kdcli rebuilds the shared structure before loading the weights.
 """
 
 from __future__ import annotations
@@ -121,14 +122,12 @@ def family(model: nn.Module) -> str | None:
 
 
 def apply_sps(model: nn.Module, shuffle: bool = True, share_norm: bool = False, tied: bool = True) -> nn.Module:
-    """Give ``model`` shared-weight second passes, in place, and record the options on it; returns it."""
+    """Give ``model`` shared-weight second passes, in place; returns it."""
     kind = family(model)
     if kind is None:
         raise UsageError(
             f"SPS supports {SUPPORTED}, not {type(model).__name__}; turn it off with --set method.sps=false"
         )
-    # A plain attribute, not a module or tensor: exported into the file's metadata so the structure can be rebuilt.
-    object.__setattr__(model, "sps_options", {"shuffle": shuffle, "share_norm": share_norm, "tied": tied})
     if kind == "resnet":
         stages = {i: s for i in range(1, 5) if isinstance(s := getattr(model, f"layer{i}", None), nn.Sequential)}
         if not any(_shape_preserving(block) for stage in stages.values() for block in stage):
@@ -146,8 +145,3 @@ def apply_sps(model: nn.Module, shuffle: bool = True, share_norm: bool = False, 
         model.blocks = nn.Sequential(*blocks, *[_vit_second_pass(b, shuffle, tied) for b in blocks])
         return model
     raise UsageError(f"SPS supports {SUPPORTED}, not {type(model).__name__}; turn it off with --set method.sps=false")
-
-
-def sps_options(model: nn.Module) -> dict[str, Any] | None:
-    """The SPS options a model was built with (stored in its file's metadata), or None."""
-    return getattr(model, "sps_options", None)

@@ -1,4 +1,4 @@
-"""Input adaptation and the frozen teacher.
+"""Input adaptation, feature delivery and the frozen teacher.
 
 The data pipeline yields float images in [0, 1]; each model gets its own normalization (teacher and student may
 have been trained with different mean and std) and grey images are repeated to three channels for a model that
@@ -8,27 +8,34 @@ expects three. timm's distillation task re-normalizes the teacher's input the sa
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from kdcli.strategies.base import TeacherOutput
+from kdcli.interfaces import FeatureRequest, ModelOutput
+from kdcli.models.features import FeatureReader
 
 
 class NormalizedModel(nn.Module):
-    """``model((x - mean) / std)`` with grey-to-RGB expansion; ``model`` is the plain timm module that is exported."""
+    """``model((x - mean) / std)`` with grey-to-RGB expansion; ``model`` is the plain timm module that is exported.
+
+    ``outputs`` gives the logits with the features a method asked for (``read_features``); ``forward`` the logits.
+    """
 
     mean: Tensor
     std: Tensor
 
-    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float], in_chans: int) -> None:
+    def __init__(
+        self, model: nn.Module, mean: Sequence[float], std: Sequence[float], in_chans: int, arch: str = ""
+    ) -> None:
         super().__init__()
         self.model = model
+        self.arch = arch
         self.in_chans = in_chans
         self.channels_last = False
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.reader: FeatureReader | None = None
 
     def normalize(self, images: Tensor) -> Tensor:
         if images.shape[1] == 1 and self.in_chans == 3:
@@ -39,12 +46,25 @@ class NormalizedModel(nn.Module):
     def forward(self, images: Tensor) -> Tensor:
         return self.model(self.normalize(images))
 
+    def read_features(self, requests: tuple[FeatureRequest, ...]) -> None:
+        """From now on ``outputs`` delivers these features; call again after the model's structure changed."""
+        if self.reader is not None:
+            self.reader.close()
+        self.reader = FeatureReader(self.model, requests, self.arch)
+
+    def outputs(self, images: Tensor) -> ModelOutput:
+        if self.reader is None:
+            return ModelOutput(self(images))
+        return self.reader(self.normalize(images))
+
 
 class FrozenTeacher(NormalizedModel):
     """The teacher: eval mode (BatchNorm uses running statistics), no gradients, run without autograd."""
 
-    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float], in_chans: int) -> None:
-        super().__init__(model, mean, std, in_chans)
+    def __init__(
+        self, model: nn.Module, mean: Sequence[float], std: Sequence[float], in_chans: int, arch: str = ""
+    ) -> None:
+        super().__init__(model, mean, std, in_chans, arch)
         self.model.requires_grad_(False)
         super().train(False)
 
@@ -53,11 +73,6 @@ class FrozenTeacher(NormalizedModel):
         return self
 
     @torch.no_grad()
-    def predict(self, images: Tensor, with_features: bool = False) -> TeacherOutput:
-        # no_grad rather than inference_mode: a strategy's adapter takes these tensors as inputs to its own graph.
-        if not with_features:
-            return TeacherOutput(self.model(self.normalize(images)))
-        model: Any = self.model  # a timm classifier: forward_features and forward_head are checked at setup
-        feature_map = model.forward_features(self.normalize(images))
-        features = model.forward_head(feature_map, pre_logits=True)
-        return TeacherOutput(model.forward_head(feature_map), features)
+    def predict(self, images: Tensor) -> ModelOutput:
+        # no_grad rather than inference_mode: a method's adapter takes these tensors as inputs to its own graph.
+        return self.outputs(images)

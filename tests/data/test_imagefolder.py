@@ -38,5 +38,5 @@ def test_train_on_an_image_folder(tmp_path: Path) -> None:
         "train": {"epochs": 1, "batch_size": 4, "device": "cpu"},
         "output": {"dir": str(tmp_path / "run")},
     })  # fmt: skip
-    assert result.report["student"]["arch"] == "resnet8"
-    assert result.report["final"]["last_top1"] is not None
+    assert result.report.student.arch == "resnet8"
+    assert result.report.final.last_top1 is not None

@@ -8,10 +8,10 @@ import torch
 from torch import nn
 
 import kdcli  # noqa: F401
-from kdcli.checkpoint import ModelCard, load_model, save_model
 from kdcli.errors import UsageError
-from kdcli.metrics import count_parameters
+from kdcli.io.model_file import ModelCard, load_model, save_model
 from kdcli.models.sps import SwappedQKV, apply_sps
+from kdcli.training.metrics import count_parameters
 
 
 def conv_and_linear_parameters(model: nn.Module) -> int:
@@ -77,7 +77,8 @@ def test_sps_student_round_trips_with_identical_outputs(tmp_path: Path, arch: st
             if isinstance(module, nn.BatchNorm2d):
                 module.running_mean.uniform_(-0.1, 0.1)
     card = ModelCard(arch=arch, num_classes=10, in_chans=channels, input_size=(channels, 32, 32), mean=(0.5,),
-                     std=(0.5,), model_kwargs=kwargs, sps={"shuffle": True, "share_norm": False})  # fmt: skip
+                     std=(0.5,), model_kwargs=kwargs,
+                     student_transform={"name": "sps", "options": {"shuffle": True, "share_norm": False}})  # fmt: skip
     path = tmp_path / "sps.safetensors"
     save_model(path, model, card)
     loaded, _ = load_model(path)
@@ -87,6 +88,29 @@ def test_sps_student_round_trips_with_identical_outputs(tmp_path: Path, arch: st
 
     with safe_open(str(path), "pt") as handle:  # shared weights stored once
         assert len(list(handle.keys())) == len({t.data_ptr() for t in model.state_dict().values()})
+
+
+def test_file_written_before_0_2_with_sps_metadata_still_loads(tmp_path: Path) -> None:
+    """kdcli 0.1 recorded SPS as its own metadata key, ``sps``; such files load as the ``sps`` transform."""
+    from safetensors.torch import load_file, save_file
+
+    model = apply_sps(timm.create_model("resnet8", num_classes=10, in_chans=1)).eval()
+    card = ModelCard(arch="resnet8", num_classes=10, in_chans=1, input_size=(1, 32, 32), mean=(0.5,), std=(0.5,),
+                     student_transform={"name": "sps", "options": {"shuffle": True}})  # fmt: skip
+    path = tmp_path / "new.safetensors"
+    save_model(path, model, card)
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as handle:
+        metadata = dict(handle.metadata())
+    metadata.pop("student_transform")
+    metadata["sps"] = '{"shuffle": true, "share_norm": false, "tied": true}'
+    old = tmp_path / "old.safetensors"
+    save_file(load_file(str(path)), str(old), metadata=metadata)
+    loaded, loaded_card = load_model(old)
+    assert loaded_card is not None and loaded_card.transform is not None and loaded_card.transform.name == "sps"
+    x = torch.randn(2, 1, 32, 32)
+    assert torch.equal(loaded.eval()(x), model(x))
 
 
 def test_resnet_without_shape_preserving_blocks_is_refused() -> None:
@@ -99,6 +123,6 @@ def test_untied_second_pass_has_the_macs_of_sps_and_its_own_weights() -> None:
     tied = apply_sps(timm.create_model("resnet8", num_classes=10))
     untied = apply_sps(timm.create_model("resnet8", num_classes=10), tied=False)
     assert count_parameters(untied) - count_parameters(tied) == 4608
-    from kdcli.metrics import count_macs
+    from kdcli.training.metrics import count_macs
 
     assert count_macs(untied, (3, 32, 32)) == count_macs(tied, (3, 32, 32))

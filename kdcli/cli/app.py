@@ -1,0 +1,354 @@
+"""The ``kdcli`` commands: Typer functions that turn flags into configuration layers and call the Python API.
+
+This module imports typer, rich and the configuration schema only; each command imports the engine (torch, timm)
+when it runs, so ``kdcli --help``, ``--version``, ``methods``, ``models`` and ``presets`` answer at once.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from kdcli._version import __version__
+from kdcli.cli.options import CONFIG_FLAGS, DISTILL_FLAGS, TRAIN_FLAGS, Given, with_flags
+from kdcli.cli.output import emit, table
+from kdcli.config import Layer, list_presets, load_preset, parse_set, read_yaml, resolve
+from kdcli.errors import UsageError
+
+if TYPE_CHECKING:
+    from kdcli.interfaces import Reporter
+    from kdcli.training.export import RunResult
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"kdcli {__version__}")
+        raise typer.Exit()
+
+
+app = typer.Typer(
+    name="kdcli",
+    help="Distill image classifiers: any timm teacher and student, safetensors in and out.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+config_app = typer.Typer(help="Inspect the resolved configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version")
+    ] = False,
+) -> None:
+    """Distill image classifiers: any timm teacher and student, safetensors in and out."""
+
+
+PresetOpt = Annotated[str | None, typer.Option("--preset", help="preset name (see `kdcli presets`) or YAML file")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML configuration file (e.g. a run's config.yaml)")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override any key: --set optim.lr=0.1 (repeatable)")]
+ResumeOpt = Annotated[Path | None, typer.Option("--resume", help="continue the run in this directory")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print exactly one JSON document on stdout")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress or notes on stderr")]
+
+
+def _layers(preset: str | None, config: Path | None, flags: Given, sets: list[str] | None) -> list[Layer]:
+    """defaults < preset < --config < flags < --set, each flag its own layer so `config show` can name it."""
+    layers: list[Layer] = [("default", {})]
+    if preset:
+        layers.append((f"preset {preset}", load_preset(preset)))
+    if config:
+        layers.append((f"config {config}", read_yaml(config)))
+    layers += [(flag, _tree(key, value)) for flag, (key, value) in flags.items()]
+    layers += [(f"--set {item}", parse_set(item)) for item in sets or []]
+    return layers
+
+
+def _tree(key: str, value: Any) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    node = tree
+    *parents, leaf = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+    return tree
+
+
+def _check_teacher_flags(flags: Given) -> None:
+    if flags.get("--teacher", ("",))[0] == "teacher.checkpoint" and "--teacher-ckpt" in flags:
+        raise UsageError("--teacher is already a file; drop --teacher-ckpt, or give --teacher ARCH")
+
+
+def _reporter(quiet: bool) -> Reporter:
+    from kdcli.interfaces import Reporter
+    from kdcli.reporting.progress import RichReporter
+
+    return Reporter() if quiet else RichReporter()
+
+
+def _resume(run_dir: Path, flags: Given, preset: str | None, config: Path | None, sets: list[str] | None,
+            quiet: bool, as_json: bool) -> None:  # fmt: skip
+    """Continue a run with the configuration it started with; configuration options would silently differ."""
+    from kdcli import api
+
+    given = list(flags) + [name for name, value in (("--preset", preset), ("--config", config), ("--set", sets))
+                           if value]  # fmt: skip
+    if given:
+        raise UsageError(f"--resume continues {run_dir} with its own config.yaml; drop {', '.join(given)}")
+    _print_result(api.resume(run_dir, _reporter(quiet)), as_json)
+
+
+def _print_result(result: RunResult, as_json: bool) -> None:
+    report = result.report
+    payload = {
+        "schema": "kdcli.result/1",
+        "run_dir": str(result.run_dir),
+        "student_file": str(result.student_path),
+        "report_file": str(result.run_dir / "report.json"),
+        **report.model_dump(mode="json", include={"kind", "method", "final", "teacher", "student", "timing"}),
+    }
+
+    def render() -> list[Any]:
+        final, student, teacher = report.final, report.student, report.teacher
+        title = f"kdcli {report.kind}" + (f" — {report.method}" if report.kind == "distill" else "")
+        rows = []
+        if teacher:
+            rows.append(["teacher", teacher.arch, f"{teacher.parameters:,}", f"{teacher.macs / 1e6:.1f} M",
+                         f"{teacher.top1:.2f}", "", f"{teacher.top5:.2f}"])  # fmt: skip
+        best = f"{final.best_top1:.2f}" if final.best_top1 is not None else "–"
+        rows.append(["student", student.arch, f"{student.parameters:,}", f"{student.macs / 1e6:.1f} M",
+                     f"{final.last_top1:.2f}", best, f"{final.last_top5:.2f}"])  # fmt: skip
+        columns = ("model", "arch", "params", "MACs", "top-1", "top-1 (best val)", "top-5")
+        timing = report.timing
+        summary = (f"{final.epochs} epochs, {timing.seconds_per_epoch:.1f} s/epoch, {timing.images_per_second:.0f} "
+                   f"images/s on {report.environment.device}; run directory {result.run_dir}")  # fmt: skip
+        return [table(title, columns, rows, right=columns[2:]), summary]
+
+    emit(payload, as_json, render)
+
+
+@app.command(
+    epilog="Examples:\n\n"
+    "  kdcli distill --preset quickstart\n\n"
+    "  kdcli distill --teacher resnet110 --teacher-ckpt t.safetensors --student resnet20 --method vanilla "
+    "--data cifar100 --data-dir ~/data\n\n"
+    "  kdcli distill --teacher runs/t/student.safetensors --student resnet8 --data fashion-mnist "
+    "--train-subset 5000\n\n"
+    "  kdcli distill --resume runs/20261123-101500-vanilla-resnet56-resnet8"
+)
+@with_flags(DISTILL_FLAGS)
+def distill(
+    flags: Given,
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    resume: ResumeOpt = None,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Distill a student from a frozen, trained teacher; writes a run directory with the student and a report."""
+    from kdcli import api
+
+    _check_teacher_flags(flags)
+    if resume is not None:
+        _resume(resume, flags, preset, config, set_, quiet, json_)
+        return
+    resolved = resolve(_layers(preset, config, flags, set_))
+    _print_result(api.distill(resolved.config, _reporter(quiet)), json_)
+
+
+@app.command(
+    epilog="Examples:\n\n"
+    "  kdcli train --model resnet56 --data fashion-mnist --train-subset 5000 --epochs 40\n\n"
+    "  kdcli train --preset fmnist5k-teacher --seed 1\n\n"
+    "  kdcli train --model resnet110 --preset cifar100 --data-dir ~/data"
+)
+@with_flags(TRAIN_FLAGS)
+def train(
+    flags: Given,
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    resume: ResumeOpt = None,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train a model without a teacher: a teacher to distill from, or the student-alone baseline."""
+    from kdcli import api
+
+    if resume is not None:
+        _resume(resume, flags, preset, config, set_, quiet, json_)
+        return
+    resolved = resolve([*_layers(preset, config, flags, set_), ("kdcli train", {"method": {"name": "none"}})])
+    _print_result(api.train(resolved.config, _reporter(quiet)), json_)
+
+
+@app.command(
+    name="eval",
+    epilog="Examples:\n\n"
+    "  kdcli eval runs/r1/student.safetensors\n\n"
+    "  kdcli eval a.safetensors b.safetensors --teacher t.safetensors --json\n\n"
+    "  kdcli eval student.safetensors --min-top1 85 --quiet || echo 'gate failed'",
+)
+def eval_(
+    files: Annotated[list[Path], typer.Argument(help="model files written by kdcli (safetensors)")],
+    data: Annotated[str | None, typer.Option(help="data set; default: the one recorded in each file")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="folder holding the data set")] = None,
+    split: Annotated[str, typer.Option(help="test, or val (with the run's --val-split and --train-subset)")] = "test",
+    train_subset: Annotated[int | None, typer.Option(help="the run's --train-subset, for --split val")] = None,
+    val_split: Annotated[float, typer.Option(help="the run's validation fraction, for --split val")] = 0.0,
+    teacher: Annotated[Path | None, typer.Option(help="teacher file: also report top-1 agreement with it")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps")] = "auto",
+    batch_size: Annotated[int, typer.Option(min=1)] = 512,
+    min_top1: Annotated[float | None, typer.Option(help="exit 1 when a model's top-1 (%) is below this")] = None,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Evaluate model files: top-1/top-5, NLL, ECE, teacher agreement, parameters, MACs, file size, images/s."""
+    from kdcli import api
+
+    if split not in ("test", "val"):
+        raise UsageError(f"--split must be test or val, not {split!r}")
+    summary = api.evaluate([str(f) for f in files], data=data, data_dir=data_dir, split=split, teacher=teacher,
+                           device=device, batch_size=batch_size, min_top1=min_top1, train_subset=train_subset,
+                           val_split=val_split)  # fmt: skip
+
+    def render() -> list[Any]:
+        agreement = any("teacher_agreement" in r for r in summary["results"])
+        columns = ["file", "arch", "top-1", "top-5", "NLL", "ECE", "params", "MACs", "MB", "img/s"]
+        rows = [[r["path"], r["arch"], f"{r['top1']:.2f}", f"{r['top5']:.2f}", f"{r['nll']:.3f}", f"{r['ece']:.2f}",
+                 f"{r['parameters']:,}", f"{r['macs'] / 1e6:.1f} M", f"{r['file_bytes'] / 1e6:.2f}",
+                 f"{r['images_per_second']:.0f}"] + ([f"{r.get('teacher_agreement', 0):.2f}"] if agreement else [])
+                for r in summary["results"]]  # fmt: skip
+        columns += ["agree"] if agreement else []
+        return [table(f"kdcli eval — {split}", columns, rows, right=columns[2:])]
+
+    emit(summary, json_, render)
+    if not summary["passed"]:
+        failed = ", ".join(f"{r['path']} ({r['top1']:.2f}%)" for r in summary["results"] if not r["passed"])
+        if not quiet:
+            typer.echo(f"kdcli: gate failed: top-1 below {min_top1}: {failed}", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def models(
+    pattern: Annotated[
+        str | None, typer.Argument(help="also list timm models matching this pattern, e.g. 'vit_*'")
+    ] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """List the CIFAR zoo (registered into timm) with parameter counts; with a pattern, timm's matching names."""
+    from kdcli.catalog import ZOO
+
+    zoo = [{"name": m.name, "parameters_100_classes": m.parameters_100_classes,
+            "repdistiller_name": m.repdistiller_name} for m in ZOO]  # fmt: skip
+    matched: list[str] = []
+    if pattern:
+        import timm
+
+        matched = timm.list_models(pattern)
+
+    def render() -> list[Any]:
+        rows = [[m["name"], f"{m['parameters_100_classes']:,}", m["repdistiller_name"]] for m in zoo]
+        columns = ("name", "params (100 classes)", "RepDistiller name")
+        found = [table("CIFAR zoo (timm names; 32×32 input)", columns, rows, right=columns[1:2])]
+        if pattern:
+            return [*found, f"timm models matching {pattern!r} ({len(matched)}): " + ", ".join(matched)]
+        return [*found, "Any timm architecture works too: `kdcli models 'resnet*'` lists timm's names."]
+
+    emit({"zoo": zoo, "timm": matched}, json_, render)
+
+
+@app.command()
+def methods(json_: JsonOpt = False) -> None:
+    """List the distillation methods and their options with defaults; a broken plugin is listed with its reason."""
+    from kdcli.catalog import BrokenPlugin, catalog
+
+    found = catalog()
+    payload: dict[str, dict[str, Any]] = {}
+    for name, entry in found.items():
+        if isinstance(entry, BrokenPlugin):
+            payload[name] = {"broken": entry.reason, "entry_point": entry.value}
+        else:
+            payload[name] = {"summary": entry.summary, "options": entry.options().model_dump(mode="json")}
+
+    def render() -> list[Any]:
+        rows = []
+        for name, entry in payload.items():
+            if "broken" in entry:
+                rows.append([name, f"BROKEN: {entry['broken']} ({entry['entry_point']})", ""])
+            else:
+                rows.append([name, entry["summary"], ", ".join(f"{k}={v}" for k, v in entry["options"].items())])
+        title = "methods (--method NAME, options with --set method.KEY=VALUE)"
+        return [table(title, ("method", "what it does", "options (defaults)"), rows)]
+
+    emit(payload, json_, render)
+
+
+@app.command()
+def presets(json_: JsonOpt = False) -> None:
+    """List the shipped presets (use with --preset NAME)."""
+    found = list_presets()
+    emit(found, json_, lambda: [table("presets (--preset NAME)", ("preset", "description"), list(found.items()))])
+
+
+@app.command(epilog="Examples:\n\n  kdcli compare runs/*/\n\n  kdcli compare runs/bench-*/ --json > table.json")
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="run directories (seeds of one configuration are grouped)")],
+    json_: JsonOpt = False,
+) -> None:
+    """One table over runs: method, pair, top-1 last and best-on-val (mean ± std over seeds), size, wall time."""
+    from kdcli.reporting.compare import compare as compare_runs
+    from kdcli.reporting.compare import markdown_table
+
+    summary = compare_runs([str(r) for r in runs])
+    print(json.dumps(summary, indent=2) if json_ else markdown_table(summary), end="" if not json_ else "\n")
+
+
+@app.command(
+    name="import",
+    epilog="Examples:\n\n"
+    "  kdcli import resnet110_cifar100.pth --arch resnet110 --data cifar100 --out resnet110.safetensors\n\n"
+    "  kdcli import model_best.pth.tar --arch resnet18 --out r18.safetensors",
+)
+def import_(
+    source: Annotated[Path, typer.Argument(help="PyTorch checkpoint: RepDistiller, timm .pth.tar or a state dict")],
+    arch: Annotated[str, typer.Option(help="its architecture (timm or CIFAR zoo name)")],
+    out: Annotated[Path, typer.Option(help="the safetensors file to write")],
+    data: Annotated[str | None, typer.Option(help="the data set it was trained on (records normalization)")] = None,
+    num_classes: Annotated[int | None, typer.Option(help="default: read from the classifier")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Convert a PyTorch checkpoint to a kdcli safetensors file with metadata (read with weights_only=True)."""
+    from kdcli.io.importer import import_checkpoint
+
+    card = import_checkpoint(source, arch, out, data=data, num_classes=num_classes)
+    emit({"file": str(out), **card.model_dump(mode="json")}, json_,
+         lambda: [f"wrote {out}: {card.arch}, {card.num_classes} classes, {card.in_chans} input channels"])  # fmt: skip
+
+
+@config_app.command(
+    "show", epilog="Example:\n\n  kdcli config show --preset fmnist5k-vanilla --epochs 10 --set method.temperature=2"
+)
+@with_flags(CONFIG_FLAGS)
+def config_show(
+    flags: Given,
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Print the resolved configuration and where each value came from (default, preset, config, flag, --set)."""
+    _check_teacher_flags(flags)
+    rows = resolve(_layers(preset, config, flags, set_)).rows()
+    payload = {key: {"value": value, "source": source} for key, value, source in rows}
+    emit(payload, json_, lambda: [table("resolved configuration", ("key", "value", "source"),
+                                        [(k, json.dumps(v), s) for k, v, s in rows])])  # fmt: skip

@@ -1,0 +1,132 @@
+"""The one table from command-line flag to configuration key, and the options it generates for ``train``, ``distill``
+and ``config show``. A flag's help is its configuration key's description in the schema (kdcli.config) unless the
+table says otherwise, so the two never drift apart."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import BaseModel
+
+from kdcli.config import RunConfig
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A command-line flag that sets one configuration key (one layer of its own, named by the flag)."""
+
+    decls: str
+    """typer's declaration: ``--epochs``, or ``--compile/--no-compile`` for a switch with both senses."""
+    key: str
+    kind: type
+    help: str | None = None
+    presence: bool = False
+    """A flag that only turns something on (``--allow-untrained-teacher``): absent means unset, not false."""
+
+    @property
+    def name(self) -> str:
+        return self.decls.split("/")[0]
+
+    @property
+    def param(self) -> str:
+        return self.name.lstrip("-").replace("-", "_")
+
+
+def schema_help(key: str) -> str | None:
+    """The description of a dotted configuration key in the schema."""
+    model: type[BaseModel] = RunConfig
+    *sections, leaf = key.split(".")
+    for section in sections:
+        annotation = model.model_fields[section].annotation
+        assert isinstance(annotation, type) and issubclass(annotation, BaseModel)
+        model = annotation
+    field = model.model_fields.get(leaf)
+    return field.description if field else None
+
+
+TEACHER = (
+    Flag(
+        "--teacher", "teacher.arch", str, "teacher architecture, or a kdcli .safetensors file (its metadata names it)"
+    ),
+    Flag("--teacher-ckpt", "teacher.checkpoint", str, "teacher weights (safetensors) for --teacher ARCH"),
+    Flag("--teacher-pretrained", "teacher.pretrained", bool, "timm hub weights for the teacher (online)", True),
+    Flag("--student", "student.arch", str, "student architecture (timm or CIFAR zoo)"),
+    Flag("--student-ckpt", "student.checkpoint", str, "initial student weights (safetensors)"),
+    Flag("--method", "method.name", str, "distillation method (see `kdcli methods`)"),
+    Flag("--allow-untrained-teacher", "train.allow_untrained_teacher", bool, None, True),
+)
+MODEL = (
+    Flag("--model", "student.arch", str, "architecture to train (timm or CIFAR zoo)"),
+    Flag("--model-ckpt", "student.checkpoint", str, "initial weights (safetensors)"),
+)
+RUN = (
+    Flag("--data", "data.name", str, "embedded, fashion-mnist, cifar10, cifar100, imagefolder"),
+    Flag("--data-dir", "data.dir", str),
+    Flag("--train-subset", "data.train_subset", int),
+    Flag("--val-split", "data.val_split", float),
+    Flag("--epochs", "train.epochs", int),
+    Flag("--batch-size", "train.batch_size", int),
+    Flag("--lr", "optim.lr", float, "learning rate of the student"),
+    Flag("--seed", "train.seed", int),
+    Flag("--device", "train.device", str, "auto, cpu, cuda, cuda:N or mps"),
+    Flag("--out", "output.dir", str),
+    Flag("--precision", "train.precision", str, "auto (bf16 on CUDA, else fp32), bf16, fp16, fp32"),
+    Flag("--compile/--no-compile", "train.compile", bool),
+    Flag("--cuda-graphs/--no-cuda-graphs", "train.cuda_graphs", bool),
+    Flag("--channels-last/--no-channels-last", "train.channels_last", bool),
+)
+DISTILL_FLAGS = TEACHER + RUN
+TRAIN_FLAGS = MODEL + RUN
+CONFIG_FLAGS = DISTILL_FLAGS
+
+Given = dict[str, tuple[str, Any]]
+"""The flags a command was given: flag name → (configuration key, value); unset flags are left out."""
+
+
+def teacher_key(value: str) -> str:
+    """``--teacher`` names an architecture, or a kdcli model file (whose metadata names the architecture)."""
+    is_file = value.endswith(".safetensors") or value.startswith("kdcli:") or Path(value).is_file()
+    return "teacher.checkpoint" if is_file else "teacher.arch"
+
+
+def with_flags(flags: tuple[Flag, ...]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Give a command one option per flag; the command receives those that were given as ``flags: Given``."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        signature = inspect.signature(command, eval_str=True)  # the annotations as objects, in the command's module
+        own = [p for p in signature.parameters.values() if p.name != "flags"]
+        generated = []
+        for flag in flags:
+            help_text = flag.help or schema_help(flag.key)
+            if flag.presence:
+                annotation: Any = Annotated[bool, typer.Option(flag.decls, help=help_text)]
+                default: Any = False
+            else:
+                annotation = Annotated[flag.kind | None, typer.Option(flag.decls, help=help_text)]
+                default = None
+            generated.append(inspect.Parameter(flag.param, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                               annotation=annotation))  # fmt: skip
+
+        @functools.wraps(command)
+        def run(**kwargs: Any) -> Any:
+            given: Given = {}
+            for flag in flags:
+                value = kwargs.pop(flag.param)
+                if value is None or (flag.presence and value is False):
+                    continue
+                key = teacher_key(value) if flag.name == "--teacher" else flag.key
+                given[flag.name] = (key, value)
+            return command(flags=given, **kwargs)
+
+        parameters = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + generated
+        run.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+        run.__annotations__ = {p.name: p.annotation for p in parameters}
+        return run
+
+    return decorate

@@ -1,0 +1,176 @@
+"""Model files: safetensors with kdcli's metadata (the ``ModelCard``), written atomically (kdcli.io.files).
+
+A model file is plain safetensors: ``timm.create_model(arch, num_classes=...)`` (after ``import kdcli`` for zoo
+names) loads its tensors with ``load_state_dict``. Its metadata, one string per key as safetensors requires,
+is the :class:`ModelCard`; plain strings are stored as they are and everything else as JSON, so other
+safetensors tools show readable values.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ValidationError
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from kdcli._version import __version__
+from kdcli.catalog import student_transform
+from kdcli.errors import UsageError
+from kdcli.interfaces import StudentTransform
+from kdcli.io.files import atomic_write
+from kdcli.models.factory import create_model
+
+MODEL_FORMAT = "kdcli.model/1"
+
+
+class ModelCard(BaseModel):
+    """What a model file says about itself, so that ``kdcli eval FILE`` needs no other flag."""
+
+    arch: str
+    num_classes: int
+    in_chans: int
+    input_size: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    dataset: str | None = None
+    classes: list[str] | None = None
+    method: str | None = None
+    teacher_arch: str | None = None
+    teacher_sha256: str | None = None
+    metrics: dict[str, float] = {}
+    model_kwargs: dict[str, Any] = {}
+    student_transform: dict[str, Any] | None = None
+    """``{"name": ..., "options": {...}}`` of a registered student transform (kdcli.catalog): kdcli applies it again
+    before loading the tensors, so a transformed student (Pea-KD's SPS, a plugin's) loads like any other."""
+    kdcli_version: str = __version__
+
+    @property
+    def transform(self) -> StudentTransform | None:
+        if self.student_transform is None:
+            return None
+        return StudentTransform(self.student_transform["name"], dict(self.student_transform.get("options", {})))
+
+
+def _encode_card(card: ModelCard) -> dict[str, str]:
+    metadata = {"format": MODEL_FORMAT}
+    for key, value in card.model_dump(mode="json").items():
+        if value is not None:
+            metadata[key] = value if isinstance(value, str) else json.dumps(value)
+    return metadata
+
+
+def _decode_card(metadata: dict[str, str], path: Path) -> ModelCard:
+    values: dict[str, Any] = {}
+    for key, raw in metadata.items():
+        field = ModelCard.model_fields.get(key)
+        if field is not None:
+            values[key] = raw if field.annotation in (str, str | None) else json.loads(raw)
+    if "sps" in metadata and "student_transform" not in values:  # files written before 0.2.0
+        values["student_transform"] = {"name": "sps", "options": json.loads(metadata["sps"])}
+    try:
+        return ModelCard.model_validate(values)
+    except ValidationError as exc:
+        raise UsageError(f"{path}: kdcli metadata is damaged ({exc.errors()[0]['loc']}); re-export the model") from None
+
+
+def shared_aliases(model: nn.Module) -> set[str]:
+    """State-dict names that repeat a tensor listed earlier (shared weights): stored once, under the first name."""
+    seen: set[tuple[int, tuple[int, ...]]] = set()
+    aliases = set()
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        key = (tensor.data_ptr(), tuple(tensor.shape))
+        if key in seen and tensor.numel() > 0:
+            aliases.add(name)
+        seen.add(key)
+    return aliases
+
+
+def save_model(path: Path, model: nn.Module, card: ModelCard) -> None:
+    """Write the model's tensors (shared ones once) and its card to a safetensors file, atomically."""
+    aliases = shared_aliases(model)
+    tensors = {
+        name: tensor.detach().to("cpu").contiguous()
+        for name, tensor in model.state_dict().items()
+        if name not in aliases
+    }
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=_encode_card(card)))
+
+
+def read_model_file(path: Path) -> tuple[dict[str, torch.Tensor], ModelCard | None]:
+    """The tensors of a safetensors file, and its kdcli card when it has one."""
+    if not path.is_file():
+        raise UsageError(f"model file {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118 (not a dict)
+    except (SafetensorError, OSError) as exc:
+        hint = "; convert it with `kdcli import`" if path.suffix in (".pth", ".pt", ".tar") else ""
+        raise UsageError(f"{path} is not a readable safetensors file ({exc}){hint}") from None
+    card = _decode_card(metadata, path) if metadata.get("format") == MODEL_FORMAT else None
+    return tensors, card
+
+
+def read_card(path: Path) -> ModelCard | None:
+    """Only the metadata of a model file (no tensors are read)."""
+    if not path.is_file():
+        raise UsageError(f"model file {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorError, OSError) as exc:
+        raise UsageError(f"{path} is not a readable safetensors file ({exc})") from None
+    return _decode_card(metadata, path) if metadata.get("format") == MODEL_FORMAT else None
+
+
+def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """``load_state_dict(strict=True)`` with a one-line error that names the first mismatches; shared weights are
+    stored once, so their second names are not missing."""
+    result = model.load_state_dict(tensors, strict=False)
+    aliases = shared_aliases(model)
+    missing = [k for k in result.missing_keys if k not in aliases]
+    mismatched = [f"missing {k}" for k in missing[:2]] + [f"unexpected {k}" for k in result.unexpected_keys[:2]]
+    if mismatched:
+        raise UsageError(
+            f"{path} does not fit this architecture ({', '.join(mismatched)}, ...); check the arch and num_classes"
+        )
+
+
+def load_model(
+    path: Path, arch: str | None = None, num_classes: int | None = None
+) -> tuple[nn.Module, ModelCard | None]:
+    """Build the model a file describes (or ``arch`` for a file without kdcli metadata) and load its weights."""
+    tensors, card = read_model_file(path)
+    if card is None and (arch is None or num_classes is None):
+        raise UsageError(f"{path} has no kdcli metadata; name its architecture (--teacher ARCH --teacher-ckpt FILE)")
+    in_chans = card.in_chans if card else conv_in_chans(tensors)
+    model = create_model(
+        arch or card.arch,  # type: ignore[union-attr]
+        num_classes=num_classes or card.num_classes,  # type: ignore[union-attr]
+        in_chans=in_chans,
+        kwargs=card.model_kwargs if card else None,
+    )
+    if card is not None and card.transform is not None:
+        apply_transform(model, card.transform)
+    try:
+        load_weights(model, tensors, path)
+    except RuntimeError as exc:  # shape mismatch
+        raise UsageError(f"{path} does not fit {arch or card.arch!r}: {str(exc).splitlines()[-1].strip()}") from None  # type: ignore[union-attr]
+    return model, card
+
+
+def conv_in_chans(tensors: dict[str, torch.Tensor]) -> int:
+    """Input channels of weights without metadata: those of the first 4-D (convolution) weight, else 3."""
+    first_conv = next((t for t in tensors.values() if t.dim() == 4), None)
+    return int(first_conv.shape[1]) if first_conv is not None else 3
+
+
+def apply_transform(model: nn.Module, transform: StudentTransform) -> nn.Module:
+    """Apply a registered student transform (kdcli.catalog) to ``model`` in place; returns the transformed model."""
+    result = student_transform(transform.name)(model, **transform.options)
+    return result if isinstance(result, nn.Module) else model

@@ -1,0 +1,29 @@
+"""Vanilla knowledge distillation (Hinton, Vinyals and Dean, "Distilling the Knowledge in a Neural Network", 2015)."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from kdcli.catalog import VANILLA, MethodOptions, VanillaOptions
+from kdcli.interfaces import MethodContext, ModelOutput
+from kdcli.methods.base import Method
+from kdcli.methods.losses import SoftTargetLoss
+
+
+class Vanilla(Method):
+    """``L = γ·CE(z_s, y) + α·T²·KL(softmax(z_t/T) ‖ softmax(z_s/T))``; no trainable parts of its own."""
+
+    name = VANILLA.name
+    summary = VANILLA.summary
+    Options = VanillaOptions
+    options: VanillaOptions
+
+    def __init__(self, options: MethodOptions, context: MethodContext) -> None:
+        super().__init__(options, context)
+        self.loss = SoftTargetLoss(self.options.temperature, self.options.ce_weight, self.options.kd_weight)
+
+    def forward(
+        self, student: ModelOutput, teacher: ModelOutput | None, labels: Tensor, progress: Tensor
+    ) -> dict[str, Tensor]:
+        assert teacher is not None
+        return self.loss(student.logits, self.teacher_targets(teacher, labels), labels)

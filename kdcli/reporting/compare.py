@@ -1,0 +1,85 @@
+"""``kdcli compare``: one table over run directories, seeds of the same configuration grouped (mean ± std)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from kdcli.catalog import method_spec
+from kdcli.reporting.report import Report, read_report
+
+COMPARE_SCHEMA = "kdcli.compare/1"
+
+
+def _arm(report: Report) -> str:
+    """The method with the options that differ from its defaults, e.g. ``pea (sps=False)``."""
+    method = dict(report.config["method"])
+    name = method.pop("name")
+    if name == "none":
+        return "no teacher (kdcli train)"
+    defaults = method_spec(name).options().model_dump(mode="json")
+    changed = [f"{k}={v}" for k, v in method.items() if k in defaults and defaults[k] != v]
+    return f"{name} ({', '.join(changed)})" if changed else name
+
+
+def _group_key(report: Report) -> str:
+    config = json.loads(json.dumps(report.config))
+    config["train"].pop("seed")
+    config.pop("output")
+    return json.dumps(config, sort_keys=True)
+
+
+def mean_std(values: list[float | None]) -> dict[str, float] | None:
+    """Mean and sample standard deviation of the values present (``None`` is a run without the figure)."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    return {"mean": statistics.fmean(present), "std": statistics.stdev(present) if len(present) > 1 else 0.0}
+
+
+def compare(run_dirs: list[str | Path]) -> dict[str, Any]:
+    """Group runs that differ only in seed and output folder; report mean ± std of their figures."""
+    groups: dict[str, list[Report]] = {}
+    for run_dir in map(Path, run_dirs):
+        report = read_report(run_dir)
+        groups.setdefault(_group_key(report), []).append(report)
+    rows = []
+    for reports in groups.values():
+        first = reports[0]
+        final = [r.final for r in reports]
+        rows.append({
+            "method": _arm(first),
+            "teacher": first.teacher.arch if first.teacher else None,
+            "student": first.student.arch,
+            "data": first.config["data"]["name"],
+            "epochs": first.final.epochs,
+            "seeds": [r.config["train"]["seed"] for r in reports],
+            "parameters": first.student.parameters,
+            "macs": first.student.macs,
+            "top1_last": mean_std([f.last_top1 for f in final]),
+            "top1_best_on_val": mean_std([f.best_top1 for f in final]),
+            "max_test_top1": mean_std([f.max_test_top1 for f in final]),
+            "wall_seconds": mean_std([r.timing.wall_seconds for r in reports]),
+        })  # fmt: skip
+    return {"schema": COMPARE_SCHEMA, "rows": rows}
+
+
+def _cell(stat: dict[str, float] | None, digits: int = 2) -> str:
+    return "–" if stat is None else f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+
+
+def markdown_table(summary: dict[str, Any]) -> str:
+    lines = [
+        "| method | teacher → student | seeds | top-1 last | top-1 best-on-val | params | MACs | wall s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in summary["rows"]:
+        pair = f"{row['teacher']} → {row['student']}" if row["teacher"] else row["student"]
+        lines.append(
+            f"| {row['method']} | {pair} | {len(row['seeds'])} | {_cell(row['top1_last'])} | "
+            f"{_cell(row['top1_best_on_val'])} | {row['parameters']:,} | {row['macs'] / 1e6:.1f} M | "
+            f"{_cell(row['wall_seconds'], 0)} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,55 @@
+"""Progress on stderr with rich: a bar per epoch on a terminal, one line per epoch everywhere (CI logs too)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from kdcli.interfaces import Reporter
+
+
+class RichReporter(Reporter):
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        self.progress: Progress | None = None
+        self.task: Any = None
+        self.epochs = 0
+
+    def note(self, message: str) -> None:
+        self.console.print(message, highlight=False, markup=False)
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
+        self.epochs = epochs
+        if not self.console.is_terminal:
+            return
+        if self.progress is None:
+            self.progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=True,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task("", total=steps)
+        self.progress.reset(self.task, total=steps, description=f"epoch {epoch + 1}/{epochs}")
+
+    def advance(self) -> None:
+        if self.progress is not None:
+            self.progress.advance(self.task)
+
+    def end_epoch(self, record: dict[str, Any]) -> None:
+        parts = [f"epoch {record['epoch']:>3}/{self.epochs}", f"loss {record['train_loss']:.4f}"]
+        parts += [
+            f"{split} {record[f'{split}_top1']:.2f}%" for split in ("train", "val", "test") if f"{split}_top1" in record
+        ]
+        parts.append(f"{record['seconds']:.1f} s")
+        self.note("  ".join(parts))
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None

@@ -1,0 +1,151 @@
+"""``report.json``: one typed model (pydantic) with a schema version, which the engine writes and ``kdcli compare``, the
+benchmarks and the tests read.
+
+"Best" is chosen on the validation split (``--val-split``), never on test. Without a validation split the report
+gives the last epoch, plus the highest test top-1 over epochs under its own name (``max_test_top1``): that is the
+figure mdistiller's tables report, and it is optimistic, so it is never called "best".
+
+Schema history: ``kdcli.report/2`` (0.2.0) names the method's own findings ``method_report`` (``strategy`` before)
+and describes any student transform under ``student.transform`` (``student.sps`` before). Reports of schema 1 are
+read and migrated, so old run directories still compare.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from kdcli.errors import UsageError
+
+REPORT_SCHEMA = "kdcli.report/2"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Environment(_Section):
+    python: str
+    torch: str
+    timm: str
+    platform: str
+    device: str
+    cuda: str | None = None
+    cpu_threads: int
+
+
+class TeacherCheck(_Section):
+    """The teacher measured on the evaluation split before distilling."""
+
+    arch: str
+    split: str
+    sha256: str | None = None
+    path: str | None = None
+    parameters: int
+    macs: int
+    top1: float
+    top5: float
+    nll: float
+    ece: float
+
+
+class TransformCost(_Section):
+    """A student transform (Pea-KD's SPS, a plugin's) and what it costs against the plain student."""
+
+    name: str
+    options: dict[str, Any] = {}
+    parameters_plain: int
+    macs_plain: int
+    parameters_unshared: int
+    """Parameters if every shared weight had its own copy: the plain network of the same effective depth."""
+
+
+class StudentSummary(_Section):
+    arch: str
+    parameters: int
+    macs: int
+    file_bytes: int
+    extra_training_parameters: int
+    """Parameters training adds on top of the student (a method's adapter or regressor); never exported."""
+    transform: TransformCost | None = None
+
+
+class Final(_Section):
+    epochs: int
+    last_top1: float | None = None
+    last_top5: float | None = None
+    last_nll: float | None = None
+    last_ece: float | None = None
+    max_test_top1: float | None = None
+    best_epoch: int | None = None
+    best_val_top1: float | None = None
+    best_top1: float | None = None
+    """Test top-1 at the epoch with the best validation top-1 (with ``--val-split``)."""
+
+
+class Timing(_Section):
+    wall_seconds: float
+    seconds_per_epoch: float
+    images_per_second: float
+
+
+class TargetWarning(_Section):
+    epoch: int
+    warning: str
+
+
+class Report(_Section):
+    schema_: str = Field(REPORT_SCHEMA, alias="schema")
+    kdcli_version: str
+    created: str
+    kind: Literal["train", "distill"]
+    method: str
+    environment: Environment
+    config: dict[str, Any]
+    teacher: TeacherCheck | None
+    student: StudentSummary
+    final: Final
+    timing: Timing
+    target_warnings: list[TargetWarning] = []
+    method_report: dict[str, Any] = {}
+    epochs: list[dict[str, Any]]
+    """Every epoch's record, as metrics.jsonl has it (losses, top-1 per split, diagnostics, seconds)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate(cls, data: Any) -> Any:
+        if not (isinstance(data, dict) and data.get("schema") == "kdcli.report/1"):
+            return data
+        data = {**data, "schema": REPORT_SCHEMA, "method_report": data.get("strategy", {})}
+        data.pop("strategy", None)
+        student = dict(data["student"])
+        sps = student.pop("sps", None)
+        if sps:
+            options = {k: v for k, v in data["config"]["method"].items() if k in ("shuffle", "share_norm", "tied")}
+            student["transform"] = {"name": "sps", "options": options,
+                                    "parameters_plain": sps["parameters_without_sps"],
+                                    "macs_plain": sps["macs_without_sps"],
+                                    "parameters_unshared": sps["parameters_untied_same_depth"]}  # fmt: skip
+        data["student"] = student
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json", by_alias=True), indent=2) + "\n"
+
+
+def read_report(run_dir: Path) -> Report:
+    """A finished run's report.json, through the typed model (schema 1 migrated)."""
+    path = run_dir / "report.json"
+    if not path.is_file():
+        raise UsageError(f"{run_dir} has no report.json (not a finished kdcli run)")
+    try:
+        return Report.model_validate_json(path.read_text())
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        raise UsageError(f"{path} is not a kdcli report ({where}: {error['msg']})") from None

@@ -1,0 +1,78 @@
+"""The fast path's switches: mixed precision, channels-last memory, torch.compile and CUDA graphs.
+
+Each switch defaults to on for CUDA and off elsewhere (``None`` in the configuration means automatic), so the
+CPU path stays the plain eager loop. Compiled forwards share their parameters with the eager modules, so
+checkpoints, evaluation and export do not change. Each forward is compiled for static shapes: the full batch and
+the epoch's last, partial batch get one specialization each, rather than one slower dynamic-shape kernel set.
+The frozen teacher is compiled with inductor's freezing, which treats its weights as constants and folds its
+BatchNorm into the convolutions. CUDA graphs capture the whole training step (kdcli.training.step); they work with and
+without compile, and not with fp16, whose dynamic loss scaling reads the host between steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch._inductor import config as inductor_config
+
+from kdcli.config import TrainConfig
+from kdcli.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Acceleration:
+    precision: str
+    channels_last: bool
+    compile: bool
+    cuda_graphs: bool
+
+    def autocast(
+        self, device: torch.device, cache: bool = True
+    ) -> Callable[[], contextlib.AbstractContextManager[Any]]:
+        """bf16 or fp16 autocast (losses stay in float32), or nothing for fp32. ``cache=False`` for a region that
+        is captured into a CUDA graph, as PyTorch's CUDA-graph notes require."""
+        if self.precision == "fp32":
+            return contextlib.nullcontext
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return lambda: torch.autocast(device_type=device.type, dtype=dtype, cache_enabled=cache)
+
+    def grad_scaler(self, device: torch.device) -> torch.amp.GradScaler:
+        """Loss scaling for fp16 (a no-op scaler otherwise, so the step has one shape)."""
+        return torch.amp.GradScaler(device.type, enabled=self.precision == "fp16")
+
+    def compiled(self, function: Callable[..., Any]) -> Callable[..., Any]:
+        """``function`` compiled for static shapes, or itself when compile is off."""
+        return torch.compile(function, dynamic=False) if self.compile else function
+
+    def frozen(self, predict: Callable[..., Any]) -> Callable[..., Any]:
+        """The frozen teacher's forward, compiled with inductor's freezing (weights folded as constants, BatchNorm
+        into the convolutions) when compile is on. Freezing applies to graphs compiled without autograd, so the
+        call runs under ``no_grad``; the patch is scoped to these calls, never set process-wide."""
+        if not self.compile:
+            return predict
+        compiled = torch.compile(predict, dynamic=False)
+
+        def frozen_predict(*args: Any) -> Any:
+            with inductor_config.patch(freezing=True), torch.no_grad():
+                return compiled(*args)
+
+        return frozen_predict
+
+
+def resolve_acceleration(train: TrainConfig, device: torch.device) -> Acceleration:
+    cuda = device.type == "cuda"
+    precision = train.precision if train.precision != "auto" else ("bf16" if cuda else "fp32")
+    if train.cuda_graphs and not cuda:
+        raise UsageError("--cuda-graphs needs a CUDA device; drop it or use --device cuda")
+    if train.cuda_graphs and precision == "fp16":
+        raise UsageError(
+            "--cuda-graphs cannot capture fp16's dynamic loss scaling; use --precision bf16 or --no-cuda-graphs"
+        )
+    cuda_graphs = cuda and precision != "fp16" if train.cuda_graphs is None else train.cuda_graphs
+    compile_ = cuda if train.compile is None else train.compile
+    channels_last = cuda if train.channels_last is None else train.channels_last
+    return Acceleration(precision, channels_last, compile_, cuda_graphs)

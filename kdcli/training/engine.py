@@ -1,0 +1,136 @@
+"""The training loop behind ``kdcli train`` and ``kdcli distill``: the orchestration of one run.
+
+One step: the frozen teacher's outputs (no autograd), the student's outputs, the method's named losses, one optimizer
+step over the student and the method's own parameters (kdcli.training.step: run eagerly, or replayed as one CUDA
+graph), one scheduler step. After every epoch the splits are evaluated, ``metrics.jsonl`` is rewritten and a
+resumable checkpoint is written atomically, so a run killed at any point resumes from its last finished epoch and
+ends at the same weights as an uninterrupted one.
+A non-finite loss stops the run before anything of that epoch is saved: the last good checkpoint stays.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from kdcli._version import __version__
+from kdcli.config import RunConfig, dump, read_yaml, resolve
+from kdcli.errors import Interrupted, RunFailed, UsageError
+from kdcli.interfaces import Reporter
+from kdcli.io.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from kdcli.io.files import atomic_write_text
+from kdcli.models.factory import shadow_hint
+from kdcli.training.evaluation import check_target, check_teacher, evaluate_epoch
+from kdcli.training.export import RunResult, finish
+from kdcli.training.run import Run, setup
+from kdcli.training.stages import run_relabel_stage
+
+
+def config_yaml(config: RunConfig) -> str:
+    header = (
+        f"# kdcli {__version__} resolved configuration; repeat the run with: kdcli {{train|distill}} --config FILE\n"
+    )
+    return header + yaml.safe_dump(dump(config), sort_keys=False)
+
+
+def train_epoch(run: Run, reporter: Reporter) -> dict[str, float]:
+    """One pass over the training split; losses accumulate on the device and are read once, at the end."""
+    run.student.train()
+    run.method.train()
+    run.step.begin_epoch()
+    loader = run.data.train
+    loader.set_epoch(run.epoch)
+    steps = len(loader)
+    for index, (images, labels) in enumerate(loader):
+        run.step(images, labels, run.epoch + index / steps)
+        run.scheduler.step()
+        reporter.advance()
+    return run.step.means()
+
+
+def run_epochs(run: Run, reporter: Reporter) -> None:
+    epochs = run.config.train.epochs
+    while run.epoch < epochs:
+        reporter.start_epoch(run.epoch, epochs, len(run.data.train))
+        lr = float(run.optimizer.param_groups[0]["lr"])
+        started = time.perf_counter()
+        record: dict[str, Any] = {"epoch": run.epoch + 1, "lr": lr, **train_epoch(run, reporter)}
+        if run.device.type == "cuda":
+            torch.cuda.synchronize(run.device)
+        seconds = time.perf_counter() - started
+        if not all(math.isfinite(v) for k, v in record.items() if k.startswith("train_")):
+            raise RunFailed(
+                f"the loss became non-finite in epoch {run.epoch + 1} ({record['train_loss']}); the last good "
+                f"checkpoint (epoch {run.epoch}) is kept in {run.run_dir}; lower --lr and resume with --resume"
+            )
+        record["seconds"] = seconds
+        record["images_per_second"] = run.data.train.num_samples / seconds
+        record.update(evaluate_epoch(run))
+        check_target(run, record, reporter)
+        run.epoch += 1
+        run.history.append(record)
+        if run.data.val is not None and (run.best is None or record["val_top1"] > run.best["val_top1"]):
+            run.best = {
+                "epoch": run.epoch,
+                "val_top1": record["val_top1"],
+                "test_top1": record.get("test_top1"),
+                "student": {k: v.detach().clone() for k, v in run.student.model.state_dict().items()},
+            }
+        atomic_write_text(run.run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in run.history))
+        save_checkpoint(run.run_dir, run.state())
+        reporter.end_epoch(record)
+
+
+def execute(
+    config: RunConfig, resume: bool = False, run_dir: Path | None = None, reporter: Reporter | None = None
+) -> RunResult:
+    """Run (or, with ``resume``, continue) a training or distillation run and write its outputs."""
+    reporter = reporter or Reporter()
+    run_dir = run_dir or (Path(config.output.dir) if config.output.dir else None)
+    if not resume and run_dir is not None and (run_dir / CHECKPOINT_NAME).exists():
+        raise UsageError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
+    hint = shadow_hint(config.student.arch or "") or shadow_hint(config.teacher.arch or "")
+    if hint:
+        reporter.note(f"note: {hint}")
+    run = setup(config, run_dir)
+    started = time.perf_counter()
+    if resume:
+        state = load_checkpoint(run.run_dir)
+        run.restore(state)
+        started -= sum(r["seconds"] for r in run.history)
+        reporter.note(f"resuming {run.run_dir} after epoch {run.epoch} of {config.train.epochs}")
+    else:
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run.run_dir / "config.yaml", config_yaml(config))
+        if run.teacher is not None:
+            run.teacher_check = check_teacher(run, reporter)
+        stages = run.method.pre_stages()
+        for stage in stages:
+            run_relabel_stage(run, stage, reporter)
+        if stages:
+            run.prepare_training()  # a pre-stage replaced student parameters: the optimizer must hold the new ones
+        save_checkpoint(run.run_dir, run.state())  # resumable from the first epoch on
+    try:
+        run_epochs(run, reporter)
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"interrupted; the checkpoint after epoch {run.epoch} is in {run.run_dir}: "
+            f"continue with `kdcli {'train' if config.method.name == 'none' else 'distill'} --resume {run.run_dir}`"
+        ) from None
+    finally:
+        reporter.close()
+    return finish(run, time.perf_counter() - started)
+
+
+def resume_config(run_dir: Path) -> RunConfig:
+    """The configuration a run directory was started with."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise UsageError(f"{run_dir} is not a kdcli run directory (no config.yaml)")
+    return resolve([(f"config {path}", read_yaml(path))]).config

@@ -1,0 +1,115 @@
+"""What the engine measures around training: the teacher before distilling, the student after each epoch with the
+method's diagnostics, and the guard on the target the student learns from."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from kdcli.interfaces import ModelOutput, Reporter
+from kdcli.training.metrics import classification_metrics, count_macs, count_parameters, predict
+from kdcli.training.run import Run
+
+TARGET_TOP1_DROP = 5.0
+"""Points of top-1 below the teacher's at which the target the student learns from is said to have drifted."""
+TARGET_MAX_NORMALIZED_ENTROPY = 0.9
+"""``H_T / ln C`` above which the target is said to be near uniform (label smoothing, not the teacher's knowledge)."""
+
+
+def teacher_eval_outputs(run: Run) -> list[ModelOutput]:
+    """The frozen teacher's outputs on the evaluation split, batch by batch, computed once per run: they cannot
+    change, so the per-epoch diagnostics reuse them instead of running the teacher again."""
+    assert run.teacher is not None
+    if run.teacher_eval is None:
+        outputs: list[ModelOutput] = []
+        split = run.data.split(run.config.data.eval_split)
+        predict(run.teacher.module.predict, split, run.autocast, lambda index, out, labels: outputs.append(out))
+        run.teacher_eval = outputs
+    return run.teacher_eval
+
+
+def check_teacher(run: Run, reporter: Reporter) -> dict[str, Any]:
+    """Measure the teacher on the evaluation split before distilling, and say when it looks untrained."""
+    assert run.teacher is not None
+    split = run.config.data.eval_split
+    logits = torch.cat([output.logits.float().cpu() for output in teacher_eval_outputs(run)])
+    labels = torch.cat([labels.cpu() for _, labels in run.data.split(split)])
+    metrics = classification_metrics(logits, labels)
+    teacher = run.teacher.module
+    check = {
+        "arch": run.teacher.arch,
+        "split": split,
+        "sha256": run.teacher.sha256,
+        "path": str(run.teacher.path) if run.teacher.path else None,
+        "parameters": count_parameters(teacher.model),
+        "macs": count_macs(teacher.model, (teacher.in_chans, *run.data.image_size)),
+        **metrics,
+    }
+    chance = 100.0 / run.data.num_classes
+    reporter.note(f"teacher {run.teacher.arch}: top-1 {metrics['top1']:.2f}% on {split}")
+    if metrics["top1"] < 2 * chance:
+        reporter.note(
+            f"warning: the teacher is near chance ({metrics['top1']:.1f}% for {run.data.num_classes} classes); "
+            "check that its weights, classes and normalization match this data"
+        )
+    return check
+
+
+@torch.no_grad()
+def evaluate_epoch(run: Run) -> dict[str, float]:
+    """The student on the validation and test splits; on the evaluation split, with a teacher, also the method's
+    diagnostics (averaged per example), from the same student pass and the cached teacher outputs."""
+    run.student.eval()
+    run.method.eval()
+    record: dict[str, float] = {}
+    for split, loader in (("val", run.data.val), ("test", run.data.test)):
+        if loader is None:
+            continue
+        with_teacher = run.teacher is not None and split == run.config.data.eval_split
+        teacher_outputs = teacher_eval_outputs(run) if with_teacher else None
+        sums: dict[str, Tensor] = {}
+        diagnose = partial(_diagnose, run, teacher_outputs, sums) if teacher_outputs else None
+        logits, labels = predict(run.student.outputs, loader, run.autocast, diagnose)
+        record.update({f"{split}_{name}": value for name, value in classification_metrics(logits, labels).items()})
+        record.update({f"diag_{name}": float(total) / loader.num_samples for name, total in sums.items()})
+    return record
+
+
+def _diagnose(run: Run, teacher: list[ModelOutput], sums: dict[str, Tensor], index: int, student: ModelOutput,
+              labels: Tensor) -> None:  # fmt: skip
+    """Add one evaluation batch's per-example diagnostics into ``sums`` (on the device)."""
+    for name, value in run.method.diagnostics(student, teacher[index], labels).items():
+        sums[name] = sums.get(name, torch.zeros((), device=run.device)) + value.float().sum()
+
+
+def target_guard(record: dict[str, Any], teacher_top1: float) -> str | None:
+    """What is wrong with the target the student learns from at this epoch, or None: its top-1 on the evaluation
+    split fell more than ``TARGET_TOP1_DROP`` points below the teacher's (a transform drifting toward the student),
+    or its normalized entropy exceeds ``TARGET_MAX_NORMALIZED_ENTROPY`` (a target flattened toward uniform)."""
+    problems = []
+    top1 = record.get("diag_target_top1")
+    if top1 is not None and top1 < teacher_top1 - TARGET_TOP1_DROP:
+        problems.append(f"its top-1 is {top1:.1f}%, {teacher_top1 - top1:.1f} points below the teacher's")
+    normalized = record.get("diag_target_normalized_entropy")
+    if normalized is not None and normalized > TARGET_MAX_NORMALIZED_ENTROPY:
+        problems.append(f"its entropy at T is {normalized:.2f} of the maximum (near uniform)")
+    return "; ".join(problems) or None
+
+
+def check_target(run: Run, record: dict[str, Any], reporter: Reporter) -> None:
+    """Record a target warning in the epoch's record, and say it on the epoch where it starts."""
+    if run.teacher_check is None:
+        return
+    problem = target_guard(record, run.teacher_check["top1"])
+    if problem is None:
+        return
+    record["target_warning"] = problem
+    if not (run.history and "target_warning" in run.history[-1]):
+        reporter.note(
+            f"warning: epoch {record['epoch']}: the target the student learns from has gone bad: {problem}; "
+            "a transform drifting to the student or to uniform (see `kdcli methods`: anchor_weight, "
+            "transform_lr_ratio; temperature)"
+        )

@@ -1,0 +1,135 @@
+"""The end of a run: the student file(s) with their model card, and the report (kdcli.reporting)."""
+
+from __future__ import annotations
+
+import copy
+import platform
+import statistics
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+
+from kdcli._version import __version__
+from kdcli.config import dump
+from kdcli.io.model_file import ModelCard, save_model
+from kdcli.models.factory import create_model
+from kdcli.reporting.markdown import write_reports
+from kdcli.reporting.report import Environment, Final, Report, StudentSummary, TeacherCheck, Timing, TransformCost
+from kdcli.training.metrics import count_macs, count_parameters
+from kdcli.training.run import Run
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    report: Report
+    student_path: Path
+
+
+def environment(device: torch.device) -> Environment:
+    return Environment(
+        python=platform.python_version(),
+        torch=torch.__version__,
+        timm=timm.__version__,
+        platform=platform.platform(),
+        device=torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
+        cuda=torch.version.cuda,
+        cpu_threads=torch.get_num_threads(),
+    )
+
+
+def student_card(run: Run, metrics: dict[str, float]) -> ModelCard:
+    transform = run.method.student_transform()
+    return ModelCard(
+        arch=str(run.student.arch),
+        num_classes=run.data.num_classes,
+        in_chans=run.student.in_chans,
+        input_size=(run.student.in_chans, *run.data.image_size),
+        mean=run.data.mean,
+        std=run.data.std,
+        dataset=run.data.name,
+        classes=run.data.classes,
+        method=run.config.method.name,
+        teacher_arch=run.teacher.arch if run.teacher else None,
+        teacher_sha256=run.teacher.sha256 if run.teacher else None,
+        metrics=metrics,
+        model_kwargs=run.config.student.kwargs,
+        student_transform={"name": transform.name, "options": transform.options} if transform else None,
+    )
+
+
+def transform_cost(run: Run) -> TransformCost | None:
+    """A transformed student against the plain one, and against the same structure with no weights shared."""
+    transform = run.method.student_transform()
+    if transform is None:
+        return None
+    shape = (run.student.in_chans, *run.data.image_size)
+    plain = create_model(str(run.config.student.arch), run.data.num_classes, run.student.in_chans,
+                         kwargs=run.config.student.kwargs)  # fmt: skip
+    model = run.student.model
+    return TransformCost(
+        name=transform.name,
+        options=transform.options,
+        parameters_plain=count_parameters(plain),
+        macs_plain=count_macs(plain, shape),
+        parameters_unshared=sum(p.numel() for _, p in model.named_parameters(remove_duplicate=False)),
+    )
+
+
+def build_report(run: Run, student: StudentSummary, wall_seconds: float) -> Report:
+    history = run.history
+    last = history[-1]
+    tests = [r["test_top1"] for r in history if "test_top1" in r]
+    best = run.best or {}
+    final = Final(epochs=len(history), last_top1=last.get("test_top1"), last_top5=last.get("test_top5"),
+                  last_nll=last.get("test_nll"), last_ece=last.get("test_ece"),
+                  max_test_top1=max(tests) if tests else None, best_epoch=best.get("epoch"),
+                  best_val_top1=best.get("val_top1"), best_top1=best.get("test_top1"))  # fmt: skip
+    timing = Timing(wall_seconds=wall_seconds, seconds_per_epoch=statistics.fmean(r["seconds"] for r in history),
+                    images_per_second=statistics.fmean(r["images_per_second"] for r in history))  # fmt: skip
+    warnings: list[Any] = [{"epoch": r["epoch"], "warning": r["target_warning"]}
+                           for r in history if "target_warning" in r]  # fmt: skip
+    return Report(
+        kdcli_version=__version__,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        kind="train" if run.config.method.name == "none" else "distill",
+        method=run.config.method.name,
+        environment=environment(run.device),
+        config=dump(run.config),
+        teacher=TeacherCheck(**run.teacher_check) if run.teacher_check else None,
+        student=student,
+        final=final,
+        timing=timing,
+        target_warnings=warnings,
+        method_report=run.method.report(),
+        epochs=history,
+    )
+
+
+def finish(run: Run, wall_seconds: float) -> RunResult:
+    """Export the student (and the best-on-val student), and write report.json and report.md."""
+    last = run.history[-1]
+    final = {"last_top1": last.get("test_top1"), "last_top5": last.get("test_top5")}
+    student_path = run.run_dir / "student.safetensors"
+    save_model(student_path, run.student.model, student_card(run, {k: v for k, v in final.items() if v is not None}))
+    if run.best is not None:
+        best_model = copy.deepcopy(run.student.model)  # keeps any shared structure (SPS) of the student
+        best_model.load_state_dict(run.best["student"])
+        metrics = {"test_top1": run.best["test_top1"], "val_top1": run.best["val_top1"]}
+        save_model(run.run_dir / "student-best.safetensors", best_model, student_card(run, metrics))
+    model = run.student.model
+    student = StudentSummary(
+        arch=str(run.student.arch),
+        parameters=count_parameters(model),
+        macs=count_macs(model, (run.student.in_chans, *run.data.image_size)),
+        file_bytes=student_path.stat().st_size,
+        extra_training_parameters=run.method.extra_parameter_count(),
+        transform=transform_cost(run),
+    )
+    report = build_report(run, student, wall_seconds)
+    write_reports(run.run_dir, report, run.method.report_sections())
+    return RunResult(run.run_dir, report, student_path)

@@ -1,0 +1,123 @@
+"""Devices and models for a run: the frozen teacher, the student (with its method's transform), and any kdcli model
+file opened for inference — one path from a file to a normalized model, for teachers and students alike."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from kdcli.config import RunConfig
+from kdcli.data import DataBundle
+from kdcli.errors import UsageError
+from kdcli.io.files import sha256_file
+from kdcli.io.model_file import ModelCard, conv_in_chans, load_model, load_weights, read_card, read_model_file
+from kdcli.models.factory import create_model, resolve_arch
+from kdcli.models.wrappers import FrozenTeacher, NormalizedModel
+
+ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA, then MPS, then the CPU; an explicit device that is absent is a usage error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError("--device mps was asked for but MPS is not available; use --device cpu or auto")
+    return device
+
+
+def resolve_checkpoint_path(reference: str) -> Path:
+    """A checkpoint reference: a path, or ``kdcli:NAME`` for a model file shipped with kdcli."""
+    if reference.startswith("kdcli:"):
+        return ASSETS_DIR / reference.removeprefix("kdcli:")
+    return Path(reference).expanduser()
+
+
+def open_model_file(
+    path: Path,
+    device: torch.device,
+    arch: str | None = None,
+    num_classes: int | None = None,
+    frozen: bool = False,
+    stats: tuple[Sequence[float], Sequence[float]] | None = None,
+) -> tuple[NormalizedModel, ModelCard | None]:
+    """A model file built and loaded (its student transform applied, from its metadata), wrapped with its own
+    normalization: a ``FrozenTeacher`` when ``frozen``, else an eval-mode ``NormalizedModel``. A file without kdcli
+    metadata needs ``arch`` and ``num_classes``, and is normalized with ``stats`` (the data's mean and std)."""
+    model, card = load_model(path, arch=arch, num_classes=num_classes)
+    in_chans = card.in_chans if card else conv_in_chans(model.state_dict())
+    mean, std = (card.mean, card.std) if card else (stats or ((0.5,) * in_chans, (0.5,) * in_chans))
+    name = card.arch if card else str(arch)
+    wrapper = FrozenTeacher if frozen else NormalizedModel
+    return wrapper(model, mean, std, in_chans, name).to(device).eval(), card
+
+
+@dataclass
+class Teacher:
+    module: FrozenTeacher
+    arch: str
+    sha256: str | None
+    path: Path | None
+
+
+def load_teacher(config: RunConfig, data: DataBundle, device: torch.device) -> Teacher:
+    """The frozen teacher, refused when it has no trained weights (unless explicitly allowed)."""
+    spec = config.teacher
+    if spec.checkpoint is None and not spec.pretrained:
+        if not config.train.allow_untrained_teacher:
+            raise UsageError(
+                "the teacher has no trained weights: pass --teacher-ckpt FILE (or --teacher FILE.safetensors); "
+                "--allow-untrained-teacher distills from random weights for smoke tests"
+            )
+        if spec.arch is None:
+            raise UsageError("name the teacher architecture: --teacher ARCH")
+        in_chans = spec.in_chans or data.in_chans
+        model = create_model(spec.arch, data.num_classes, in_chans, kwargs=spec.kwargs)
+        return Teacher(FrozenTeacher(model, data.mean, data.std, in_chans, spec.arch).to(device), spec.arch, None, None)
+    if spec.checkpoint is None:  # timm hub weights
+        assert spec.arch is not None
+        model = create_model(spec.arch, data.num_classes, spec.in_chans or 3, pretrained=True, kwargs=spec.kwargs)
+        cfg = getattr(model, "pretrained_cfg", {})
+        mean, std = cfg.get("mean", data.mean), cfg.get("std", data.std)
+        teacher = FrozenTeacher(model, mean, std, spec.in_chans or 3, spec.arch).to(device)
+        return Teacher(teacher, spec.arch, None, None)
+    path = resolve_checkpoint_path(spec.checkpoint)
+    card = read_card(path)
+    if card is not None:  # checked before building, so the message names the real mismatch
+        if spec.arch is not None and resolve_arch(spec.arch) != card.arch:
+            raise UsageError(
+                f"{path} holds a {card.arch!r}, not the {spec.arch!r} the teacher is configured as; "
+                "drop the teacher arch (the file names it) or pass the matching file"
+            )
+        if card.num_classes != data.num_classes:
+            raise UsageError(
+                f"the teacher {path} predicts {card.num_classes} classes but {data.name} has {data.num_classes}"
+            )
+    module, card = open_model_file(path, device, arch=None if card else spec.arch, num_classes=data.num_classes,
+                                   frozen=True, stats=(data.mean, data.std))  # fmt: skip
+    assert isinstance(module, FrozenTeacher)
+    return Teacher(module, module.arch, sha256_file(path), path)
+
+
+def build_student(config: RunConfig, data: DataBundle, device: torch.device) -> NormalizedModel:
+    """The student as configured, with initial weights from ``student.checkpoint`` when given."""
+    spec = config.student
+    if spec.arch is None:
+        raise UsageError("name the student architecture: --student ARCH (or --model ARCH for kdcli train)")
+    in_chans = spec.in_chans or data.in_chans
+    model = create_model(spec.arch, data.num_classes, in_chans, pretrained=spec.pretrained, kwargs=spec.kwargs)
+    if spec.checkpoint is not None:
+        path = resolve_checkpoint_path(spec.checkpoint)
+        tensors, _ = read_model_file(path)
+        load_weights(model, tensors, path)
+    return NormalizedModel(model, data.mean, data.std, in_chans, resolve_arch(spec.arch)).to(device)

@@ -1,0 +1,68 @@
+"""Pre-stages a method asks for (``Method.pre_stages``), run by the engine with the same training step as the main
+epochs: the run's optimizer (at a constant rate), precision, compile and CUDA-graph settings, and loss scaling."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from kdcli.catalog import SupervisedOptions
+from kdcli.config import ScheduleConfig
+from kdcli.data import TensorLoader
+from kdcli.errors import UsageError
+from kdcli.interfaces import MethodContext, RelabelStage, Reporter
+from kdcli.methods.supervised import Supervised
+from kdcli.training.metrics import predict
+from kdcli.training.optim import make_optimizer
+from kdcli.training.run import Run
+from kdcli.training.step import StepParts, make_train_step
+
+VIEW_SEED_OFFSET = 7919
+"""Seeds the augmented views the teacher labels and the stage's shuffling apart from the main epochs'."""
+
+
+def run_relabel_stage(run: Run, stage: RelabelStage, reporter: Reporter) -> None:
+    """The teacher labels one augmented view of each training image, in order (so labels stay with their images);
+    the method turns that into new labels; the student learns them with a temporary ``num_classes`` head, which is
+    then replaced by a fresh classifier of the data's classes."""
+    assert run.teacher is not None
+    train = run.data.train
+    if not isinstance(train, TensorLoader):
+        raise UsageError(f"the {stage.name} pre-stage needs an in-memory data set; with imagefolder turn it off "
+                         "(see `kdcli methods` for the option)")  # fmt: skip
+    seed = train.seed + VIEW_SEED_OFFSET
+    views = TensorLoader(train.images, train.labels, run.config.train.eval_batch_size, run.device,
+                         crop_padding=train.crop_padding, hflip=train.hflip, seed=seed)  # fmt: skip
+    views.set_epoch(-1)
+    teacher_logits, _ = predict(run.teacher.module.predict, views, run.autocast)
+    relabeling = stage.relabel(teacher_logits.to(run.device), train.labels)
+    for note in relabeling.notes:
+        reporter.note(note)
+    run.method.record(stage.name, relabeling.summary)
+
+    student: Any = run.student.model
+    student.reset_classifier(stage.num_classes)
+    run.student.to(run.device)
+    run.student.read_features(())
+    loader = TensorLoader(train.images, relabeling.labels, train.batch_size, run.device, shuffle=True,
+                          crop_padding=train.crop_padding, hflip=train.hflip, seed=seed)  # fmt: skip
+    context = MethodContext(stage.num_classes, run.method.context.student, None, stage.epochs)
+    supervised = Supervised(SupervisedOptions(), context)
+    optimizer, scheduler = make_optimizer(run.config, run.student, [], len(loader), run.acceleration.cuda_graphs,
+                                          schedule=ScheduleConfig(name="constant"))  # fmt: skip
+    parts = StepParts(run.student, None, supervised, optimizer, run.acceleration.grad_scaler(run.device),
+                      run.acceleration, run.device, loader.batch_size)  # fmt: skip
+    step = make_train_step(parts)
+    run.student.train()
+    for epoch in range(stage.epochs):
+        loader.set_epoch(epoch)
+        step.begin_epoch()
+        for index, (images, labels) in enumerate(loader):
+            step(images, labels, epoch + index / len(loader))
+            scheduler.step()
+        reporter.note(f"{stage.name} epoch {epoch + 1}/{stage.epochs}  loss {step.means()['train_loss']:.4f}")
+    student.reset_classifier(run.data.num_classes)  # a fresh classifier for the main epochs
+    run.student.to(run.device)
+    if run.acceleration.channels_last:
+        run.student.to(memory_format=torch.channels_last)

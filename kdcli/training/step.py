@@ -1,0 +1,214 @@
+"""The training step: run eagerly, or captured once as a CUDA graph and replayed.
+
+One step is the frozen teacher's forward (no autograd), the student's forward, the method's named losses,
+backward, and one optimizer step over the student and the method's own parameters. It adds the losses and the
+correct predictions into device tensors, so an epoch reads the host once, at its end. The training progress (epochs
+done, fractional) lives in a 0-dim device tensor that the step fills before each call and passes to the method, so a
+schedule inside a loss moves under compile and inside a replayed graph alike.
+
+With CUDA graphs the whole step (forwards, backward and optimizer) is captured at the training batch size and
+replayed for every full batch, after PyTorch's whole-network capture recipe (docs: "CUDA Graphs", notes/cuda):
+
+- the first ``WARMUP_STEPS`` full batches run eagerly on a side stream. They are real training steps (every batch
+  is trained on once, whichever way), and they compile, autotune and create the optimizer state the graph uses;
+- each group's learning rate becomes a 0-dim device tensor read by the fused optimizer kernel; the scheduler
+  ``fill_``\\ s it between replays, so schedules work inside the graph;
+- the next full batch is copied into static input buffers and captured, with the gradients set to ``None`` so the
+  captured backward allocates them; the capture runs nothing, so the graph is replayed at once for that batch;
+- a batch of another size (an epoch's last, partial batch) runs eagerly on the same weights, gradients and
+  optimizer state.
+
+A CPU has no CUDA graphs: there the recorded "graph" reruns the step on the static buffers. No command line reaches
+that (``--cuda-graphs`` needs CUDA); it lets the CPU tests run every line of this path but the capture itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from kdcli.errors import RunFailed
+from kdcli.methods.base import Method
+from kdcli.models.wrappers import FrozenTeacher, NormalizedModel
+from kdcli.training.acceleration import Acceleration
+
+WARMUP_STEPS = 3
+
+
+@dataclass
+class StepParts:
+    """What a training step runs: the two models, the method's losses, the optimizer and the precision."""
+
+    student: NormalizedModel
+    teacher: FrozenTeacher | None
+    method: Method
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    acceleration: Acceleration
+    device: torch.device
+    batch_size: int
+
+
+class TrainStep:
+    """One eager optimizer step per call; ``means()`` gives the epoch's averages."""
+
+    def __init__(self, parts: StepParts, autocast_cache: bool = True) -> None:
+        self.parts = parts
+        acceleration = parts.acceleration
+        self.autocast = acceleration.autocast(parts.device, cache=autocast_cache)
+        self.student_forward: Callable[[Tensor], Any] = acceleration.compiled(parts.student.outputs)
+        self.losses: Callable[..., dict[str, Tensor]] = acceleration.compiled(parts.method)
+        self.teacher_forward: Callable[..., Any] | None = (
+            acceleration.frozen(parts.teacher.predict) if parts.teacher is not None else None
+        )
+        self.progress = torch.zeros((), device=parts.device)
+        self.sums: dict[str, Tensor] = {}
+        self.correct = torch.zeros((), dtype=torch.long, device=parts.device)
+        self.seen = 0
+
+    def begin_epoch(self) -> None:
+        for total in (*self.sums.values(), self.correct):
+            total.zero_()
+        self.seen = 0
+
+    def __call__(self, images: Tensor, labels: Tensor, progress: float) -> None:
+        self.progress.fill_(progress)
+        self.parts.optimizer.zero_grad(set_to_none=True)
+        self.update(images, labels)
+        self.seen += labels.numel()
+
+    def update(self, images: Tensor, labels: Tensor) -> None:
+        """Forward, backward, optimizer step, and the running sums; the gradients must be zero or ``None``."""
+        parts = self.parts
+        with self.autocast():
+            teacher = self.teacher_forward(images) if self.teacher_forward else None
+            student = self.student_forward(images)
+            losses = self.losses(student, teacher, labels, self.progress)
+        loss = torch.stack(list(losses.values())).sum()
+        parts.scaler.scale(loss).backward()
+        parts.scaler.step(parts.optimizer)
+        parts.scaler.update()
+        batch = labels.numel()
+        for name, value in (("loss", loss), *losses.items()):
+            if name not in self.sums:
+                self.sums[name] = torch.zeros((), device=parts.device)
+            self.sums[name].add_(value.detach().float() * batch)
+        self.correct.add_(student.logits.detach().argmax(1).eq(labels).sum())
+
+    def means(self) -> dict[str, float]:
+        """Mean losses and top-1 over the epoch so far, read from the device in one transfer."""
+        totals = torch.stack([*self.sums.values(), self.correct.float()]).tolist()
+        means = {f"train_{name}": total / self.seen for name, total in zip(self.sums, totals[:-1], strict=True)}
+        means["train_top1"] = 100.0 * totals[-1] / self.seen
+        return means
+
+
+class GraphedStep(TrainStep):
+    """The step captured as one CUDA graph at the training batch size (see the module's docstring)."""
+
+    def __init__(self, parts: StepParts) -> None:
+        super().__init__(parts, autocast_cache=False)
+        self.batch_size = parts.batch_size
+        self.cuda = parts.device.type == "cuda"
+        self.warmed_up = 0
+        self.static_images: Tensor | None = None
+        self.static_labels: Tensor | None = None
+        self.graph: torch.cuda.CUDAGraph | None = None
+
+    @property
+    def captured(self) -> bool:
+        """The static buffers exist from the capture on (on the CPU too, where there is no graph)."""
+        return self.static_images is not None
+
+    def begin_epoch(self) -> None:
+        super().begin_epoch()
+        device_learning_rates(self.parts.optimizer)  # again after a resume has loaded the optimizer's groups
+
+    def __call__(self, images: Tensor, labels: Tensor, progress: float) -> None:
+        self.progress.fill_(progress)
+        if labels.numel() != self.batch_size:
+            # Before the capture, gradients may be freed; after it, they are the graph's buffers: zero them.
+            self.parts.optimizer.zero_grad(set_to_none=not self.captured)
+            self.uncaptured_update(images, labels)
+        elif self.captured:
+            assert self.static_images is not None and self.static_labels is not None
+            self.static_images.copy_(images)
+            self.static_labels.copy_(labels)
+            self.replay()
+        elif self.warmed_up < WARMUP_STEPS:
+            with self.side_stream():
+                self.parts.optimizer.zero_grad(set_to_none=True)
+                self.uncaptured_update(images, labels)
+            self.warmed_up += 1
+        else:
+            self.capture(images, labels)
+            self.replay()
+        self.seen += labels.numel()
+
+    def uncaptured_update(self, images: Tensor, labels: Tensor) -> None:
+        """An eager step of this path: warm-up and partial batches, which a capturable AdamW warns about."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*capturable=True.*running without")
+            self.update(images, labels)
+
+    @contextlib.contextmanager
+    def side_stream(self) -> Iterator[None]:
+        """Warm-up runs on a side stream, as the capture itself does (PyTorch's recipe); a no-op on the CPU."""
+        if not self.cuda:
+            yield
+            return
+        stream = torch.cuda.Stream(self.parts.device)
+        stream.wait_stream(torch.cuda.current_stream(self.parts.device))
+        with torch.cuda.stream(stream):
+            yield
+        torch.cuda.current_stream(self.parts.device).wait_stream(stream)
+
+    def capture(self, images: Tensor, labels: Tensor) -> None:
+        self.static_images, self.static_labels = images.clone(), labels.clone()
+        self.parts.optimizer.zero_grad(set_to_none=True)
+        if not self.cuda:
+            return
+        graph = torch.cuda.CUDAGraph()
+        try:
+            # On the run's device, on a stream of its own (torch's shared capture stream lives on the device that
+            # was current when it was first made); thread_local: a DataLoader's pin-memory thread may call CUDA.
+            with (
+                torch.cuda.device(self.parts.device),
+                torch.cuda.graph(graph, stream=torch.cuda.Stream(self.parts.device), capture_error_mode="thread_local"),
+            ):
+                self.update(self.static_images, self.static_labels)
+        except RuntimeError as error:
+            # A failed capture raises again on leaving the graph's context; the first error is the one to show.
+            first = error.__context__ if isinstance(error.__context__, RuntimeError) else error
+            raise RunFailed(
+                f"the training step could not be captured in a CUDA graph ({str(first).splitlines()[0]}); a step "
+                "that reads the host (.item(), data-dependent shapes) or compiles during capture cannot be; "
+                "rerun with --no-cuda-graphs"
+            ) from error
+        self.graph = graph
+
+    def replay(self) -> None:
+        if self.graph is not None:
+            self.graph.replay()
+        else:  # the CPU: see the module's docstring; a captured backward writes fresh gradients, so zero them
+            assert self.static_images is not None and self.static_labels is not None
+            self.parts.optimizer.zero_grad(set_to_none=True)
+            self.update(self.static_images, self.static_labels)
+
+
+def device_learning_rates(optimizer: torch.optim.Optimizer) -> None:
+    """Turn each group's learning rate into a 0-dim tensor on its parameters' device (kept when it is one already):
+    a captured optimizer step reads the rate from there, and torch's schedulers ``fill_`` it in place."""
+    for group in optimizer.param_groups:
+        if not isinstance(group["lr"], Tensor):
+            group["lr"] = torch.tensor(float(group["lr"]), device=group["params"][0].device)
+
+
+def make_train_step(parts: StepParts) -> TrainStep:
+    return GraphedStep(parts) if parts.acceleration.cuda_graphs else TrainStep(parts)

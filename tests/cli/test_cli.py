@@ -1,0 +1,185 @@
+"""The command line as users meet it: exit codes, one-line errors, JSON on stdout."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kdcli.cli import main
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    captured = capsys.readouterr()
+    return int(exit_info.value.code or 0), captured.out, captured.err
+
+
+def test_unknown_architecture_exits_2_with_suggestions(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, err = run(
+        capsys,
+        "distill",
+        "--teacher",
+        "resnet8",
+        "--allow-untrained-teacher",
+        "--student",
+        "resnet2O",
+        "--data",
+        "embedded",
+        "--out",
+        str(tmp_path / "r"),
+    )
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "unknown architecture 'resnet2O'" in err and "resnet20" in err
+    assert "Traceback" not in err
+
+
+def test_missing_data_folder_exits_2_and_says_where_it_looked(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, _, err = run(
+        capsys,
+        "train",
+        "--model",
+        "resnet8",
+        "--data",
+        "fashion-mnist",
+        "--data-dir",
+        str(tmp_path / "nowhere"),
+        "--out",
+        str(tmp_path / "r"),
+    )
+    assert code == 2
+    assert "looked in" in err and str(tmp_path / "nowhere") in err and "--data-dir" in err
+
+
+def test_bad_set_key_exits_2_naming_valid_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "config", "show", "--set", "optim.learning_rate=0.1")
+    assert code == 2
+    assert "unknown configuration key 'optim.learning_rate'" in err and "lr" in err and "weight_decay" in err
+
+
+def test_debug_shows_the_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "config", "show", "--set", "optim.nope=1", "--debug")
+    assert code == 2 and "Traceback" in err
+
+
+def test_teacher_without_weights_exits_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = run(capsys, "distill", "--teacher", "resnet8", "--student", "resnet8", "--out", str(tmp_path / "r"))
+    assert code == 2 and "no trained weights" in err
+
+
+def test_unknown_flag_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "distill", "--epochz", "3")
+    assert code == 2 and "--epochz" in err
+
+
+def test_config_show_names_sources(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        capsys, "config", "show", "--preset", "quickstart", "--epochs", "3", "--set", "optim.lr=0.2", "--json"
+    )
+    shown = json.loads(out)
+    assert code == 0
+    assert shown["train.epochs"] == {"value": 3, "source": "--epochs"}
+    assert shown["optim.lr"] == {"value": 0.2, "source": "--set optim.lr=0.2"}
+    assert shown["student.arch"] == {"value": "resnet8", "source": "preset quickstart"}
+    assert shown["optim.nesterov"]["source"] == "default"
+
+
+def test_listing_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "methods", "--json")
+    assert code == 0 and "vanilla" in json.loads(out)
+    code, out, _ = run(capsys, "presets", "--json")
+    assert code == 0 and "quickstart" in json.loads(out)
+    code, out, _ = run(capsys, "models", "--json")
+    zoo = {m["name"]: m["parameters_100_classes"] for m in json.loads(out)["zoo"]}
+    assert code == 0 and zoo["resnet20"] == 278_324
+
+
+def test_distill_then_eval_end_to_end(capsys: pytest.CaptureFixture[str], tmp_path: Path, teacher_file: Path) -> None:
+    out_dir = tmp_path / "run"
+    code, out, err = run(
+        capsys,
+        "distill",
+        "--teacher",
+        str(teacher_file),
+        "--student",
+        "resnet8",
+        "--data",
+        "embedded",
+        "--train-subset",
+        "300",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "50",
+        "--device",
+        "cpu",
+        "--out",
+        str(out_dir),
+        "--json",
+    )
+    assert code == 0, err
+    result = json.loads(out)  # exactly one JSON document
+    assert result["run_dir"] == str(out_dir) and result["method"] == "vanilla"
+    assert result["teacher"]["sha256"] and 0 <= result["final"]["last_top1"] <= 100
+    for name in ("student.safetensors", "report.json", "report.md", "metrics.jsonl", "config.yaml", "checkpoint.pt"):
+        assert (out_dir / name).is_file(), name
+    assert json.loads((out_dir / "report.json").read_text())["schema"] == "kdcli.report/2"
+
+    student = str(out_dir / "student.safetensors")
+    code, out, _ = run(capsys, "eval", student, "--teacher", str(teacher_file), "--json", "--device", "cpu")
+    evaluated = json.loads(out)["results"][0]
+    assert code == 0 and evaluated["dataset"] == "embedded" and evaluated["samples"] == 1000
+    assert evaluated["top1"] == pytest.approx(result["final"]["last_top1"])
+    assert 0 <= evaluated["teacher_agreement"] <= 100 and evaluated["parameters"] == 77_754
+
+    code, _, err = run(capsys, "eval", student, "--min-top1", "100.1", "--quiet", "--device", "cpu")
+    assert code == 1 and err == ""
+    code, _, _ = run(capsys, "eval", student, "--min-top1", "0", "--device", "cpu")
+    assert code == 0
+
+
+def test_python_dash_m_works() -> None:
+    done = subprocess.run([sys.executable, "-m", "kdcli", "distill", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "Examples" in done.stdout and "--teacher" in done.stdout
+
+
+def test_resume_refuses_configuration_options(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = run(capsys, "distill", "--resume", str(tmp_path), "--epochs", "5", "--set", "optim.lr=1")
+    assert code == 2 and "--resume continues" in err and "--epochs" in err and "--set" in err
+
+
+def test_teacher_file_without_the_usual_suffix_is_a_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, teacher_file: Path
+) -> None:
+    renamed = tmp_path / "teacher.weights"
+    renamed.write_bytes(teacher_file.read_bytes())
+    code, out, err = run(capsys, "distill", "--teacher", str(renamed), "--student", "resnet8", "--train-subset", "100",
+                         "--epochs", "1", "--device", "cpu", "--out", str(tmp_path / "r"), "--json")  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["teacher"]["arch"] == "resnet8"
+
+
+def test_sigterm_stops_with_130_after_a_resumable_checkpoint(tmp_path: Path, teacher_file: Path) -> None:
+    import os
+    import signal
+
+    out_dir = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kdcli", "distill", "--teacher", str(teacher_file), "--student", "resnet8",
+         "--train-subset", "200", "--epochs", "50", "--device", "cpu", "--out", str(out_dir)],
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert process.stderr is not None
+    for line in process.stderr:
+        if line.startswith("epoch   1/50"):
+            process.send_signal(signal.SIGTERM)
+            break
+    rest = process.stderr.read()
+    assert process.wait(timeout=120) == 130
+    assert "--resume" in rest and (out_dir / "checkpoint.pt").is_file()

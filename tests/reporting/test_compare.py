@@ -1,0 +1,41 @@
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+import kdcli
+from kdcli.cli import main
+
+from ..conftest import tiny_config
+
+
+def test_compare_groups_seeds_and_reports_mean_and_std(
+    tmp_path: Path, teacher_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    finals = []
+    for seed in (0, 1):
+        config = tiny_config(tmp_path / f"kd{seed}", teacher={"checkpoint": str(teacher_file)},
+                             train={"epochs": 1, "seed": seed})  # fmt: skip
+        finals.append(kdcli.distill(config).report.final.last_top1)
+    alone = tiny_config(tmp_path / "alone", train={"epochs": 1})
+    del alone["teacher"]
+    kdcli.train(alone)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", str(tmp_path / "kd0"), str(tmp_path / "kd1"), str(tmp_path / "alone"), "--json"])
+    assert exit_info.value.code == 0
+    rows = {row["method"]: row for row in json.loads(capsys.readouterr().out)["rows"]}
+    assert set(rows) == {"vanilla", "no teacher (kdcli train)"}
+    assert rows["vanilla"]["seeds"] == [0, 1]
+    assert rows["vanilla"]["top1_last"]["mean"] == pytest.approx(statistics.fmean(finals))
+    assert rows["vanilla"]["top1_last"]["std"] == pytest.approx(statistics.stdev(finals))
+    with pytest.raises(SystemExit):
+        main(["compare", str(tmp_path / "kd0"), str(tmp_path / "alone")])
+    table = capsys.readouterr().out
+    assert table.startswith("| method |") and "| vanilla | resnet8 → resnet8 | 1 |" in table
+
+
+def test_compare_refuses_a_folder_without_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", str(tmp_path)])
+    assert exit_info.value.code == 2 and "no report.json" in capsys.readouterr().err

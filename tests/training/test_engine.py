@@ -1,0 +1,164 @@
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import kdcli
+from kdcli.config import resolve
+from kdcli.errors import Interrupted, RunFailed, UsageError
+from kdcli.interfaces import Reporter
+from kdcli.io.checkpoint import load_checkpoint, save_checkpoint
+from kdcli.training.engine import run_epochs, train_epoch
+from kdcli.training.optim import lr_factor
+from kdcli.training.run import setup
+
+from ..conftest import tiny_config
+
+
+@pytest.mark.parametrize("method", ["vanilla", "pesf", "skd"])
+def test_distillation_step_leaves_the_teacher_untouched(tmp_path: Path, teacher_file: Path, method: str) -> None:
+    """Gradients reach exactly the trainable parts: the student and the method's own modules, never the teacher."""
+    config = tiny_config(tmp_path, teacher={"checkpoint": str(teacher_file)}, method={"name": method},
+                         train={"epochs": 1})  # fmt: skip
+    run = setup(resolve([("test", config)]).config, tmp_path)
+    assert run.teacher is not None
+    teacher = run.teacher.module
+    before = {k: v.clone() for k, v in teacher.model.state_dict().items()}
+    student_before = {k: v.clone() for k, v in run.student.model.named_parameters()}
+    method_before = {k: v.clone() for k, v in run.method.named_parameters()}
+    train_epoch(run, Reporter())
+    assert not teacher.training
+    for name, tensor in teacher.model.state_dict().items():  # BatchNorm running statistics included
+        assert torch.equal(tensor, before[name]), name
+    assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())
+    changed = [n for n, p in run.student.model.named_parameters() if not torch.equal(p, student_before[n])]
+    assert len(changed) == len(student_before)
+    assert all(p.grad is not None for p in run.student.model.parameters())
+    assert (len(method_before) > 0) == (method != "vanilla")
+    for name, parameter in run.method.named_parameters():  # zero-started outputs make some gradients tiny at first
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+    assert method == "vanilla" or any(not torch.equal(p, method_before[n]) for n, p in run.method.named_parameters())
+
+
+class InterruptAfter(Reporter):
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def end_epoch(self, record: dict[str, Any]) -> None:
+        if record["epoch"] == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_resume_ends_at_the_same_weights(tmp_path: Path, teacher_file: Path) -> None:
+    straight = kdcli.distill(
+        tiny_config(tmp_path / "straight", teacher={"checkpoint": str(teacher_file)}, data={"val_split": 0.2})
+    )
+    config = tiny_config(tmp_path / "stopped", teacher={"checkpoint": str(teacher_file)}, data={"val_split": 0.2})
+    with pytest.raises(Interrupted, match="--resume"):
+        kdcli.distill(config, reporter=InterruptAfter(1))
+    assert load_checkpoint(tmp_path / "stopped")["epoch"] == 1
+    resumed = kdcli.resume(tmp_path / "stopped")
+    expected = load_file(str(straight.student_path))
+    for name, tensor in load_file(str(resumed.student_path)).items():
+        assert torch.equal(tensor, expected[name]), name
+    assert [r["test_top1"] for r in resumed.report.epochs] == [r["test_top1"] for r in straight.report.epochs]
+    assert (tmp_path / "stopped" / "student-best.safetensors").is_file()
+    validation = kdcli.evaluate([resumed.student_path], split="val", train_subset=300, val_split=0.2, device="cpu")
+    assert validation["results"][0]["samples"] == 60
+    assert validation["results"][0]["top1"] == pytest.approx(resumed.report.epochs[-1]["val_top1"])
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path, teacher_file: Path) -> None:
+    config = resolve([("test", tiny_config(tmp_path, teacher={"checkpoint": str(teacher_file)}))]).config
+    run = setup(config, tmp_path)
+    run.config = run.config.model_copy(update={"train": run.config.train.model_copy(update={"epochs": 1})})
+    run_epochs(run, Reporter())
+    good = {k: v.clone() for k, v in run.student.model.state_dict().items()}
+    run.config = config
+    with torch.no_grad():  # a diverged student: every later loss is NaN
+        next(run.student.model.parameters()).fill_(float("nan"))
+    with pytest.raises(RunFailed, match=r"non-finite in epoch 2.*epoch 1"):
+        run_epochs(run, Reporter())
+    kept = load_checkpoint(tmp_path)
+    assert kept["epoch"] == 1
+    assert all(torch.equal(kept["student"][k], v) for k, v in good.items())
+    assert not (tmp_path / "student.safetensors").exists()
+
+
+def test_starting_over_an_existing_run_is_refused(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path, {"epoch": 0})
+    config = tiny_config(tmp_path)
+    del config["teacher"]
+    with pytest.raises(UsageError, match="already holds a run"):
+        kdcli.train(config)
+
+
+def test_teacher_without_weights_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"no trained weights.*--teacher-ckpt"):
+        kdcli.distill(tiny_config(tmp_path))
+
+
+def test_step_schedule_drops_at_milestones() -> None:
+    schedule = resolve([("t", {"schedule": {"name": "step", "milestones": [2, 4], "gamma": 0.1}})]).config.schedule
+    assert [lr_factor(schedule, e, 6) for e in (0.0, 1.99, 2.0, 3.5, 4.0)] == pytest.approx([1, 1, 0.1, 0.1, 0.01])
+
+
+def test_grey_data_feeds_three_channel_models(tmp_path: Path, teacher_file: Path) -> None:
+    """The teacher was trained on 1 channel; a 3-channel student gets the grey image repeated."""
+    result = kdcli.distill(tiny_config(tmp_path, teacher={"checkpoint": str(teacher_file)},
+                                       student={"in_chans": 3}, train={"epochs": 1}))  # fmt: skip
+    tensors = load_file(str(result.student_path))
+    assert tensors["conv1.weight"].shape[1] == 3
+    evaluated = kdcli.evaluate([result.student_path], device="cpu")["results"][0]
+    assert evaluated["top1"] == pytest.approx(result.report.final.last_top1)
+
+
+@pytest.mark.parametrize(("arch", "kwargs"), [("test_resnet", {}), ("test_vit", {"img_size": 32})])
+def test_any_timm_architecture_trains_and_exports(tmp_path: Path, arch: str, kwargs: dict[str, Any]) -> None:
+    """Models outside the zoo go through timm.create_model with the data's classes and channels, and the exported
+    file rebuilds them (timm kwargs included) for `kdcli eval`."""
+    config = tiny_config(tmp_path, student={"arch": arch, "kwargs": kwargs}, optim={"name": "adamw", "lr": 1e-3},
+                         train={"epochs": 1})  # fmt: skip
+    del config["teacher"]
+    result = kdcli.train(config)
+    assert result.report.student.arch == arch
+    evaluated = kdcli.evaluate([result.student_path], device="cpu")["results"][0]
+    assert evaluated["top1"] == pytest.approx(result.report.final.last_top1)
+
+
+def test_cosine_and_onecycle_shapes() -> None:
+    cosine = resolve([("t", {"schedule": {"name": "cosine", "warmup_epochs": 1, "final_factor": 0.1}})]).config.schedule
+    assert [lr_factor(cosine, e, 11) for e in (0.0, 0.5, 1.0, 6.0, 11.0)] == pytest.approx([0.01, 0.5, 1, 0.55, 0.1])
+    onecycle = resolve([("t", {"schedule": {"name": "onecycle"}})]).config.schedule
+    assert [lr_factor(onecycle, e, 10) for e in (0.0, 3.0, 10.0)] == pytest.approx([0.04, 1.0, 0.0], abs=1e-9)
+
+
+@pytest.mark.parametrize(("lr_batch_size", "expected"), [(None, [0.05, 0.01]), (25, [0.1, 0.02])])
+def test_learning_rates_scale_linearly_with_the_batch_size(
+    tmp_path: Path, teacher_file: Path, lr_batch_size: int | None, expected: list[float]
+) -> None:
+    """optim.lr_batch_size=25 at batch 50 doubles every group's rate: the student's and the strategy's own."""
+    config = tiny_config(tmp_path, teacher={"checkpoint": str(teacher_file)},
+                         method={"name": "skd", "transform_lr_ratio": 0.2}, schedule={"name": "constant"},
+                         optim={"lr": 0.05, "lr_batch_size": lr_batch_size})  # fmt: skip
+    run = setup(resolve([("test", config)]).config, tmp_path)
+    assert [group["lr"] for group in run.optimizer.param_groups] == pytest.approx(expected)
+
+
+def test_resume_keeps_this_machines_optimizer_implementation(tmp_path: Path, teacher_file: Path) -> None:
+    """A checkpoint whose AdamW was fused and capturable (a CUDA-graph run) resumes on the CPU with the CPU's
+    optimizer; torch alone would restore the saved flags, and a capturable AdamW cannot step on the CPU."""
+    config = resolve([("test", tiny_config(tmp_path, teacher={"checkpoint": str(teacher_file)},
+                                           optim={"name": "adamw", "lr": 1e-3}))]).config  # fmt: skip
+    run = setup(config, tmp_path / "saved")
+    train_epoch(run, Reporter())
+    state = run.state()
+    for group in state["optimizer"]["param_groups"]:
+        group.update(fused=True, capturable=True)
+    resumed = setup(config, tmp_path / "resumed")
+    resumed.restore(state)
+    assert [(g["fused"], g["capturable"]) for g in resumed.optimizer.param_groups] == [(None, False)]
+    resumed.epoch = 1
+    assert train_epoch(resumed, Reporter())["train_loss"] > 0
