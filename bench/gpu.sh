@@ -6,7 +6,7 @@
 #   bash bench/gpu.sh OUT --dry-run    # here, on the CPU: every stage, tiny, to check the script itself
 #
 # Stages, each under its own time limit so that one slow stage cannot take the others' results with it:
-#   1. the CUDA tests (tests/test_acceleration.py): graphs equal eager, no host sync in an epoch;
+#   1. the CUDA tests (tests/training/test_acceleration.py): graphs equal eager, no host sync in an epoch;
 #   2. the FMNIST-5k protocol (../shared/data/README.md): teacher resnet56, 40 epochs; resnet8 alone, vanilla, pesf,
 #      skd, pea and pea's two ablations, plus vanilla@eager for the fast path's accuracy; 3 seeds; 8 runs at a time;
 #   3. the engine benchmark (bench/engine.py): the fast path one step at a time, and the methods' cost.
@@ -76,7 +76,7 @@ DATA=.data/fashion-mnist
 [[ -d $DATA ]] || DATA=../shared/data/fashion-mnist
 
 say "1/3 CUDA tests (limit ${TEST_LIMIT}s)"
-timeout "$TEST_LIMIT" python3 -m pytest -q -rs -p no:cacheprovider tests/test_acceleration.py \
+timeout "$TEST_LIMIT" python3 -m pytest -q -rs -p no:cacheprovider tests/training/test_acceleration.py \
     --junitxml "$OUT/cuda-tests.xml" >>"$LOG" 2>&1
 echo "pytest exit $?" >>"$LOG"
 python3 - "$OUT/cuda-tests.xml" >>"$RESULTS" <<'PY'

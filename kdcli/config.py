@@ -187,9 +187,14 @@ def parse_set(assignment: str) -> dict[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
         raise UsageError(f"--set {key}: cannot read {raw!r} as a value ({exc.__class__.__name__})") from None
+    return nested(key.strip(), value)
+
+
+def nested(key: str, value: Any) -> dict[str, Any]:
+    """``nested("a.b", 1) == {"a": {"b": 1}}``: one dotted key as a configuration layer."""
     tree: dict[str, Any] = {}
     node = tree
-    *parents, leaf = key.strip().split(".")
+    *parents, leaf = key.split(".")
     for part in parents:
         node = node.setdefault(part, {})
     node[leaf] = value

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import kdcli
+import kdcli.models  # the CIFAR zoo in timm's registry, for tests that build models directly
 from kdcli.catalog import method_spec
 from kdcli.interfaces import MethodContext, ModelInfo
 from kdcli.methods.base import Method

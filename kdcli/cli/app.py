@@ -15,7 +15,7 @@ import typer
 from kdcli._version import __version__
 from kdcli.cli.options import CONFIG_FLAGS, DISTILL_FLAGS, TRAIN_FLAGS, Given, with_flags
 from kdcli.cli.output import emit, table
-from kdcli.config import Layer, list_presets, load_preset, parse_set, read_yaml, resolve
+from kdcli.config import Layer, list_presets, load_preset, nested, parse_set, read_yaml, resolve
 from kdcli.errors import UsageError
 
 if TYPE_CHECKING:
@@ -66,19 +66,9 @@ def _layers(preset: str | None, config: Path | None, flags: Given, sets: list[st
         layers.append((f"preset {preset}", load_preset(preset)))
     if config:
         layers.append((f"config {config}", read_yaml(config)))
-    layers += [(flag, _tree(key, value)) for flag, (key, value) in flags.items()]
+    layers += [(flag, nested(key, value)) for flag, (key, value) in flags.items()]
     layers += [(f"--set {item}", parse_set(item)) for item in sets or []]
     return layers
-
-
-def _tree(key: str, value: Any) -> dict[str, Any]:
-    tree: dict[str, Any] = {}
-    node = tree
-    *parents, leaf = key.split(".")
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[leaf] = value
-    return tree
 
 
 def _check_teacher_flags(flags: Given) -> None:

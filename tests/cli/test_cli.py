@@ -100,6 +100,7 @@ def test_listing_commands(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and zoo["resnet20"] == 278_324
 
 
+@pytest.mark.slow
 def test_distill_then_eval_end_to_end(capsys: pytest.CaptureFixture[str], tmp_path: Path, teacher_file: Path) -> None:
     out_dir = tmp_path / "run"
     code, out, err = run(
@@ -144,6 +145,13 @@ def test_distill_then_eval_end_to_end(capsys: pytest.CaptureFixture[str], tmp_pa
     assert code == 0
 
 
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from kdcli import __version__
+
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out == f"kdcli {__version__}\n"
+
+
 def test_python_dash_m_works() -> None:
     done = subprocess.run([sys.executable, "-m", "kdcli", "distill", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "Examples" in done.stdout and "--teacher" in done.stdout
@@ -154,6 +162,7 @@ def test_resume_refuses_configuration_options(capsys: pytest.CaptureFixture[str]
     assert code == 2 and "--resume continues" in err and "--epochs" in err and "--set" in err
 
 
+@pytest.mark.slow
 def test_teacher_file_without_the_usual_suffix_is_a_file(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, teacher_file: Path
 ) -> None:
@@ -165,6 +174,7 @@ def test_teacher_file_without_the_usual_suffix_is_a_file(
     assert json.loads(out)["teacher"]["arch"] == "resnet8"
 
 
+@pytest.mark.slow
 def test_sigterm_stops_with_130_after_a_resumable_checkpoint(tmp_path: Path, teacher_file: Path) -> None:
     import os
     import signal
@@ -183,3 +193,29 @@ def test_sigterm_stops_with_130_after_a_resumable_checkpoint(tmp_path: Path, tea
     rest = process.stderr.read()
     assert process.wait(timeout=120) == 130
     assert "--resume" in rest and (out_dir / "checkpoint.pt").is_file()
+
+
+def test_config_show_takes_every_distill_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    """The flags come from one table: config show accepts what distill accepts and names each as the source."""
+    code, out, err = run(capsys, "config", "show", "--precision", "bf16", "--no-compile", "--cuda-graphs",
+                         "--channels-last", "--teacher-pretrained", "--allow-untrained-teacher",
+                         "--student-ckpt", "s.safetensors", "--teacher", "resnet56", "--json")  # fmt: skip
+    assert code == 0, err
+    rows = json.loads(out)
+    assert rows["train.precision"] == {"value": "bf16", "source": "--precision"}
+    assert rows["train.compile"] == {"value": False, "source": "--compile"}
+    assert rows["train.cuda_graphs"]["value"] is True and rows["train.channels_last"]["value"] is True
+    assert rows["teacher.pretrained"]["value"] is True and rows["train.allow_untrained_teacher"]["value"] is True
+    assert rows["teacher.arch"]["value"] == "resnet56" and rows["student.checkpoint"]["source"] == "--student-ckpt"
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["methods"], ["models"], ["presets"], ["distill", "-h"]])
+def test_quick_commands_import_neither_torch_nor_timm(args: list[str]) -> None:
+    """What a shell pipeline asks often answers without the engine (measured: docs/results.md, "CLI start-up")."""
+    probe = (
+        "import sys\nfrom kdcli.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
+        "    heavy = sorted(m for m in ('torch', 'timm', 'numpy') if m in sys.modules)\n"
+        "    print('HEAVY', heavy, 'CODE', e.code, file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True)
+    assert "HEAVY [] CODE 0" in done.stderr, done.stderr[-500:]

@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import pytest
 import torch
 from PIL import Image
 
@@ -30,6 +31,7 @@ def test_imagefolder_loads_classes_and_scales_to_unit_range(tmp_path: Path) -> N
     assert bright > 0.8 and images[labels == 1].mean() < 0.2
 
 
+@pytest.mark.slow
 def test_train_on_an_image_folder(tmp_path: Path) -> None:
     make_folder(tmp_path / "data")
     result = kdcli.train({

@@ -5,7 +5,7 @@ import timm
 import torch
 from safetensors.torch import load_file
 
-import kdcli  # noqa: F401
+import kdcli.models  # noqa: F401  (registers the zoo in timm)
 from kdcli.io.files import atomic_write
 from kdcli.io.model_file import ModelCard, load_model, read_card, save_model
 

@@ -29,6 +29,7 @@ def test_ptp_labels_and_thresholds_by_hand() -> None:
     assert four.tolist() == [0, 1, 0, 1, 3, 2, 3]
 
 
+@pytest.mark.slow
 def test_ptp_replaces_the_4_way_head_with_a_fresh_classifier(tmp_path: Path, teacher_file: Path) -> None:
     config = tiny_config(tmp_path, teacher={"checkpoint": str(teacher_file)},
                          method={"name": "pea", "ptp_epochs": 1, "sps": False})  # fmt: skip
@@ -50,6 +51,7 @@ def test_ptp_replaces_the_4_way_head_with_a_fresh_classifier(tmp_path: Path, tea
     assert sum(counts.values()) == 300
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("sps", "ptp"), [(True, True), (True, False), (False, True)])
 def test_pea_ablations_run_and_export(tmp_path: Path, teacher_file: Path, sps: bool, ptp: bool) -> None:
     method = {"name": "pea", "sps": sps, "ptp": ptp, "ptp_epochs": 1}
@@ -62,6 +64,7 @@ def test_pea_ablations_run_and_export(tmp_path: Path, teacher_file: Path, sps: b
     assert evaluated["top1"] == pytest.approx(result.report.final.last_top1)
 
 
+@pytest.mark.slow
 def test_interrupted_pea_run_resumes_to_the_same_weights(tmp_path: Path, teacher_file: Path) -> None:
     """PTP runs once, before the first checkpoint; the resumed run rebuilds the SPS student and continues."""
     from safetensors.torch import load_file

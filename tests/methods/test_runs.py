@@ -16,6 +16,7 @@ from kdcli.models.features import FeatureReader
 from ..conftest import build_method, tiny_config
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["pesf", "skd"])
 def test_exports_only_the_student_and_reports_diagnostics(tmp_path: Path, teacher_file: Path, method: str) -> None:
     result = kdcli.distill(tiny_config(tmp_path, teacher={"checkpoint": str(teacher_file)}, method={"name": method},

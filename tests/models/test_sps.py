@@ -7,7 +7,7 @@ import timm
 import torch
 from torch import nn
 
-import kdcli  # noqa: F401
+import kdcli.models  # noqa: F401  (registers the zoo in timm)
 from kdcli.errors import UsageError
 from kdcli.io.model_file import ModelCard, load_model, save_model
 from kdcli.models.sps import SwappedQKV, apply_sps

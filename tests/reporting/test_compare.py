@@ -10,6 +10,7 @@ from kdcli.cli import main
 from ..conftest import tiny_config
 
 
+@pytest.mark.slow
 def test_compare_groups_seeds_and_reports_mean_and_std(
     tmp_path: Path, teacher_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -1,6 +1,7 @@
 """The fast path gives the eager loop's results: compiled, channels-last and CUDA-graph steps against eager."""
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,12 @@ from kdcli.errors import UsageError
 from kdcli.interfaces import Reporter
 from kdcli.training.acceleration import resolve_acceleration
 from kdcli.training.engine import train_epoch
-from kdcli.training.run import setup
+from kdcli.training.run import Run, setup
+from kdcli.training.step import GraphedStep
 
 from ..conftest import tiny_config
+
+pytestmark = pytest.mark.slow  # compiles: each test takes seconds to minutes on a CPU
 
 
 @pytest.fixture(autouse=True)
@@ -73,35 +77,52 @@ def test_channels_last_step_equals_eager(tmp_path: Path, teacher_file: Path) -> 
     assert_same_step(eager, channels_last)
 
 
+@dataclass
+class Trained:
+    run: Run
+    records: list[dict[str, float]]
+    initial: dict[str, torch.Tensor]
+
+
 def graphed_run(
     tmp_path: Path, teacher_file: Path, graphed_on_cpu: bool = False, optim: str = "sgd", **train: Any
-) -> tuple[Any, list[Any]]:
+) -> Trained:
     """Two epochs of 270 images at batch 50: five full batches (three warm-up, one captured, one replayed) and a
     partial one. ``graphed_on_cpu`` swaps in the CUDA-graph step where the configuration cannot ask for it."""
-    from kdcli.training.step import GraphedStep
-
     config = tiny_config(tmp_path, teacher={"checkpoint": str(teacher_file)}, data={"train_subset": 270},
                          train={"epochs": 2, **train}, schedule={"name": "cosine", "warmup_epochs": 0.5},
                          optim={"name": optim, "lr": 0.05 if optim == "sgd" else 0.002})  # fmt: skip
     run = setup(resolve([("test", config)]).config, tmp_path)
+    initial = {k: v.detach().clone() for k, v in run.student.model.state_dict().items()}
     if graphed_on_cpu:
         run.step = GraphedStep(run.step.parts)
     records = []
     for epoch in range(2):
         run.epoch = epoch
         records.append(train_epoch(run, Reporter()))
-    return run, records
+    return Trained(run, records, initial)
 
 
-def assert_same_runs(reference: tuple[Any, list[Any]], other: tuple[Any, list[Any]], rel: float, atol: float) -> None:
-    """The same epoch records (losses, top-1) and the same student weights, within tolerance."""
-    for reference_record, record in zip(reference[1], other[1], strict=True):
+def assert_same_runs(reference: Trained, other: Trained, rel: float) -> None:
+    """The same epoch records (losses, top-1) and the same student, within rounding.
+
+    The two paths round differently (a learning rate held in a tensor multiplies apart from the addition; graphs and
+    kernels order sums differently), and training amplifies rounding, by an amount that depends on the machine and
+    the optimizer (AdamW divides by running moments). So each tensor's difference is measured against how far
+    training moved it: the paths must agree to ``rel`` of that movement (and of the tensor itself, for a buffer
+    that training barely moved)."""
+    for reference_record, record in zip(reference.records, other.records, strict=True):
         assert record.keys() == reference_record.keys()
         for key, value in reference_record.items():
-            assert record[key] == pytest.approx(value, rel=rel, abs=rel), key
-    weights = other[0].student.model.state_dict()
-    for name, tensor in reference[0].student.model.state_dict().items():
-        assert torch.allclose(weights[name].float(), tensor.float(), rtol=rel, atol=atol), name
+            assert record[key] == pytest.approx(value, rel=10 * rel, abs=10 * rel), key
+    weights = other.run.student.model.state_dict()
+    for name, tensor in reference.run.student.model.state_dict().items():
+        if not tensor.is_floating_point():
+            assert torch.equal(weights[name], tensor), name
+            continue
+        moved = (tensor.float() - reference.initial[name].float()).norm()
+        difference = (weights[name].float() - tensor.float()).norm()
+        assert difference <= rel * (moved + tensor.float().norm()), (name, float(difference), float(moved))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device; none is visible here")
@@ -111,8 +132,8 @@ def test_cuda_graph_epochs_equal_eager(tmp_path: Path, teacher_file: Path, compi
     fast = {"device": "cuda", "precision": "fp32", "channels_last": False}
     eager = graphed_run(tmp_path / "eager", teacher_file, **fast, compile=False, cuda_graphs=False)
     graphs = graphed_run(tmp_path / "graphs", teacher_file, **fast, compile=compile_, cuda_graphs=True)
-    assert graphs[0].step.graph is not None
-    assert_same_runs(eager, graphs, rel=1e-3, atol=1e-4)
+    assert isinstance(graphs.run.step, GraphedStep) and graphs.run.step.graph is not None
+    assert_same_runs(eager, graphs, rel=1e-3)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="host synchronization is a CUDA matter; no CUDA here")
@@ -163,17 +184,17 @@ def test_graphed_step_path_equals_the_eager_step_on_the_cpu(tmp_path: Path, teac
 
     eager = graphed_run(tmp_path / "eager", teacher_file, optim=optim)
     graphed = graphed_run(tmp_path / "graphed", teacher_file, graphed_on_cpu=True, optim=optim)
-    run = graphed[0]
+    run = graphed.run
     assert WARMUP_STEPS == 3 and run.step.captured and run.step.static_images is not None
     assert run.step.static_images.shape[0] == 50
-    assert_same_runs(eager, graphed, rel=1e-4, atol=1e-5)
+    assert_same_runs(eager, graphed, rel=1e-4)
     lr = run.optimizer.param_groups[0]["lr"]
     assert isinstance(lr, torch.Tensor) and lr.dim() == 0
     sums = dict(run.step.sums)  # the graph adds into these addresses: a new epoch zeroes them in place
     run.step.begin_epoch()
     assert all(run.step.sums[name] is total and float(total) == 0.0 for name, total in sums.items())
     assert int(run.step.correct) == 0 and run.step.seen == 0
-    assert float(lr) == pytest.approx(eager[0].optimizer.param_groups[0]["lr"], rel=1e-6)
+    assert float(lr) == pytest.approx(eager.run.optimizer.param_groups[0]["lr"], rel=1e-6)
 
 
 def test_device_learning_rate_is_filled_in_place_by_the_scheduler(tmp_path: Path, teacher_file: Path) -> None:

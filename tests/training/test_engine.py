@@ -51,6 +51,7 @@ class InterruptAfter(Reporter):
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_resume_ends_at_the_same_weights(tmp_path: Path, teacher_file: Path) -> None:
     straight = kdcli.distill(
         tiny_config(tmp_path / "straight", teacher={"checkpoint": str(teacher_file)}, data={"val_split": 0.2})

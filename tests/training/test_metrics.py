@@ -2,7 +2,7 @@ import pytest
 import timm
 import torch
 
-import kdcli  # noqa: F401  (registers the zoo)
+import kdcli.models  # noqa: F401  (registers the zoo in timm)
 from kdcli.training.metrics import classification_metrics, count_macs, expected_calibration_error
 
 
@@ -26,3 +26,27 @@ def test_classification_metrics() -> None:
     metrics = classification_metrics(logits, labels)
     assert metrics["top1"] == 50.0
     assert metrics["top5"] == 100.0
+
+
+def test_macs_count_attention_as_well_as_convolutions_and_linear_layers() -> None:
+    """test_vit at 32×32: 4 patches + 1 class token = 5 tokens of width 64, 6 blocks. Its convolution and linear
+    layers make 1,426,048 MACs (counted with forward hooks below); attention adds QKᵀ and AV, 2 · 5² · 64 per block:
+    19,200. The hook count alone was what kdcli reported before (14 % low on an SPS ViT)."""
+    model = timm.create_model("test_vit", num_classes=10, img_size=32).eval()
+    linear = 0
+
+    def hook(module: torch.nn.Module, inputs: object, output: torch.Tensor) -> None:
+        nonlocal linear
+        if isinstance(module, torch.nn.Conv2d):
+            linear += output.numel() * module.in_channels * module.kernel_size[0] * module.kernel_size[1]
+        elif isinstance(module, torch.nn.Linear):
+            linear += output.numel() * module.in_features
+
+    handles = [
+        m.register_forward_hook(hook) for m in model.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)
+    ]
+    model(torch.zeros(1, 3, 32, 32))
+    for handle in handles:
+        handle.remove()
+    assert linear == 1_426_048
+    assert count_macs(model, (3, 32, 32)) == linear + 6 * 2 * 5**2 * 64
