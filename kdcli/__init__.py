@@ -18,10 +18,11 @@ from kdcli._version import __version__
 
 if TYPE_CHECKING:
     from kdcli import models
-    from kdcli.api import distill, evaluate, load_model, resume, train
+    from kdcli.api import analyze, distill, evaluate, load_model, resume, train
     from kdcli.config import RunConfig
 
 _LAZY = {
+    "analyze": "kdcli.api",
     "distill": "kdcli.api",
     "evaluate": "kdcli.api",
     "load_model": "kdcli.api",
@@ -30,7 +31,7 @@ _LAZY = {
     "RunConfig": "kdcli.config",
 }
 
-__all__ = ["RunConfig", "__version__", "distill", "evaluate", "load_model", "models", "resume", "train"]
+__all__ = ["RunConfig", "__version__", "analyze", "distill", "evaluate", "load_model", "models", "resume", "train"]
 
 
 def __getattr__(name: str) -> Any:

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from kdcli.analysis import analyze
 from kdcli.config import DataConfig, RunConfig, TrainConfig, resolve
 from kdcli.data import DataBundle, build_data
 from kdcli.errors import UsageError
@@ -27,6 +28,8 @@ from kdcli.training.loading import open_model_file, resolve_checkpoint_path, res
 from kdcli.training.metrics import classification_metrics, count_macs, count_parameters, predict
 
 EVAL_SCHEMA = "kdcli.eval/1"
+
+__all__ = ["analyze", "distill", "evaluate", "load_model", "resume", "train"]
 
 
 def _as_config(config: RunConfig | dict[str, Any]) -> RunConfig:

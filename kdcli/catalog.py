@@ -101,12 +101,17 @@ class SupervisedOptions(MethodOptions):
     pass
 
 
+Target = Literal["full", "ls", "class", "partial", "partial+class"]
+TARGET_HELP = "the teacher (full), or a control keeping part of its knowledge: ls, class, partial, partial+class"
+
+
 class VanillaOptions(MethodOptions):
     """Defaults are the CIFAR-100 recipe of RepDistiller / the CRD paper: T=4, γ=0.1, α=0.9."""
 
     temperature: float = Field(4.0, gt=0.0)
     ce_weight: float = Field(0.1, ge=0.0, description="γ, weight of the cross-entropy with the labels")
     kd_weight: float = Field(0.9, ge=0.0, description="α, weight of T²·KL(teacher ‖ student)")
+    target: Target = Field("full", description=TARGET_HELP + " (Tang et al. 2020)")
 
 
 class TransformedTeacherOptions(VanillaOptions):
@@ -123,6 +128,16 @@ class TransformedTeacherOptions(VanillaOptions):
         0.0, ge=0.0, description="epochs the transform stays frozen at the start (the student is still random)"
     )
     transform_lr: None = Field(None, exclude=True, description="removed in 0.2.0: use transform_lr_ratio")
+
+    @field_validator("target")
+    @classmethod
+    def _no_control_under_a_transform(cls, value: str) -> str:
+        if value != "full":
+            raise ValueError(
+                "a teacher-side transform (pesf, skd) already reshapes the teacher; the controls as targets work with "
+                "vanilla, pea and dkd"
+            )
+        return value
 
     @field_validator("transform_lr", mode="before")
     @classmethod
@@ -176,6 +191,7 @@ class DkdOptions(MethodOptions):
     alpha: float = Field(1.0, ge=0.0, description="α, weight of TCKD (target-class KD)")
     beta: float = Field(8.0, ge=0.0, description="β, weight of NCKD (non-target-class KD)")
     warmup_epochs: float = Field(20.0, ge=0.0, description="the KD terms ramp up linearly over these epochs")
+    target: Target = Field("full", description=TARGET_HELP)
 
 
 class FitnetOptions(MethodOptions):

@@ -96,12 +96,29 @@ class RelabelStage:
     relabel: Callable[[Tensor, Tensor], Relabeling]
 
 
+@dataclass(frozen=True)
+class TeacherPass:
+    """A pre-stage the engine runs before the main epochs: the teacher predicts every training image once (clean,
+    in order), and ``use(teacher_logits, labels)`` keeps what the method needs (a control's class statistics) and
+    returns a summary for report.json. It runs once, before the first checkpoint; what it keeps must live in the
+    method's buffers, so that a resumed run has it."""
+
+    name: str
+    use: Callable[[Tensor, Tensor], dict[str, Any]]
+
+
+PreStage = RelabelStage | TeacherPass
+
+
 class Reporter:
     """Receives progress; every method is a no-op here. The command line shows it with rich on stderr; the Python API
     is silent unless given one."""
 
     def note(self, message: str) -> None:
         """A one-line remark for the user (a warning, the teacher check)."""
+
+    def begin(self, description: str, steps: int) -> None:
+        """A task of ``steps`` steps starts (``advance`` marks each); the command line shows a progress bar."""
 
     def start_epoch(self, epoch: int, epochs: int, steps: int) -> None: ...
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
@@ -30,6 +30,8 @@ MODEL_FORMAT = "kdcli.model/1"
 
 class ModelCard(BaseModel):
     """What a model file says about itself, so that ``kdcli eval FILE`` needs no other flag."""
+
+    model_config = ConfigDict(protected_namespaces=())  # ``model_kwargs`` is timm's word, not pydantic's namespace
 
     arch: str
     num_classes: int

@@ -44,7 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from kdcli.catalog import MethodOptions
-from kdcli.interfaces import FeatureRequest, MethodContext, ModelOutput, RelabelStage, StudentTransform
+from kdcli.interfaces import FeatureRequest, MethodContext, ModelOutput, PreStage, StudentTransform
 from kdcli.methods.losses import entropy
 
 
@@ -102,7 +102,7 @@ class Method(nn.Module):
         """A registered transform to apply to the student before training (none by default)."""
         return None
 
-    def pre_stages(self) -> list[RelabelStage]:
+    def pre_stages(self) -> list[PreStage]:
         """Stages the engine runs before the main epochs, once, at the start of a fresh run (none by default)."""
         return []
 

@@ -21,9 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kdcli.catalog import DKD, DkdOptions
-from kdcli.interfaces import ModelOutput
+from kdcli.catalog import DKD, DkdOptions, MethodOptions
+from kdcli.interfaces import MethodContext, ModelOutput, PreStage
 from kdcli.methods.base import Method
+from kdcli.methods.knowledge import control_for, control_stages
 
 MASK = 1000.0
 """Subtracted from the true class's scaled logit to leave it out of the non-target distribution (mdistiller's)."""
@@ -58,12 +59,22 @@ class Dkd(Method):
     Options = DkdOptions
     options: DkdOptions
 
+    def __init__(self, options: MethodOptions, context: MethodContext) -> None:
+        super().__init__(options, context)
+        self.control = control_for(self.options.target, context.num_classes, self.options.temperature)
+
+    def teacher_targets(self, teacher: ModelOutput, labels: Tensor) -> Tensor:
+        return teacher.logits if self.control is None else self.control(teacher.logits, labels)
+
+    def pre_stages(self) -> list[PreStage]:
+        return control_stages(self.control)
+
     def forward(
         self, student: ModelOutput, teacher: ModelOutput | None, labels: Tensor, progress: Tensor
     ) -> dict[str, Tensor]:
         assert teacher is not None
         options = self.options
-        tckd, nckd = dkd_terms(student.logits, teacher.logits, labels, options.temperature)
+        tckd, nckd = dkd_terms(student.logits, self.teacher_targets(teacher, labels), labels, options.temperature)
         ramp = (progress / options.warmup_epochs).clamp(max=1.0) if options.warmup_epochs > 0 else 1.0
         return {
             "ce": options.ce_weight * F.cross_entropy(student.logits.float(), labels),

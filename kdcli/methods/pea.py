@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kdcli.catalog import PEA, PeaOptions
-from kdcli.interfaces import Relabeling, RelabelStage, StudentTransform
+from kdcli.interfaces import PreStage, Relabeling, RelabelStage, StudentTransform
 from kdcli.methods.vanilla import Vanilla
 
 PTP_LABEL_NAMES = ("correct, confident", "correct, unsure", "wrong, confident", "wrong, unsure")
@@ -60,10 +60,11 @@ class Pea(Vanilla):
         return StudentTransform("sps", {"shuffle": options.shuffle, "share_norm": options.share_norm,
                                         "tied": options.tied})  # fmt: skip
 
-    def pre_stages(self) -> list[RelabelStage]:
+    def pre_stages(self) -> list[PreStage]:
+        stages = super().pre_stages()
         if not self.options.ptp:
-            return []
-        return [RelabelStage("ptp", self.options.ptp_epochs, len(PTP_LABEL_NAMES), self.relabel)]
+            return stages
+        return [*stages, RelabelStage("ptp", self.options.ptp_epochs, len(PTP_LABEL_NAMES), self.relabel)]
 
     def relabel(self, teacher_logits: Tensor, labels: Tensor) -> Relabeling:
         """PTP's four labels from the teacher's predictions, with the counts the report shows."""

@@ -1,4 +1,4 @@
-"""Progress on stderr with rich: a bar per epoch on a terminal, one line per epoch everywhere (CI logs too)."""
+"""Progress on stderr with rich: a bar per epoch or task on a terminal, one line per epoch everywhere (CI logs too)."""
 
 from __future__ import annotations
 
@@ -20,8 +20,7 @@ class RichReporter(Reporter):
     def note(self, message: str) -> None:
         self.console.print(message, highlight=False, markup=False)
 
-    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
-        self.epochs = epochs
+    def begin(self, description: str, steps: int) -> None:
         if not self.console.is_terminal:
             return
         if self.progress is None:
@@ -35,7 +34,11 @@ class RichReporter(Reporter):
             )
             self.progress.start()
             self.task = self.progress.add_task("", total=steps)
-        self.progress.reset(self.task, total=steps, description=f"epoch {epoch + 1}/{epochs}")
+        self.progress.reset(self.task, total=steps, description=description)
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
+        self.epochs = epochs
+        self.begin(f"epoch {epoch + 1}/{epochs}", steps)
 
     def advance(self) -> None:
         if self.progress is not None:

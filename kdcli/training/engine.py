@@ -29,7 +29,7 @@ from kdcli.models.factory import shadow_hint
 from kdcli.training.evaluation import check_target, check_teacher, evaluate_epoch
 from kdcli.training.export import RunResult, finish
 from kdcli.training.run import Run, setup
-from kdcli.training.stages import run_relabel_stage
+from kdcli.training.stages import run_pre_stage
 
 
 def config_yaml(config: RunConfig) -> str:
@@ -112,7 +112,7 @@ def execute(
             run.teacher_check = check_teacher(run, reporter)
         stages = run.method.pre_stages()
         for stage in stages:
-            run_relabel_stage(run, stage, reporter)
+            run_pre_stage(run, stage, reporter)
         if stages:
             run.prepare_training()  # a pre-stage replaced student parameters: the optimizer must hold the new ones
         save_checkpoint(run.run_dir, run.state())  # resumable from the first epoch on

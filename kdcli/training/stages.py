@@ -1,5 +1,6 @@
-"""Pre-stages a method asks for (``Method.pre_stages``), run by the engine with the same training step as the main
-epochs: the run's optimizer (at a constant rate), precision, compile and CUDA-graph settings, and loss scaling."""
+"""Pre-stages a method asks for (``Method.pre_stages``), run once by the engine before the first checkpoint: a pass of
+the teacher over the training set (``TeacherPass``), or a relabelling stage trained with the same step as the main
+epochs — the run's optimizer (at a constant rate), precision, compile and CUDA-graph settings, and loss scaling."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from kdcli.catalog import SupervisedOptions
 from kdcli.config import ScheduleConfig
 from kdcli.data import TensorLoader
 from kdcli.errors import UsageError
-from kdcli.interfaces import MethodContext, RelabelStage, Reporter
+from kdcli.interfaces import MethodContext, PreStage, RelabelStage, Reporter, TeacherPass
 from kdcli.methods.supervised import Supervised
 from kdcli.training.metrics import predict
 from kdcli.training.optim import make_optimizer
@@ -22,15 +23,39 @@ VIEW_SEED_OFFSET = 7919
 """Seeds the augmented views the teacher labels and the stage's shuffling apart from the main epochs'."""
 
 
+def run_pre_stage(run: Run, stage: PreStage, reporter: Reporter) -> None:
+    if isinstance(stage, TeacherPass):
+        run_teacher_pass(run, stage, reporter)
+    else:
+        run_relabel_stage(run, stage, reporter)
+
+
+def in_memory_training_set(run: Run, stage_name: str) -> TensorLoader:
+    train = run.data.train
+    if not isinstance(train, TensorLoader):
+        raise UsageError(f"the {stage_name} pre-stage needs an in-memory data set; with imagefolder turn it off "
+                         "(see `kdcli methods` for the option)")  # fmt: skip
+    return train
+
+
+def run_teacher_pass(run: Run, stage: TeacherPass, reporter: Reporter) -> None:
+    """The teacher over the clean training images, in order; the method keeps what it needs."""
+    assert run.teacher is not None
+    train = in_memory_training_set(run, stage.name)
+    clean = TensorLoader(train.images, train.labels, run.config.train.eval_batch_size, run.device)
+    teacher_logits, labels = predict(run.teacher.module.predict, clean, run.autocast)
+    summary = stage.use(teacher_logits, labels)
+    run.method.record(stage.name, summary)
+    found = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items())
+    reporter.note(f"{stage.name}: the teacher over {labels.numel():,} training images: {found}")
+
+
 def run_relabel_stage(run: Run, stage: RelabelStage, reporter: Reporter) -> None:
     """The teacher labels one augmented view of each training image, in order (so labels stay with their images);
     the method turns that into new labels; the student learns them with a temporary ``num_classes`` head, which is
     then replaced by a fresh classifier of the data's classes."""
     assert run.teacher is not None
-    train = run.data.train
-    if not isinstance(train, TensorLoader):
-        raise UsageError(f"the {stage.name} pre-stage needs an in-memory data set; with imagefolder turn it off "
-                         "(see `kdcli methods` for the option)")  # fmt: skip
+    train = in_memory_training_set(run, stage.name)
     seed = train.seed + VIEW_SEED_OFFSET
     views = TensorLoader(train.images, train.labels, run.config.train.eval_batch_size, run.device,
                          crop_padding=train.crop_padding, hflip=train.hflip, seed=seed)  # fmt: skip

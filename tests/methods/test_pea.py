@@ -9,7 +9,7 @@ from kdcli.config import resolve
 from kdcli.interfaces import Reporter
 from kdcli.methods.pea import ptp_labels
 from kdcli.training.run import setup
-from kdcli.training.stages import run_relabel_stage
+from kdcli.training.stages import run_pre_stage
 
 from ..conftest import tiny_config
 
@@ -42,7 +42,7 @@ def test_ptp_replaces_the_4_way_head_with_a_fresh_classifier(tmp_path: Path, tea
             notes.append(message)
 
     (stage,) = run.method.pre_stages()
-    run_relabel_stage(run, stage, Notes())
+    run_pre_stage(run, stage, Notes())
     heads = [m for m in run.student.model.modules() if isinstance(m, nn.Linear)]
     assert [h.out_features for h in heads] == [10]  # the 4-way head is gone
     assert not torch.equal(heads[0].weight, before)  # and the C-way one is fresh

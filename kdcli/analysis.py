@@ -1,0 +1,199 @@
+"""``kdcli analyze``: what a teacher teaches (Tang et al. 2020), measured on a data set's images.
+
+The teacher (and optionally a student) predicts every image of the split once — clean, in order; the training split
+without augmentation — and kdcli.methods.knowledge turns the outputs into the universe, domain and instance levels
+and the four-part decomposition, at τ = 1 and at the run's temperature.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from kdcli._version import __version__
+from kdcli.config import DataConfig, TrainConfig
+from kdcli.data import DataBundle, Loader, TensorLoader, build_data
+from kdcli.errors import UsageError
+from kdcli.interfaces import Reporter
+from kdcli.methods.knowledge import (
+    TeacherStatistics,
+    decomposition,
+    gradient_rescaling,
+    relationship_divergence,
+    teacher_statistics,
+)
+from kdcli.reporting.analysis import (
+    Analysis,
+    AtTemperature,
+    ClassPair,
+    Decomposition,
+    Domain,
+    Instance,
+    Universe,
+)
+from kdcli.training.acceleration import resolve_acceleration
+from kdcli.training.loading import open_model_file, resolve_checkpoint_path, resolve_device
+from kdcli.training.metrics import predict
+
+SATURATED = 0.99
+MOST_RELATED = 5
+
+
+def _entropy(p: Tensor) -> Tensor:
+    return -torch.xlogy(p, p).sum(-1)
+
+
+def _ranks(values: Tensor) -> Tensor:
+    return values.argsort().argsort().double()
+
+
+def _pearson(a: Tensor, b: Tensor) -> float:
+    a, b = a.double() - a.double().mean(), b.double() - b.double().mean()
+    return float((a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-300))
+
+
+def _weight_cosine_correlation(model: torch.nn.Module, relationships: Tensor) -> float | None:
+    """Spearman correlation between the cosines of the classifier's rows and the symmetric relationships."""
+    classifier = getattr(model, "get_classifier", lambda: None)()
+    weight = getattr(classifier, "weight", None)
+    if not isinstance(weight, Tensor) or weight.dim() != 2 or weight.shape[0] != relationships.shape[0]:
+        return None
+    rows = torch.nn.functional.normalize(weight.detach().double().cpu(), dim=1)
+    cosine = rows @ rows.T
+    off = ~torch.eye(relationships.shape[0], dtype=torch.bool)
+    symmetric = (relationships + relationships.T) / 2
+    return _pearson(_ranks(cosine[off]), _ranks(symmetric[off]))
+
+
+def _most_related(relationships: Tensor, classes: list[str]) -> list[ClassPair]:
+    symmetric = (relationships + relationships.T) / 2
+    upper = torch.triu(torch.ones_like(symmetric, dtype=torch.bool), diagonal=1)
+    values, order = symmetric[upper].sort(descending=True)
+    pairs = upper.nonzero()[order]
+    return [ClassPair(first=classes[i], second=classes[j], relationship=float(v))
+            for (i, j), v in zip(pairs.tolist()[:MOST_RELATED], values[:MOST_RELATED], strict=False)]  # fmt: skip
+
+
+def _universe(probabilities: Tensor, stats: TeacherStatistics, saturated: bool) -> Universe:
+    classes = probabilities.shape[1]
+    epsilon = stats.smoothing
+    smoothed = _entropy(torch.tensor([1 - epsilon] + [epsilon / (classes - 1)] * (classes - 1), dtype=torch.float64))
+    return Universe(
+        matched_smoothing=epsilon,
+        class_smoothing=(1 - stats.class_confidence).tolist(),
+        teacher_entropy=float(_entropy(probabilities.double()).mean()),
+        smoothed_entropy=float(smoothed),
+        saturated_share=float((stats.confidence > SATURATED).double().mean()) if saturated else None,
+    )
+
+
+def _instance(teacher: Tensor, student: Tensor, labels: Tensor, stats: TeacherStatistics, temperature: float,
+              ce_weight: float, kd_weight: float) -> Instance:  # fmt: skip
+    w = gradient_rescaling(teacher, student, labels, temperature, ce_weight, kd_weight)
+    low, high = float(w.min()), float(w.max())
+    counts = torch.histc(w, bins=30, min=low, max=high if high > low else low + 1)
+    edges = torch.linspace(low, high if high > low else low + 1, 31)
+    return Instance(
+        ce_weight=ce_weight,
+        kd_weight=kd_weight,
+        mean_rescaling=float(w.mean()),
+        share_below_ce_weight=float((w < ce_weight).double().mean()),
+        share_negative=float((w < 0).double().mean()),
+        correlation_with_confidence=_pearson(w, stats.confidence),
+        histogram_edges=edges.tolist(),
+        histogram_counts=[int(c) for c in counts.tolist()],
+    )
+
+
+def _clean_split(bundle: DataBundle, split: str, batch_size: int) -> Loader:
+    """The split's images in order; the training split without its shuffling and augmentation."""
+    loader = bundle.split(split)
+    if split != "train":
+        return loader
+    if not isinstance(loader, TensorLoader):
+        raise UsageError("--split train needs an in-memory data set; with imagefolder analyze --split test")
+    return TensorLoader(loader.images, loader.labels, batch_size, loader.device)
+
+
+def analyze(
+    teacher: str | Path,
+    data: str | None = None,
+    data_dir: str | None = None,
+    student: str | Path | None = None,
+    split: str = "train",
+    temperature: float = 4.0,
+    ce_weight: float = 0.1,
+    kd_weight: float = 0.9,
+    train_subset: int | None = None,
+    device: str = "auto",
+    batch_size: int = 512,
+    reporter: Reporter | None = None,
+) -> Analysis:
+    """The teacher's knowledge on a split (``train`` by default, without augmentation), at τ = 1 and at
+    ``temperature``; with ``student``, the instance level for ``γ·CE + α·T²·KL`` (``ce_weight``, ``kd_weight``)."""
+    reporter = reporter or Reporter()
+    torch_device = resolve_device(device)
+    autocast = resolve_acceleration(TrainConfig(), torch_device).autocast(torch_device)
+    teacher_path = resolve_checkpoint_path(str(teacher))
+    teacher_model, card = open_model_file(teacher_path, torch_device)
+    assert card is not None
+    data_name = data or card.dataset
+    if data_name is None:
+        raise UsageError(f"{teacher_path} does not record its data set; pass --data NAME")
+    config = DataConfig.model_validate({"name": data_name, "dir": data_dir, "train_subset": train_subset})
+    bundle = build_data(config, torch_device, batch_size, batch_size, seed=0)
+    if bundle.num_classes != card.num_classes:
+        raise UsageError(f"{teacher_path} predicts {card.num_classes} classes but {data_name} has {bundle.num_classes}")
+    loader = _clean_split(bundle, split, batch_size)
+
+    def progress(index: int, output: object, labels: Tensor) -> None:
+        reporter.advance()
+
+    reporter.begin(f"teacher over {split}", len(loader))
+    teacher_logits, labels = predict(teacher_model, loader, autocast, progress)
+    student_logits = None
+    if student is not None:
+        student_model, _ = open_model_file(resolve_checkpoint_path(str(student)), torch_device)
+        reporter.begin(f"student over {split}", len(loader))
+        student_logits = predict(student_model, loader, autocast, progress)[0]
+    reporter.close()
+
+    results = []
+    for tau in dict.fromkeys((1.0, temperature)):
+        probabilities = torch.softmax(teacher_logits.double() / tau, 1)
+        stats = teacher_statistics(probabilities, labels)
+        confidence_histogram = torch.histc(stats.confidence, bins=20, min=0.0, max=1.0)
+        relation_kl = relationship_divergence(stats)
+        domain = Domain(
+            relationships=stats.relationships.tolist(),
+            divergence_from_uniform=relation_kl.tolist(),
+            mean_divergence_from_uniform=float((stats.class_frequency * relation_kl).sum()),
+            most_related=_most_related(stats.relationships, bundle.classes),
+            class_means=stats.class_means.tolist(),
+            weight_cosine_rank_correlation=_weight_cosine_correlation(teacher_model.model, stats.relationships),
+        )
+        instance = None
+        if student_logits is not None:
+            instance = _instance(teacher_logits, student_logits, labels, stats, tau, ce_weight, kd_weight)
+        results.append(AtTemperature(
+            temperature=tau,
+            universe=_universe(probabilities, stats, saturated=tau == 1.0),
+            domain=domain,
+            decomposition=Decomposition(**decomposition(probabilities, labels, stats)),
+            confidence_histogram=[int(c) for c in confidence_histogram.tolist()],
+            instance=instance,
+        ))  # fmt: skip
+    return Analysis(
+        kdcli_version=__version__,
+        teacher=str(teacher_path),
+        teacher_arch=card.arch,
+        student=str(student) if student is not None else None,
+        data=data_name,
+        split=split,
+        samples=int(labels.numel()),
+        classes=bundle.classes,
+        teacher_top1=100.0 * float(teacher_logits.argmax(1).eq(labels).double().mean()),
+        results=results,
+    )

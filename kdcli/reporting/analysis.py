@@ -1,0 +1,226 @@
+"""``kdcli analyze``'s outputs: one typed document (``analysis.json``, schema ``kdcli.analysis/1``), ``analysis.md`` and
+its figures — the class-relationship heatmap, histograms of the teacher's confidence and of the gradient rescaling,
+and the four-part decomposition as a bar (Tang et al. 2020; the quantities are defined in kdcli.methods.knowledge)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from kdcli.io.files import atomic_write_text
+from kdcli.reporting.charts import pyplot, save_figure
+
+ANALYSIS_SCHEMA = "kdcli.analysis/1"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Universe(_Section):
+    """The label-smoothing part of the teacher's knowledge."""
+
+    matched_smoothing: float
+    """ε = 1 − E[c]: the label smoothing whose target has the teacher's mean confidence."""
+    class_smoothing: list[float]
+    """ε_k = 1 − E[c | y = k]."""
+    teacher_entropy: float
+    """Mean entropy of the teacher's distribution (nats)."""
+    smoothed_entropy: float
+    """Entropy of the matched label-smoothing target (nats)."""
+    saturated_share: float | None = None
+    """Share of examples with c > 0.99 (at τ = 1 only)."""
+
+
+class ClassPair(_Section):
+    first: str
+    second: str
+    relationship: float
+    """(R + Rᵀ)/2 for the pair."""
+
+
+class Domain(_Section):
+    """How the teacher relates the classes."""
+
+    relationships: list[list[float]]
+    """R[k][j]: the (1 − c)-weighted mean share of the teacher's wrong mass that class k's examples put on j."""
+    divergence_from_uniform: list[float]
+    """KL(R_k ‖ U) per class (nats)."""
+    mean_divergence_from_uniform: float
+    """Σ_k π_k·KL(R_k ‖ U)."""
+    most_related: list[ClassPair]
+    class_means: list[list[float]]
+    """P̄[k][j] = E[p_t,j | y = k]."""
+    weight_cosine_rank_correlation: float | None = None
+    """Spearman correlation between the cosines of the teacher's classifier rows and (R + Rᵀ)/2, off the diagonal."""
+
+
+class Instance(_Section):
+    """How the teacher rescales each example's gradient on its true-class logit (needs a student)."""
+
+    ce_weight: float
+    kd_weight: float
+    mean_rescaling: float
+    share_below_ce_weight: float
+    """Share of examples with w < γ: the teacher damps them."""
+    share_negative: float
+    """Share with w < 0: KD pushes the true-class logit down."""
+    correlation_with_confidence: float
+    """Pearson correlation of w with c."""
+    histogram_edges: list[float]
+    histogram_counts: list[int]
+
+
+class Decomposition(_Section):
+    """``E_x KL(p_t ‖ LS_ε)`` in four parts (nats); their sum equals ``total``, computed directly."""
+
+    class_confidence: float
+    instance_confidence: float
+    class_relationships: float
+    instance_relationships: float
+    total: float
+
+
+class AtTemperature(_Section):
+    temperature: float
+    universe: Universe
+    domain: Domain
+    decomposition: Decomposition
+    confidence_histogram: list[int]
+    """Counts of c over 20 equal bins of [0, 1]."""
+    instance: Instance | None = None
+
+
+class Analysis(_Section):
+    schema_: str = Field(ANALYSIS_SCHEMA, alias="schema")
+    kdcli_version: str
+    teacher: str
+    teacher_arch: str
+    student: str | None = None
+    data: str
+    split: str
+    samples: int
+    classes: list[str]
+    teacher_top1: float
+    results: list[AtTemperature]
+    """At τ = 1 and at the run's T."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json", by_alias=True), indent=2) + "\n"
+
+
+PARTS = {
+    "class_confidence": "class-level confidence",
+    "instance_confidence": "instance confidence",
+    "class_relationships": "class relationships",
+    "instance_relationships": "instance relationships",
+}
+
+
+def markdown(analysis: Analysis) -> str:
+    lines = [
+        f"# What {analysis.teacher_arch} teaches ({analysis.data}, {analysis.split} split)",
+        "",
+        f"Teacher `{analysis.teacher}` (top-1 {analysis.teacher_top1:.2f} % on these {analysis.samples:,} images)"
+        + (f", student `{analysis.student}`" if analysis.student else "")
+        + ". The levels of knowledge and their decomposition follow Tang et al. 2020 (arXiv 2002.03532); "
+        "docs/methods.md defines each quantity.",
+        "",
+    ]
+    for result in analysis.results:
+        universe, domain, parts = result.universe, result.domain, result.decomposition
+        lines += [f"## At temperature τ = {result.temperature:g}", "",
+                  "| universe | value |", "|---|---|",
+                  f"| matched label smoothing ε = 1 − E[c] | {universe.matched_smoothing:.4f} |",
+                  f"| teacher entropy / matched smoothing's entropy (nats) | {universe.teacher_entropy:.4f} / "
+                  f"{universe.smoothed_entropy:.4f} |"]  # fmt: skip
+        if universe.saturated_share is not None:
+            lines.append(f"| share saturated (c > 0.99) | {100 * universe.saturated_share:.1f} % |")
+        lines += ["", "| part of E KL(p_t ‖ LS_ε) | nats |", "|---|---|"]
+        lines += [f"| {label} | {getattr(parts, key):.4f} |" for key, label in PARTS.items()]
+        lines += [f"| sum (equals the KL computed directly: {parts.total:.4f}) | "
+                  f"{sum(getattr(parts, key) for key in PARTS):.4f} |", "",
+                  f"Class relationships: mean KL(R_k ‖ U) = {domain.mean_divergence_from_uniform:.4f} nats. "
+                  "Most related pairs:", ""]  # fmt: skip
+        lines += [f"- {pair.first} – {pair.second}: {pair.relationship:.3f}" for pair in domain.most_related]
+        if domain.weight_cosine_rank_correlation is not None:
+            lines += ["", f"Rank correlation of the classifier's row cosines with R: "
+                          f"{domain.weight_cosine_rank_correlation:.3f}."]  # fmt: skip
+        if result.instance is not None:
+            instance = result.instance
+            weights = f"γ = {instance.ce_weight:g}, α = {instance.kd_weight:g}"
+            below, negative = 100 * instance.share_below_ce_weight, 100 * instance.share_negative
+            lines += ["", f"Instance: the gradient rescaling w(x) ({weights}) has mean {instance.mean_rescaling:.3f}; "
+                          f"{below:.1f} % of the examples have w < γ and {negative:.1f} % w < 0; its correlation with "
+                          f"c is {instance.correlation_with_confidence:.3f}."]  # fmt: skip
+        tag = f"{result.temperature:g}"
+        lines += ["", f"![relationships](relationships-t{tag}.png)", "", f"![decomposition](decomposition-t{tag}.png)",
+                  "", f"![confidence](confidence-t{tag}.png)", ""]  # fmt: skip
+        if result.instance is not None:
+            lines += [f"![rescaling](rescaling-t{tag}.png)", ""]
+    return "\n".join(lines) + "\n"
+
+
+def figures(out: Path, analysis: Analysis) -> list[Path]:
+    """The PNG figures of each temperature; returns their paths."""
+    plt = pyplot()
+    written = []
+    names = analysis.classes
+    for result in analysis.results:
+        tag = f"{result.temperature:g}"
+        figure, axes = plt.subplots(figsize=(7.2, 6.0), dpi=110, layout="constrained")
+        relationships = [[value if j != k else float("nan") for j, value in enumerate(row)]
+                         for k, row in enumerate(result.domain.relationships)]  # fmt: skip
+        colors = plt.get_cmap("viridis").with_extremes(bad="#dddddd")  # the diagonal: not a wrong class
+        image = axes.imshow(relationships, cmap=colors)
+        axes.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize="small")
+        axes.set_yticks(range(len(names)), names, fontsize="small")
+        axes.set_xlabel("class j the wrong mass goes to")
+        axes.set_ylabel("true class k")
+        axes.set_title(f"class relationships R[k, j] at τ = {tag}")
+        figure.colorbar(image, ax=axes, label="share of the wrong mass")
+        save_figure(figure, out / f"relationships-t{tag}.png")
+
+        figure, axes = plt.subplots(figsize=(6.4, 3.2), dpi=110, layout="constrained")
+        values = [getattr(result.decomposition, key) for key in PARTS]
+        axes.barh(list(PARTS.values()), values, color=["#4c72b0", "#55a868", "#c44e52", "#8172b2"])
+        axes.invert_yaxis()
+        axes.set_xlabel("nats")
+        axes.set_title(f"E KL(teacher ‖ matched label smoothing) = {result.decomposition.total:.3f} at τ = {tag}")
+        save_figure(figure, out / f"decomposition-t{tag}.png")
+
+        figure, axes = plt.subplots(figsize=(6.4, 3.2), dpi=110, layout="constrained")
+        edges = [i / 20 for i in range(21)]
+        axes.stairs(result.confidence_histogram, edges, fill=True, color="#4c72b0")
+        axes.set_xlabel("teacher's probability of the true class, c(x)")
+        axes.set_ylabel("examples")
+        axes.set_title(f"teacher confidence at τ = {tag}")
+        save_figure(figure, out / f"confidence-t{tag}.png")
+        written += [out / f"{kind}-t{tag}.png" for kind in ("relationships", "decomposition", "confidence")]
+
+        if result.instance is not None:
+            instance = result.instance
+            figure, axes = plt.subplots(figsize=(6.4, 3.2), dpi=110, layout="constrained")
+            axes.stairs(instance.histogram_counts, instance.histogram_edges, fill=True, color="#55a868")
+            axes.axvline(instance.ce_weight, color="black", linestyle="--", label=f"γ = {instance.ce_weight:g}")
+            axes.axvline(0.0, color="#c44e52", linestyle=":", label="0")
+            axes.set_xlabel("w(x): KD's gradient on the true-class logit over plain CE's")
+            axes.set_ylabel("examples")
+            axes.set_title(f"gradient rescaling at τ = {tag}")
+            axes.legend(frameon=False)
+            save_figure(figure, out / f"rescaling-t{tag}.png")
+            written.append(out / f"rescaling-t{tag}.png")
+    return written
+
+
+def write_analysis(out: Path, analysis: Analysis) -> list[Path]:
+    """analysis.json, analysis.md and the figures under ``out``; returns every file written."""
+    out.mkdir(parents=True, exist_ok=True)
+    pictures = figures(out, analysis)
+    atomic_write_text(out / "analysis.json", analysis.to_json())
+    atomic_write_text(out / "analysis.md", markdown(analysis))
+    return [out / "analysis.json", out / "analysis.md", *pictures]
