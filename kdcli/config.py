@@ -79,7 +79,7 @@ class ScheduleConfig(Section):
 
 class TrainConfig(Section):
     epochs: int = Field(240, ge=1)
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1, description="the global batch: under torchrun it is split over the processes")
     eval_batch_size: int = Field(512, ge=1)
     seed: int = 0
     device: str = "auto"
@@ -90,6 +90,9 @@ class TrainConfig(Section):
         None, description="capture the whole training step in a CUDA graph; default: on for CUDA unless fp16"
     )
     allow_untrained_teacher: bool = Field(False, description="distill from random teacher weights (smoke tests)")
+    sync_batchnorm: bool = Field(
+        False, description="under torchrun, the student's BatchNorm over the global batch (SyncBatchNorm; CUDA only)"
+    )
 
     @field_validator("device")
     @classmethod

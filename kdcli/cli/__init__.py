@@ -7,6 +7,7 @@ on the line) shows tracebacks.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import traceback
@@ -14,12 +15,25 @@ import traceback
 import typer
 
 from kdcli.cli.app import app
-from kdcli.errors import KdcliError
+from kdcli.errors import Interrupted, KdcliError
 
 
 def _stop_on_sigterm(signum: int, frame: object) -> None:
     # Schedulers and CI runners stop jobs with SIGTERM: treat it like Ctrl-C, so the run says how to resume.
     raise KeyboardInterrupt
+
+
+def _rank() -> str:
+    """`` (rank N)`` under torchrun, so a message says which process it comes from."""
+    return f" (rank {os.environ['RANK']})" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+
+
+def _speaks(error: KdcliError | None) -> bool:
+    """Under torchrun rank 0 speaks for the run; another rank only about a failure of its own (an interruption,
+    which torchrun sends every rank when one fails, is rank 0's to report)."""
+    if os.environ.get("RANK", "0") == "0":
+        return True
+    return error is not None and not isinstance(error, Interrupted)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -41,10 +55,12 @@ def main(argv: list[str] | None = None) -> None:
     except KdcliError as exc:
         if debug:
             traceback.print_exc()
-        print(f"kdcli: error: {exc}", file=sys.stderr)
+        if _speaks(exc):
+            print(f"kdcli{_rank()}: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        print("kdcli: interrupted", file=sys.stderr)
+        if _speaks(None):
+            print(f"kdcli{_rank()}: interrupted", file=sys.stderr)
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
 

@@ -7,6 +7,7 @@ when it runs, so ``kdcli --help``, ``--version``, ``methods``, ``models`` and ``
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -96,6 +97,8 @@ def _resume(run_dir: Path, flags: Given, preset: str | None, config: Path | None
 
 
 def _print_result(result: RunResult, as_json: bool) -> None:
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun, rank 0 prints for the whole run
     report = result.report
     payload = {
         "schema": "kdcli.result/1",

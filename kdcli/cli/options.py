@@ -80,6 +80,7 @@ RUN = (
     Flag("--compile/--no-compile", "train.compile", bool),
     Flag("--cuda-graphs/--no-cuda-graphs", "train.cuda_graphs", bool),
     Flag("--channels-last/--no-channels-last", "train.channels_last", bool),
+    Flag("--sync-batchnorm", "train.sync_batchnorm", bool, presence=True),
 )
 DISTILL_FLAGS = TEACHER + RUN
 TRAIN_FLAGS = MODEL + RUN

@@ -74,11 +74,13 @@ def _default_image_size(name: str) -> int | None:
 
 
 def build_data(
-    config: DataConfig, device: torch.device, batch_size: int, eval_batch_size: int, seed: int
-) -> DataBundle:
-    """Load the configured data set, cut the subset and the validation split, and make the loaders."""
+    config: DataConfig, device: torch.device, batch_size: int, eval_batch_size: int, seed: int,
+    shard: tuple[int, int] = (0, 1),
+) -> DataBundle:  # fmt: skip
+    """Load the configured data set, cut the subset and the validation split, and make the loaders; ``shard`` is this
+    process's rank and the number of processes under torchrun (every rank loads the whole set)."""
     if config.name == "imagefolder":
-        return _build_imagefolder(config, device, batch_size, eval_batch_size, seed)
+        return _build_imagefolder(config, device, batch_size, eval_batch_size, seed, shard)
     if config.name == "fashion-mnist":
         train, test, classes = load_fashion_mnist(config.dir)
     elif config.name == "embedded":
@@ -98,7 +100,7 @@ def build_data(
     mean, std = STATS[config.name]
 
     def eval_loader(arrays: ImageArrays) -> TensorLoader:
-        return TensorLoader(arrays.images, arrays.labels, eval_batch_size, device)
+        return TensorLoader(arrays.images, arrays.labels, eval_batch_size, device, shard=shard)
 
     return DataBundle(
         name=config.name,
@@ -116,6 +118,7 @@ def build_data(
             crop_padding=config.crop_padding,
             hflip=config.hflip,
             seed=seed,
+            shard=shard,
         ),
         test=eval_loader(test),
         val=eval_loader(val) if val is not None else None,
@@ -123,8 +126,9 @@ def build_data(
 
 
 def _build_imagefolder(
-    config: DataConfig, device: torch.device, batch_size: int, eval_batch_size: int, seed: int
-) -> DataBundle:
+    config: DataConfig, device: torch.device, batch_size: int, eval_batch_size: int, seed: int,
+    shard: tuple[int, int],
+) -> DataBundle:  # fmt: skip
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, ImageDataset, create_transform
 
     if config.dir is None or not (Path(config.dir) / "train").is_dir():
@@ -148,8 +152,8 @@ def _build_imagefolder(
         image_size=(size, size),
         mean=IMAGENET_DEFAULT_MEAN,
         std=IMAGENET_DEFAULT_STD,
-        train=FolderLoader(train_set, batch_size, device, shuffle=True, workers=config.workers, seed=seed),
-        test=FolderLoader(test_set, eval_batch_size, device, shuffle=False, workers=config.workers)
+        train=FolderLoader(train_set, batch_size, device, shuffle=True, workers=config.workers, seed=seed, shard=shard),
+        test=FolderLoader(test_set, eval_batch_size, device, shuffle=False, workers=config.workers, shard=shard)
         if test_set
         else None,
         val=None,

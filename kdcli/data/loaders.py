@@ -3,6 +3,11 @@ conversion to float happen there, in whole-batch tensor operations, with no Data
 
 Randomness comes from a generator seeded by (seed, epoch), so an epoch draws the same batches and augmentations
 whether the run went straight through or was resumed: that is what makes ``--resume`` reproduce a run exactly.
+
+Under torchrun (``shard``: this process's rank and the number of processes) ``batch_size`` is the global batch: every
+rank draws the same permutation and the same augmentation for the whole global batch and keeps its own contiguous,
+disjoint slice of it, so the ranks together see exactly what one process sees. A last training batch with fewer
+images than processes is left out by every rank (a rank cannot train on nothing); evaluation keeps every image.
 """
 
 from __future__ import annotations
@@ -18,16 +23,36 @@ class Loader:
     """What the engine iterates: float images in [0, 1] and int64 labels, both on the training device, in batches
     whose order (and augmentation) is a function of ``(seed, epoch)``."""
 
-    def __init__(self, num_samples: int, batch_size: int, device: torch.device, shuffle: bool, seed: int) -> None:
+    def __init__(self, num_samples: int, batch_size: int, device: torch.device, shuffle: bool, seed: int,
+                 shard: tuple[int, int] = (0, 1)) -> None:  # fmt: skip
         self.num_samples = num_samples
+        """Images in the split, over every rank."""
         self.batch_size = batch_size
+        """The global batch size."""
         self.device = device
         self.shuffle = shuffle
         self.seed = seed
         self.epoch = 0
+        self.rank, self.world_size = shard
 
     def __len__(self) -> int:
-        return -(-self.num_samples // self.batch_size)
+        """Global batches per epoch: the training steps, the same on every rank. A shuffled (training) split leaves
+        out a last batch with fewer images than ranks; an evaluation split keeps it (a rank may then get none)."""
+        full, rest = divmod(self.num_samples, self.batch_size)
+        return full + (1 if rest >= (self.world_size if self.shuffle else 1) else 0)
+
+    def share(self, step: int, images: int) -> float:
+        """This rank's weight in step ``step`` of an epoch: its ``images`` over an even share of that global batch
+        (1 for a single process, and for every batch split evenly)."""
+        global_batch = min(self.batch_size, self.num_samples - step * self.batch_size)
+        return self.world_size * images / global_batch
+
+    def rank_slice(self, size: int) -> slice:
+        """This rank's contiguous part of a global batch of ``size`` images."""
+        bounds = (
+            torch.linspace(0, size, self.world_size + 1).round().long().tolist() if self.world_size > 1 else [0, size]
+        )
+        return slice(bounds[self.rank], bounds[self.rank + 1])
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -71,8 +96,9 @@ class TensorLoader(Loader):
         crop_padding: int = 0,
         hflip: bool = False,
         seed: int = 0,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
-        super().__init__(int(labels.numel()), batch_size, device, shuffle, seed)
+        super().__init__(int(labels.numel()), batch_size, device, shuffle, seed, shard)
         self.images = images.to(device)
         self.labels = labels.to(device)
         self.crop_padding = crop_padding
@@ -85,17 +111,22 @@ class TensorLoader(Loader):
         else:
             order = torch.arange(self.num_samples, device=self.device)
         augment = self.crop_padding > 0 or self.hflip
-        for start in range(0, self.num_samples, self.batch_size):
+        for step, start in enumerate(range(0, self.num_samples, self.batch_size)):
+            if step == len(self):
+                return  # a last batch too small to give every rank an image
             index = order[start : start + self.batch_size]
-            images = self.images[index]
-            if augment:
+            mine = self.rank_slice(index.numel())
+            if augment:  # drawn for the whole global batch, so every rank's slice is augmented as one process would
                 size = index.numel()
                 offsets = torch.randint(
                     0, 2 * self.crop_padding + 1, (size, 2), generator=generator, device=self.device
                 )
                 flips = torch.rand(size, generator=generator, device=self.device) < 0.5
-                images = crop_flip(images, offsets, flips & self.hflip, self.crop_padding)
-            yield images.float().div_(255), self.labels[index]
+                images = crop_flip(self.images[index[mine]], offsets[mine], flips[mine] & self.hflip, self.crop_padding)
+            else:
+                images = self.images[index[mine]]
+            if mine.stop > mine.start:
+                yield images.float().div_(255), self.labels[index[mine]]
 
 
 class FolderLoader(Loader):
@@ -104,7 +135,10 @@ class FolderLoader(Loader):
     timm's transforms in prefetcher mode (``use_prefetcher=True``) leave each image as uint8 and timm's
     ``fast_collate`` batches them, so workers never convert to float and the host-to-device copy moves a quarter of
     the bytes; the copy is non-blocking, and the scaling to [0, 1] happens on the device. As for the tensor loader,
-    each model normalizes its own input.
+    each model normalizes its own input. Under torchrun the training split goes through torch's
+    ``DistributedSampler`` (which pads the last batch with repeated images so the ranks step together) and each rank
+    takes ``batch_size / world_size`` images a step; an evaluation split is cut into contiguous shards, so every image
+    is evaluated exactly once.
     """
 
     def __init__(
@@ -115,18 +149,30 @@ class FolderLoader(Loader):
         shuffle: bool,
         workers: int,
         seed: int = 0,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
-        super().__init__(len(dataset), batch_size, device, shuffle, seed)  # type: ignore[arg-type]
+        super().__init__(len(dataset), batch_size, device, shuffle, seed, shard)  # type: ignore[arg-type]
         self.dataset = dataset
         self.workers = workers
+
+    def share(self, step: int, images: int) -> float:
+        return 1.0  # DistributedSampler pads every rank's batches to the same size
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         from timm.data.loader import fast_collate
 
+        sampler: torch.utils.data.Sampler[int] | None = None
+        if self.world_size > 1 and self.shuffle:  # training: torch's sampler, reshuffled per epoch
+            sampler = torch.utils.data.DistributedSampler(self.dataset, self.world_size, self.rank, seed=self.seed)
+            sampler.set_epoch(self.epoch)
+        elif self.world_size > 1:  # evaluation: each image exactly once over the ranks, no padding
+            bounds = self.rank_slice(self.num_samples)
+            sampler = range(bounds.start, bounds.stop)  # type: ignore[assignment]
         loader = torch.utils.data.DataLoader(
             self.dataset,
-            batch_size=self.batch_size,
-            shuffle=self.shuffle,
+            batch_size=max(1, self.batch_size // self.world_size),
+            shuffle=self.shuffle and sampler is None,
+            sampler=sampler,
             num_workers=self.workers,
             collate_fn=fast_collate,
             pin_memory=self.device.type == "cuda",

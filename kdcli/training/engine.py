@@ -26,8 +26,10 @@ from kdcli.interfaces import Reporter
 from kdcli.io.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from kdcli.io.files import atomic_write_text
 from kdcli.models.factory import shadow_hint
+from kdcli.training.distributed import device_for, from_environment, initialize
 from kdcli.training.evaluation import check_target, check_teacher, evaluate_epoch
 from kdcli.training.export import RunResult, finish
+from kdcli.training.loading import resolve_device
 from kdcli.training.run import Run, setup
 from kdcli.training.stages import run_pre_stage
 
@@ -48,7 +50,7 @@ def train_epoch(run: Run, reporter: Reporter) -> dict[str, float]:
     loader.set_epoch(run.epoch)
     steps = len(loader)
     for index, (images, labels) in enumerate(loader):
-        run.step(images, labels, run.epoch + index / steps)
+        run.step(images, labels, run.epoch + index / steps, loader.share(index, labels.numel()))
         run.scheduler.step()
         reporter.advance()
     return run.step.means()
@@ -82,23 +84,28 @@ def run_epochs(run: Run, reporter: Reporter) -> None:
                 "test_top1": record.get("test_top1"),
                 "student": {k: v.detach().clone() for k, v in run.student.model.state_dict().items()},
             }
-        atomic_write_text(run.run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in run.history))
-        save_checkpoint(run.run_dir, run.state())
+        if run.place.is_main:
+            atomic_write_text(run.run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in run.history))
+            save_checkpoint(run.run_dir, run.state())
         reporter.end_epoch(record)
 
 
 def execute(
     config: RunConfig, resume: bool = False, run_dir: Path | None = None, reporter: Reporter | None = None
 ) -> RunResult:
-    """Run (or, with ``resume``, continue) a training or distillation run and write its outputs."""
-    reporter = reporter or Reporter()
+    """Run (or, with ``resume``, continue) a training or distillation run and write its outputs. Under torchrun
+    every process runs this; rank 0 alone writes files and reports progress (the others are given a silent
+    reporter), and every process returns rank 0's result."""
+    place = from_environment()
+    initialize(place, resolve_device(device_for(place, config.train.device)))
+    reporter = (reporter or Reporter()) if place.is_main else Reporter()
     run_dir = run_dir or (Path(config.output.dir) if config.output.dir else None)
     if not resume and run_dir is not None and (run_dir / CHECKPOINT_NAME).exists():
         raise UsageError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
     hint = shadow_hint(config.student.arch or "") or shadow_hint(config.teacher.arch or "")
     if hint:
         reporter.note(f"note: {hint}")
-    run = setup(config, run_dir)
+    run = setup(config, run_dir, place=place)
     started = time.perf_counter()
     if resume:
         state = load_checkpoint(run.run_dir)
@@ -106,8 +113,9 @@ def execute(
         started -= sum(r["seconds"] for r in run.history)
         reporter.note(f"resuming {run.run_dir} after epoch {run.epoch} of {config.train.epochs}")
     else:
-        run.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run.run_dir / "config.yaml", config_yaml(config))
+        if place.is_main:
+            run.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(run.run_dir / "config.yaml", config_yaml(config))
         if run.teacher is not None:
             run.teacher_check = check_teacher(run, reporter)
         stages = run.method.pre_stages()
@@ -115,13 +123,15 @@ def execute(
             run_pre_stage(run, stage, reporter)
         if stages:
             run.prepare_training()  # a pre-stage replaced student parameters: the optimizer must hold the new ones
-        save_checkpoint(run.run_dir, run.state())  # resumable from the first epoch on
+        if place.is_main:
+            save_checkpoint(run.run_dir, run.state())  # resumable from the first epoch on
     try:
         run_epochs(run, reporter)
     except KeyboardInterrupt:
+        command = f"kdcli {'train' if config.method.name == 'none' else 'distill'} --resume {run.run_dir}"
+        where = " (under torchrun: the same torchrun line)" if place.active else ""
         raise Interrupted(
-            f"interrupted; the checkpoint after epoch {run.epoch} is in {run.run_dir}: "
-            f"continue with `kdcli {'train' if config.method.name == 'none' else 'distill'} --resume {run.run_dir}`"
+            f"interrupted; the checkpoint after epoch {run.epoch} is in {run.run_dir}: continue with `{command}`{where}"
         ) from None
     finally:
         reporter.close()

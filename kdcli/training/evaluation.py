@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from kdcli.interfaces import ModelOutput, Reporter
+from kdcli.training.distributed import all_reduce_sum, gather_rows
 from kdcli.training.metrics import classification_metrics, count_macs, count_parameters, predict
 from kdcli.training.run import Run
 
@@ -35,8 +36,8 @@ def check_teacher(run: Run, reporter: Reporter) -> dict[str, Any]:
     """Measure the teacher on the evaluation split before distilling, and say when it looks untrained."""
     assert run.teacher is not None
     split = run.config.data.eval_split
-    logits = torch.cat([output.logits.float().cpu() for output in teacher_eval_outputs(run)])
-    labels = torch.cat([labels.cpu() for _, labels in run.data.split(split)])
+    logits = gather_rows(torch.cat([output.logits.float().cpu() for output in teacher_eval_outputs(run)]))
+    labels = gather_rows(torch.cat([labels.cpu() for _, labels in run.data.split(split)]))
     metrics = classification_metrics(logits, labels)
     teacher = run.teacher.module
     check = {
@@ -61,7 +62,8 @@ def check_teacher(run: Run, reporter: Reporter) -> dict[str, Any]:
 @torch.no_grad()
 def evaluate_epoch(run: Run) -> dict[str, float]:
     """The student on the validation and test splits; on the evaluation split, with a teacher, also the method's
-    diagnostics (averaged per example), from the same student pass and the cached teacher outputs."""
+    diagnostics (averaged per example), from the same student pass and the cached teacher outputs. Under torchrun each
+    process evaluates its shard and the predictions are gathered: every image counts once, as in one process."""
     run.student.eval()
     run.method.eval()
     record: dict[str, float] = {}
@@ -73,8 +75,10 @@ def evaluate_epoch(run: Run) -> dict[str, float]:
         sums: dict[str, Tensor] = {}
         diagnose = partial(_diagnose, run, teacher_outputs, sums) if teacher_outputs else None
         logits, labels = predict(run.student.outputs, loader, run.autocast, diagnose)
-        record.update({f"{split}_{name}": value for name, value in classification_metrics(logits, labels).items()})
-        record.update({f"diag_{name}": float(total) / loader.num_samples for name, total in sums.items()})
+        metrics = classification_metrics(gather_rows(logits), gather_rows(labels))
+        record.update({f"{split}_{name}": value for name, value in metrics.items()})
+        totals = all_reduce_sum(torch.stack(list(sums.values()))).tolist() if sums else []
+        record.update({f"diag_{name}": total / loader.num_samples for name, total in zip(sums, totals, strict=True)})
     return record
 
 

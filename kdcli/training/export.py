@@ -19,6 +19,7 @@ from kdcli.io.model_file import ModelCard, save_model
 from kdcli.models.factory import create_model
 from kdcli.reporting.markdown import write_reports
 from kdcli.reporting.report import Environment, Final, Report, StudentSummary, TeacherCheck, Timing, TransformCost
+from kdcli.training.distributed import broadcast
 from kdcli.training.metrics import count_macs, count_parameters
 from kdcli.training.run import Run
 
@@ -111,7 +112,11 @@ def build_report(run: Run, student: StudentSummary, wall_seconds: float) -> Repo
 
 
 def finish(run: Run, wall_seconds: float) -> RunResult:
-    """Export the student (and the best-on-val student), and write report.json and report.md."""
+    """Export the student (and the best-on-val student), and write report.json and report.md: on rank 0, whose
+    result every process returns."""
+    if not run.place.is_main:
+        result: RunResult = broadcast(None)
+        return result
     last = run.history[-1]
     final = {"last_top1": last.get("test_top1"), "last_top5": last.get("test_top5")}
     student_path = run.run_dir / "student.safetensors"
@@ -132,4 +137,5 @@ def finish(run: Run, wall_seconds: float) -> RunResult:
     )
     report = build_report(run, student, wall_seconds)
     write_reports(run.run_dir, report, run.method.report_sections())
-    return RunResult(run.run_dir, report, student_path)
+    shared: RunResult = broadcast(RunResult(run.run_dir, report, student_path))
+    return shared

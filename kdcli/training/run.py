@@ -21,6 +21,7 @@ from kdcli.methods.base import Method
 from kdcli.models.features import model_info
 from kdcli.models.wrappers import NormalizedModel
 from kdcli.training.acceleration import Acceleration, resolve_acceleration
+from kdcli.training.distributed import SINGLE, Distributed, broadcast, device_for
 from kdcli.training.loading import Teacher, build_student, load_teacher, resolve_device
 from kdcli.training.optim import load_optimizer_state, make_optimizer, optimizer_state
 from kdcli.training.step import StepParts, TrainStep, make_train_step
@@ -39,6 +40,7 @@ class Run:
     teacher: Teacher | None
     acceleration: Acceleration
     scaler: torch.amp.GradScaler
+    place: Distributed = SINGLE
     history: list[dict[str, Any]] = field(default_factory=list)
     teacher_check: dict[str, Any] | None = None
     teacher_eval: list[ModelOutput] | None = None
@@ -63,8 +65,11 @@ class Run:
             self.config, self.student, self.method.parameter_groups(), len(self.data.train),
             self.acceleration.cuda_graphs,
         )  # fmt: skip
+        train = self.data.train
+        local_batch = train.rank_slice(train.batch_size)  # this process's images of a full global batch
         parts = StepParts(self.student, self.teacher.module if self.teacher else None, self.method, self.optimizer,
-                          self.scaler, self.acceleration, self.device, self.data.train.batch_size)  # fmt: skip
+                          self.scaler, self.acceleration, self.device, local_batch.stop - local_batch.start,
+                          self.place)  # fmt: skip
         self.step = make_train_step(parts)
 
     def state(self) -> dict[str, Any]:
@@ -114,16 +119,20 @@ def default_run_dir(config: RunConfig, teacher_arch: str | None) -> Path:
     return Path(config.output.root) / name.replace("/", "_")
 
 
-def setup(config: RunConfig, run_dir: Path | None, data: DataBundle | None = None) -> Run:
-    """Build data (unless given, as benchmarks do), models, method, optimizer and schedule for a configuration."""
-    device = resolve_device(config.train.device)
+def setup(config: RunConfig, run_dir: Path | None, data: DataBundle | None = None, place: Distributed = SINGLE) -> Run:
+    """Build data (unless given, as benchmarks do), models, method, optimizer and schedule for a configuration;
+    ``place`` is this process's rank among torchrun's processes (the process group joined already)."""
+    device = resolve_device(device_for(place, config.train.device))
     acceleration = resolve_acceleration(config.train, device)
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)  # kernels, streams and graphs of this run go to the device it names
+    if config.train.sync_batchnorm and device.type != "cuda":
+        raise UsageError("--sync-batchnorm needs CUDA (torch's SyncBatchNorm runs on GPUs only); drop it on the CPU")
     torch.manual_seed(config.train.seed)
     if data is None:
         train = config.train
-        data = build_data(config.data, device, train.batch_size, train.eval_batch_size, train.seed)
+        shard = (place.rank, place.world_size)
+        data = build_data(config.data, device, train.batch_size, train.eval_batch_size, train.seed, shard)
     spec = method_spec(config.method.name)
     implementation = method_class(spec.name)
     teacher = load_teacher(config, data, device) if spec.needs_teacher else None
@@ -135,12 +144,15 @@ def setup(config: RunConfig, run_dir: Path | None, data: DataBundle | None = Non
     transform = method.student_transform()
     if transform is not None:
         student.model = apply_transform(student.model, transform).to(device)
+    if config.train.sync_batchnorm and place.active:
+        student.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(student.model)
     if acceleration.channels_last:
         for wrapped in [student] + ([teacher.module] if teacher else []):
             wrapped.to(memory_format=torch.channels_last)
             wrapped.channels_last = True
-    run = Run(config, run_dir or default_run_dir(config, teacher.arch if teacher else None), device, data, student,
-              method, teacher, acceleration, acceleration.grad_scaler(device))  # fmt: skip
+    run_dir = run_dir or broadcast(default_run_dir(config, teacher.arch if teacher else None))  # rank 0's clock
+    run = Run(config, run_dir, device, data, student, method, teacher, acceleration, acceleration.grad_scaler(device),
+              place)  # fmt: skip
     if device.type == "cuda" and (acceleration.compile or acceleration.cuda_graphs):
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest convolutions once
     run.prepare_training()

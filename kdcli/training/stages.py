@@ -4,6 +4,7 @@ epochs — the run's optimizer (at a constant rate), precision, compile and CUDA
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -14,6 +15,7 @@ from kdcli.data import TensorLoader
 from kdcli.errors import UsageError
 from kdcli.interfaces import MethodContext, PreStage, RelabelStage, Reporter, TeacherPass
 from kdcli.methods.supervised import Supervised
+from kdcli.training.distributed import broadcast
 from kdcli.training.metrics import predict
 from kdcli.training.optim import make_optimizer
 from kdcli.training.run import Run
@@ -38,12 +40,18 @@ def in_memory_training_set(run: Run, stage_name: str) -> TensorLoader:
     return train
 
 
+def once(run: Run, compute: Callable[[], Any]) -> Any:
+    """``compute()`` on rank 0 only, its result shared with every rank (the whole of it, for a single process)."""
+    return broadcast(compute() if run.place.is_main else None)
+
+
 def run_teacher_pass(run: Run, stage: TeacherPass, reporter: Reporter) -> None:
-    """The teacher over the clean training images, in order; the method keeps what it needs."""
+    """The teacher over the clean training images, in order, once; the method keeps what it needs."""
     assert run.teacher is not None
     train = in_memory_training_set(run, stage.name)
     clean = TensorLoader(train.images, train.labels, run.config.train.eval_batch_size, run.device)
-    teacher_logits, labels = predict(run.teacher.module.predict, clean, run.autocast)
+    teacher = run.teacher.module
+    teacher_logits, labels = once(run, lambda: predict(teacher.predict, clean, run.autocast))
     summary = stage.use(teacher_logits, labels)
     run.method.record(stage.name, summary)
     found = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items())
@@ -60,7 +68,8 @@ def run_relabel_stage(run: Run, stage: RelabelStage, reporter: Reporter) -> None
     views = TensorLoader(train.images, train.labels, run.config.train.eval_batch_size, run.device,
                          crop_padding=train.crop_padding, hflip=train.hflip, seed=seed)  # fmt: skip
     views.set_epoch(-1)
-    teacher_logits, _ = predict(run.teacher.module.predict, views, run.autocast)
+    teacher = run.teacher.module
+    teacher_logits, _ = once(run, lambda: predict(teacher.predict, views, run.autocast))
     relabeling = stage.relabel(teacher_logits.to(run.device), train.labels)
     for note in relabeling.notes:
         reporter.note(note)
@@ -71,20 +80,22 @@ def run_relabel_stage(run: Run, stage: RelabelStage, reporter: Reporter) -> None
     run.student.to(run.device)
     run.student.read_features(())
     loader = TensorLoader(train.images, relabeling.labels, train.batch_size, run.device, shuffle=True,
-                          crop_padding=train.crop_padding, hflip=train.hflip, seed=seed)  # fmt: skip
+                          crop_padding=train.crop_padding, hflip=train.hflip, seed=seed,
+                          shard=(run.place.rank, run.place.world_size))  # fmt: skip
     context = MethodContext(stage.num_classes, run.method.context.student, None, stage.epochs)
     supervised = Supervised(SupervisedOptions(), context)
     optimizer, scheduler = make_optimizer(run.config, run.student, [], len(loader), run.acceleration.cuda_graphs,
                                           schedule=ScheduleConfig(name="constant"))  # fmt: skip
+    local_batch = loader.rank_slice(loader.batch_size)
     parts = StepParts(run.student, None, supervised, optimizer, run.acceleration.grad_scaler(run.device),
-                      run.acceleration, run.device, loader.batch_size)  # fmt: skip
+                      run.acceleration, run.device, local_batch.stop - local_batch.start, run.place)  # fmt: skip
     step = make_train_step(parts)
     run.student.train()
     for epoch in range(stage.epochs):
         loader.set_epoch(epoch)
         step.begin_epoch()
         for index, (images, labels) in enumerate(loader):
-            step(images, labels, epoch + index / len(loader))
+            step(images, labels, epoch + index / len(loader), loader.share(index, labels.numel()))
             scheduler.step()
         reporter.note(f"{stage.name} epoch {epoch + 1}/{stage.epochs}  loss {step.means()['train_loss']:.4f}")
     student.reset_classifier(run.data.num_classes)  # a fresh classifier for the main epochs

@@ -31,19 +31,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from kdcli.errors import RunFailed
+from kdcli.interfaces import ModelOutput
 from kdcli.methods.base import Method
 from kdcli.models.wrappers import FrozenTeacher, NormalizedModel
 from kdcli.training.acceleration import Acceleration
+from kdcli.training.distributed import SINGLE, Distributed, all_reduce_sum
 
 WARMUP_STEPS = 3
 
 
 @dataclass
 class StepParts:
-    """What a training step runs: the two models, the method's losses, the optimizer and the precision."""
+    """What a training step runs: the two models, the method's losses, the optimizer and the precision, and this
+    process's place among the processes of the run (kdcli.training.distributed)."""
 
     student: NormalizedModel
     teacher: FrozenTeacher | None
@@ -53,21 +56,50 @@ class StepParts:
     acceleration: Acceleration
     device: torch.device
     batch_size: int
+    """Images this process gets from a full batch (the global batch under torchrun is split over the processes)."""
+    place: Distributed = SINGLE
+
+
+class Trainable(nn.Module):
+    """The student and the method's losses as one module: what DistributedDataParallel wraps (the student's and the
+    method's parameters together) and torch.compile compiles."""
+
+    def __init__(self, student: NormalizedModel, method: Method) -> None:
+        super().__init__()
+        self.student = student
+        self.method = method
+
+    def forward(
+        self, images: Tensor, teacher: ModelOutput | None, labels: Tensor, progress: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        student = self.student.outputs(images)
+        return student.logits, self.method(student, teacher, labels, progress)
+
+
+def trainable_module(parts: StepParts) -> nn.Module:
+    """The student and the method, wrapped in DistributedDataParallel under torchrun (the teacher never is)."""
+    trainable = Trainable(parts.student, parts.method)
+    if not parts.place.active:
+        return trainable
+    device_ids = [parts.device] if parts.device.type == "cuda" else None
+    # A graph-captured step needs DDP's static graph (the same buckets and hooks at every step).
+    return nn.parallel.DistributedDataParallel(trainable, device_ids=device_ids,
+                                               static_graph=parts.acceleration.cuda_graphs)  # fmt: skip
 
 
 class TrainStep:
-    """One eager optimizer step per call; ``means()`` gives the epoch's averages."""
+    """One eager optimizer step per call; ``means()`` gives the epoch's averages over every process."""
 
     def __init__(self, parts: StepParts, autocast_cache: bool = True) -> None:
         self.parts = parts
         acceleration = parts.acceleration
         self.autocast = acceleration.autocast(parts.device, cache=autocast_cache)
-        self.student_forward: Callable[[Tensor], Any] = acceleration.compiled(parts.student.outputs)
-        self.losses: Callable[..., dict[str, Tensor]] = acceleration.compiled(parts.method)
+        self.forward: Callable[..., tuple[Tensor, dict[str, Tensor]]] = acceleration.compiled(trainable_module(parts))
         self.teacher_forward: Callable[..., Any] | None = (
             acceleration.frozen(parts.teacher.predict) if parts.teacher is not None else None
         )
         self.progress = torch.zeros((), device=parts.device)
+        self.share = torch.ones((), device=parts.device)
         self.sums: dict[str, Tensor] = {}
         self.correct = torch.zeros((), dtype=torch.long, device=parts.device)
         self.seen = 0
@@ -77,8 +109,15 @@ class TrainStep:
             total.zero_()
         self.seen = 0
 
-    def __call__(self, images: Tensor, labels: Tensor, progress: float) -> None:
+    def set_inputs(self, progress: float, share: float) -> None:
+        """The training progress, and this process's weight: its images over an even share of the global batch (1
+        for one process, and for every full batch split evenly), so that DDP's mean of the gradients is the mean over
+        the global batch."""
         self.progress.fill_(progress)
+        self.share.fill_(share)
+
+    def __call__(self, images: Tensor, labels: Tensor, progress: float, share: float = 1.0) -> None:
+        self.set_inputs(progress, share)
         self.parts.optimizer.zero_grad(set_to_none=True)
         self.update(images, labels)
         self.seen += labels.numel()
@@ -88,10 +127,9 @@ class TrainStep:
         parts = self.parts
         with self.autocast():
             teacher = self.teacher_forward(images) if self.teacher_forward else None
-            student = self.student_forward(images)
-            losses = self.losses(student, teacher, labels, self.progress)
+            logits, losses = self.forward(images, teacher, labels, self.progress)
         loss = torch.stack(list(losses.values())).sum()
-        parts.scaler.scale(loss).backward()
+        parts.scaler.scale(loss * self.share).backward()
         parts.scaler.step(parts.optimizer)
         parts.scaler.update()
         batch = labels.numel()
@@ -99,13 +137,15 @@ class TrainStep:
             if name not in self.sums:
                 self.sums[name] = torch.zeros((), device=parts.device)
             self.sums[name].add_(value.detach().float() * batch)
-        self.correct.add_(student.logits.detach().argmax(1).eq(labels).sum())
+        self.correct.add_(logits.detach().argmax(1).eq(labels).sum())
 
     def means(self) -> dict[str, float]:
-        """Mean losses and top-1 over the epoch so far, read from the device in one transfer."""
-        totals = torch.stack([*self.sums.values(), self.correct.float()]).tolist()
-        means = {f"train_{name}": total / self.seen for name, total in zip(self.sums, totals[:-1], strict=True)}
-        means["train_top1"] = 100.0 * totals[-1] / self.seen
+        """Mean losses and top-1 over the epoch so far and over every process, read from the device in one
+        transfer (and reduced over the processes in one call)."""
+        seen = torch.tensor(float(self.seen), device=self.parts.device)
+        totals = all_reduce_sum(torch.stack([*self.sums.values(), self.correct.float(), seen])).tolist()
+        means = {f"train_{name}": total / totals[-1] for name, total in zip(self.sums, totals[:-2], strict=True)}
+        means["train_top1"] = 100.0 * totals[-2] / totals[-1]
         return means
 
 
@@ -130,8 +170,8 @@ class GraphedStep(TrainStep):
         super().begin_epoch()
         device_learning_rates(self.parts.optimizer)  # again after a resume has loaded the optimizer's groups
 
-    def __call__(self, images: Tensor, labels: Tensor, progress: float) -> None:
-        self.progress.fill_(progress)
+    def __call__(self, images: Tensor, labels: Tensor, progress: float, share: float = 1.0) -> None:
+        self.set_inputs(progress, share)
         if labels.numel() != self.batch_size:
             # Before the capture, gradients may be freed; after it, they are the graph's buffers: zero them.
             self.parts.optimizer.zero_grad(set_to_none=not self.captured)

@@ -68,7 +68,8 @@ def test_compiled_step_equals_eager(tmp_path: Path, teacher_file: Path) -> None:
     eager = one_epoch(tmp_path / "eager", teacher_file, compile=False)
     compiled = one_epoch(tmp_path / "compiled", teacher_file, compile=True)
     assert_same_step(eager, compiled)
-    assert counters["stats"]["unique_graphs"] >= 3  # the teacher, the student and the losses really were compiled
+    # the frozen teacher, and the student with the method's losses (one module), really were compiled
+    assert counters["stats"]["unique_graphs"] >= 2
 
 
 def test_channels_last_step_equals_eager(tmp_path: Path, teacher_file: Path) -> None:
