@@ -18,20 +18,32 @@ from kdcli._version import __version__
 
 if TYPE_CHECKING:
     from kdcli import models
-    from kdcli.api import analyze, distill, evaluate, load_model, resume, train
+    from kdcli.api import analyze, distill, evaluate, export, load_model, resume, train
     from kdcli.config import RunConfig
 
 _LAZY = {
     "analyze": "kdcli.api",
     "distill": "kdcli.api",
     "evaluate": "kdcli.api",
+    "export": "kdcli.api",
     "load_model": "kdcli.api",
     "resume": "kdcli.api",
     "train": "kdcli.api",
     "RunConfig": "kdcli.config",
 }
 
-__all__ = ["RunConfig", "__version__", "analyze", "distill", "evaluate", "load_model", "models", "resume", "train"]
+__all__ = [
+    "RunConfig",
+    "__version__",
+    "analyze",
+    "distill",
+    "evaluate",
+    "export",
+    "load_model",
+    "models",
+    "resume",
+    "train",
+]
 
 
 def __getattr__(name: str) -> Any:

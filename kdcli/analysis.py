@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from kdcli._version import __version__
-from kdcli.config import DataConfig, TrainConfig
+from kdcli.config import TrainConfig, data_config
 from kdcli.data import DataBundle, Loader, TensorLoader, build_data
 from kdcli.errors import UsageError
 from kdcli.interfaces import Reporter
@@ -142,7 +142,7 @@ def analyze(
     data_name = data or card.dataset
     if data_name is None:
         raise UsageError(f"{teacher_path} does not record its data set; pass --data NAME")
-    config = DataConfig.model_validate({"name": data_name, "dir": data_dir, "train_subset": train_subset})
+    config = data_config(name=data_name, dir=data_dir, train_subset=train_subset)
     bundle = build_data(config, torch_device, batch_size, batch_size, seed=0)
     if bundle.num_classes != card.num_classes:
         raise UsageError(f"{teacher_path} predicts {card.num_classes} classes but {data_name} has {bundle.num_classes}")

@@ -81,7 +81,7 @@ class TrainConfig(Section):
     epochs: int = Field(240, ge=1)
     batch_size: int = Field(64, ge=1, description="the global batch: under torchrun it is split over the processes")
     eval_batch_size: int = Field(512, ge=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32, description="seeds the student's weights and the order of the batches")
     device: str = "auto"
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="auto: bf16 on CUDA, else fp32")
     channels_last: bool | None = Field(None, description="channels-last memory format; default: on for CUDA")
@@ -97,10 +97,15 @@ class TrainConfig(Section):
     @field_validator("device")
     @classmethod
     def _device_is_known(cls, value: str) -> str:
-        head, _, index = value.partition(":")
-        if head not in ("auto", "cpu", "cuda", "mps") or (index and not (head == "cuda" and index.isdigit())):
-            raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, not {value!r}")
-        return value
+        return device_name(value)
+
+
+def device_name(value: str) -> str:
+    """``value`` when it names a device kdcli runs on (auto, cpu, cuda, cuda:N, mps), else a ValueError."""
+    head, _, index = value.partition(":")
+    if head not in ("auto", "cpu", "cuda", "mps") or (index and not (head == "cuda" and index.isdigit())):
+        raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, not {value!r}")
+    return value
 
 
 class MethodConfig(BaseModel):
@@ -223,6 +228,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text()) or {}
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not a text file, so not a YAML configuration; pass a .yaml file") from None
     except yaml.YAMLError as exc:
         raise UsageError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):
@@ -230,8 +237,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_preset(name_or_path: str) -> dict[str, Any]:
-    """A preset by name (``kdcli presets`` lists them) or by YAML path, with its ``base`` chain merged in."""
+def load_preset(name_or_path: str, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A preset by name (``kdcli presets`` lists them) or by YAML path, with its ``base`` chain merged in (``chain``:
+    the presets that named this one as their base, so a loop is an error rather than an endless recursion)."""
     path = Path(name_or_path)
     if not (path.suffix in (".yaml", ".yml") and path.is_file()):
         path = presets_dir() / f"{name_or_path}.yaml"
@@ -239,10 +247,15 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
             names = sorted(list_presets())
             hint = did_you_mean(name_or_path, names)
             raise UsageError(f"unknown preset {name_or_path!r}; {hint}`kdcli presets` lists the {len(names)} presets")
+    if path.resolve() in chain:
+        loop = " → ".join(p.stem for p in (*chain, path.resolve()))
+        raise UsageError(f"the presets' base chain loops ({loop}); a preset cannot be its own base")
     data = read_yaml(path)
     data.pop("description", None)
     base = data.pop("base", None)
-    return deep_merge(load_preset(str(base)), data) if base else data
+    if base is not None and not isinstance(base, str):
+        raise UsageError(f"{path}: base must be a preset name or file, not {base!r}")
+    return deep_merge(load_preset(base, (*chain, path.resolve())), data) if base else data
 
 
 def resolve(layers: list[Layer]) -> ResolvedConfig:
@@ -264,6 +277,17 @@ def resolve(layers: list[Layer]) -> ResolvedConfig:
         if key not in sources and parent is not None:
             sources[key] = sources[parent]
     return ResolvedConfig(config, sources)
+
+
+def data_config(**values: Any) -> DataConfig:
+    """A ``DataConfig`` from a command's own flags (``eval``, ``analyze``): a bad value is a one-line usage error
+    that names the flag, as ``resolve`` does for a run's configuration."""
+    try:
+        return DataConfig.model_validate(values)
+    except ValidationError as exc:
+        flag_names = {"name": "data", "dir": "data-dir"}
+        flags = {f"data.{key}": "--" + flag_names.get(key, key.replace("_", "-")) for key in values}
+        raise UsageError(_explain(exc, DataConfig, "data.", flags)) from None
 
 
 def _prefixes(key: str) -> list[str]:

@@ -14,7 +14,6 @@ import traceback
 
 import typer
 
-from kdcli.cli.app import app
 from kdcli.errors import Interrupted, KdcliError
 
 
@@ -43,6 +42,8 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
     try:
+        from kdcli.cli.app import app  # inside the try: Ctrl-C during start-up is an interruption, not a traceback
+
         # Without standalone mode, click returns the code of a `typer.Exit` raised inside a command.
         code = app(args=args, prog_name="kdcli", standalone_mode=False)
     except typer.Exit as exc:
@@ -65,4 +66,4 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
-__all__ = ["app", "main"]
+__all__ = ["main"]

@@ -30,12 +30,23 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+if hasattr(typer.core.TyperArgument, "display_type_rich"):
+    # typer prints a Python type after an argument's name in help ("FILE <list[Path]>"); an argument with a metavar
+    # shows the metavar alone, as an option does.
+    _argument_type = typer.core.TyperArgument.display_type_rich
+
+    def _named_argument_type(self: typer.core.TyperArgument, ctx: Any) -> str | None:
+        return None if self.metavar else _argument_type(self, ctx)
+
+    typer.core.TyperArgument.display_type_rich = _named_argument_type  # type: ignore[method-assign, assignment]
+
+
 app = typer.Typer(
     name="kdcli",
     help="Distill image classifiers: any timm teacher and student, safetensors in and out.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -48,14 +59,24 @@ def _root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version")
     ] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="show a traceback with an error (anywhere on the line)")
+    ] = False,
 ) -> None:
     """Distill image classifiers: any timm teacher and student, safetensors in and out."""
 
 
-PresetOpt = Annotated[str | None, typer.Option("--preset", help="preset name (see `kdcli presets`) or YAML file")]
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML configuration file (e.g. a run's config.yaml)")]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override any key: --set optim.lr=0.1 (repeatable)")]
-ResumeOpt = Annotated[Path | None, typer.Option("--resume", help="continue the run in this directory")]
+PresetOpt = Annotated[
+    str | None, typer.Option("--preset", metavar="NAME|FILE", help="preset name (see `kdcli presets`) or YAML file")
+]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", metavar="FILE", help="YAML configuration file (e.g. a run's config.yaml)")
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", metavar="KEY=VALUE", help="override any key: --set optim.lr=0.1 (repeatable)"),
+]
+ResumeOpt = Annotated[Path | None, typer.Option("--resume", metavar="DIR", help="continue the run in this directory")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print exactly one JSON document on stdout")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress or notes on stderr")]
 
@@ -89,11 +110,14 @@ def _resume(run_dir: Path, flags: Given, preset: str | None, config: Path | None
     """Continue a run with the configuration it started with; configuration options would silently differ."""
     from kdcli import api
 
+    lr = flags.pop("--lr", (None, None))[1]
     given = list(flags) + [name for name, value in (("--preset", preset), ("--config", config), ("--set", sets))
                            if value]  # fmt: skip
     if given:
-        raise UsageError(f"--resume continues {run_dir} with its own config.yaml; drop {', '.join(given)}")
-    _print_result(api.resume(run_dir, _reporter(quiet)), as_json)
+        raise UsageError(
+            f"--resume continues {run_dir} with its own config.yaml (only --lr may change); drop {', '.join(given)}"
+        )
+    _print_result(api.resume(run_dir, _reporter(quiet), lr=lr), as_json)
 
 
 def _print_result(result: RunResult, as_json: bool) -> None:
@@ -128,13 +152,14 @@ def _print_result(result: RunResult, as_json: bool) -> None:
 
 
 @app.command(
+    short_help="Distill a student from a trained teacher into a run folder.",
     epilog="Examples:\n\n"
     "  kdcli distill --preset quickstart\n\n"
     "  kdcli distill --teacher resnet110 --teacher-ckpt t.safetensors --student resnet20 --method vanilla "
     "--data cifar100 --data-dir ~/data\n\n"
     "  kdcli distill --teacher runs/t/student.safetensors --student resnet8 --data fashion-mnist "
     "--train-subset 5000\n\n"
-    "  kdcli distill --resume runs/20261123-101500-vanilla-resnet56-resnet8"
+    "  kdcli distill --resume runs/20261123-101500-vanilla-resnet56-resnet8",
 )
 @with_flags(DISTILL_FLAGS)
 def distill(
@@ -158,10 +183,11 @@ def distill(
 
 
 @app.command(
+    short_help="Train a model alone (a teacher, or the student-alone control).",
     epilog="Examples:\n\n"
     "  kdcli train --model resnet56 --data fashion-mnist --train-subset 5000 --epochs 40\n\n"
     "  kdcli train --preset fmnist5k-teacher --seed 1\n\n"
-    "  kdcli train --model resnet110 --preset cifar100 --data-dir ~/data"
+    "  kdcli train --model resnet110 --preset cifar100 --data-dir ~/data",
 )
 @with_flags(TRAIN_FLAGS)
 def train(
@@ -184,6 +210,7 @@ def train(
 
 
 @app.command(
+    short_help="Evaluate model files: accuracy, NLL, ECE; a --min-top1 gate.",
     name="eval",
     epilog="Examples:\n\n"
     "  kdcli eval runs/r1/student.safetensors\n\n"
@@ -191,16 +218,28 @@ def train(
     "  kdcli eval student.safetensors --min-top1 85 --quiet || echo 'gate failed'",
 )
 def eval_(
-    files: Annotated[list[Path], typer.Argument(help="model files written by kdcli (safetensors)")],
-    data: Annotated[str | None, typer.Option(help="data set; default: the one recorded in each file")] = None,
-    data_dir: Annotated[str | None, typer.Option(help="folder holding the data set")] = None,
-    split: Annotated[str, typer.Option(help="test, or val (with the run's --val-split and --train-subset)")] = "test",
-    train_subset: Annotated[int | None, typer.Option(help="the run's --train-subset, for --split val")] = None,
-    val_split: Annotated[float, typer.Option(help="the run's validation fraction, for --split val")] = 0.0,
-    teacher: Annotated[Path | None, typer.Option(help="teacher file: also report top-1 agreement with it")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps")] = "auto",
-    batch_size: Annotated[int, typer.Option(min=1)] = 512,
-    min_top1: Annotated[float | None, typer.Option(help="exit 1 when a model's top-1 (%) is below this")] = None,
+    files: Annotated[list[Path], typer.Argument(metavar="FILE", help="model files written by kdcli (safetensors)")],
+    data: Annotated[
+        str | None, typer.Option(metavar="NAME", help="data set; default: the one recorded in each file")
+    ] = None,
+    data_dir: Annotated[str | None, typer.Option(metavar="DIR", help="folder holding the data set")] = None,
+    split: Annotated[
+        str, typer.Option(metavar="SPLIT", help="test, or val (with the run's --val-split and --train-subset)")
+    ] = "test",
+    train_subset: Annotated[
+        int | None, typer.Option(metavar="N", help="the run's --train-subset, for --split val")
+    ] = None,
+    val_split: Annotated[
+        float, typer.Option(metavar="FRACTION", help="the run's validation fraction, for --split val")
+    ] = 0.0,
+    teacher: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="teacher file: also report top-1 agreement with it")
+    ] = None,
+    device: Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps")] = "auto",
+    batch_size: Annotated[int, typer.Option(min=1, metavar="N", help="images per forward pass")] = 512,
+    min_top1: Annotated[
+        float | None, typer.Option(metavar="PERCENT", help="exit 1 when a model's top-1 (%) is below this")
+    ] = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -232,24 +271,33 @@ def eval_(
 
 
 @app.command(
+    short_help="What the teacher teaches (Tang et al. 2020): knowledge and parts.",
     epilog="Examples:\n\n"
     "  kdcli analyze --teacher runs/teacher/student.safetensors --data fashion-mnist --train-subset 5000 --out an/\n\n"
-    "  kdcli analyze --teacher t.safetensors --student runs/r1/student.safetensors --json > analysis.json"
+    "  kdcli analyze --teacher t.safetensors --student runs/r1/student.safetensors --json > analysis.json",
 )
 def analyze(
-    teacher: Annotated[Path, typer.Option(help="the teacher's kdcli model file")],
-    data: Annotated[str | None, typer.Option(help="data set; default: the one recorded in the teacher's file")] = None,
-    data_dir: Annotated[str | None, typer.Option(help="folder holding the data set")] = None,
-    student: Annotated[
-        Path | None, typer.Option(help="a student file: adds the instance level (gradient rescaling)")
+    teacher: Annotated[Path, typer.Option(metavar="FILE", help="the teacher's kdcli model file")],
+    data: Annotated[
+        str | None, typer.Option(metavar="NAME", help="data set; default: the one recorded in the teacher's file")
     ] = None,
-    split: Annotated[str, typer.Option(help="train (clean, no augmentation), test or val")] = "train",
-    train_subset: Annotated[int | None, typer.Option(help="the stratified subset the run trained on")] = None,
-    temperature: Annotated[float, typer.Option(help="the run's T; the analysis is also given at τ = 1")] = 4.0,
-    ce_weight: Annotated[float, typer.Option(help="γ of the KD loss, for the gradient rescaling")] = 0.1,
-    kd_weight: Annotated[float, typer.Option(help="α of the KD loss, for the gradient rescaling")] = 0.9,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps")] = "auto",
-    out: Annotated[Path | None, typer.Option(help="write analysis.json, analysis.md and the PNG figures here")] = None,
+    data_dir: Annotated[str | None, typer.Option(metavar="DIR", help="folder holding the data set")] = None,
+    student: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="a student file: adds the instance level (gradient rescaling)")
+    ] = None,
+    split: Annotated[str, typer.Option(metavar="SPLIT", help="train (clean, no augmentation), test or val")] = "train",
+    train_subset: Annotated[
+        int | None, typer.Option(metavar="N", help="the stratified subset the run trained on")
+    ] = None,
+    temperature: Annotated[
+        float, typer.Option(metavar="T", help="the run's T; the analysis is also given at τ = 1")
+    ] = 4.0,
+    ce_weight: Annotated[float, typer.Option(metavar="γ", help="γ of the KD loss, for the gradient rescaling")] = 0.1,
+    kd_weight: Annotated[float, typer.Option(metavar="α", help="α of the KD loss, for the gradient rescaling")] = 0.9,
+    device: Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps")] = "auto",
+    out: Annotated[
+        Path | None, typer.Option(metavar="DIR", help="write analysis.json, analysis.md and the PNG figures here")
+    ] = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -281,10 +329,11 @@ def analyze(
     emit(analysis.model_dump(mode="json", by_alias=True), json_, render)
 
 
-@app.command()
+@app.command(short_help="List the CIFAR zoo registered into timm.")
 def models(
     pattern: Annotated[
-        str | None, typer.Argument(help="also list timm models matching this pattern, e.g. 'vit_*'")
+        str | None,
+        typer.Argument(metavar="PATTERN", help="also list timm models matching this pattern, e.g. 'vit_*'"),
     ] = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -310,7 +359,7 @@ def models(
     emit({"zoo": zoo, "timm": matched}, json_, render)
 
 
-@app.command()
+@app.command(short_help="List the distillation methods and their options.")
 def methods(json_: JsonOpt = False) -> None:
     """List the distillation methods and their options with defaults; a broken plugin is listed with its reason."""
     from kdcli.catalog import BrokenPlugin, catalog
@@ -336,16 +385,21 @@ def methods(json_: JsonOpt = False) -> None:
     emit(payload, json_, render)
 
 
-@app.command()
+@app.command(short_help="List the shipped presets (use with --preset NAME).")
 def presets(json_: JsonOpt = False) -> None:
     """List the shipped presets (use with --preset NAME)."""
     found = list_presets()
     emit(found, json_, lambda: [table("presets (--preset NAME)", ("preset", "description"), list(found.items()))])
 
 
-@app.command(epilog="Examples:\n\n  kdcli compare runs/*/\n\n  kdcli compare runs/bench-*/ --json > table.json")
+@app.command(
+    short_help="One table over run folders: method, pair, top-1, time.",
+    epilog="Examples:\n\n  kdcli compare runs/*/\n\n  kdcli compare runs/bench-*/ --json > table.json",
+)
 def compare(
-    runs: Annotated[list[Path], typer.Argument(help="run directories (seeds of one configuration are grouped)")],
+    runs: Annotated[
+        list[Path], typer.Argument(metavar="DIR", help="run directories (seeds of one configuration are grouped)")
+    ],
     json_: JsonOpt = False,
 ) -> None:
     """One table over runs: method, pair, top-1 last and best-on-val (mean ± std over seeds), size, wall time."""
@@ -357,17 +411,22 @@ def compare(
 
 
 @app.command(
+    short_help="Convert a PyTorch checkpoint to a kdcli model file.",
     name="import",
     epilog="Examples:\n\n"
     "  kdcli import resnet110_cifar100.pth --arch resnet110 --data cifar100 --out resnet110.safetensors\n\n"
     "  kdcli import model_best.pth.tar --arch resnet18 --out r18.safetensors",
 )
 def import_(
-    source: Annotated[Path, typer.Argument(help="PyTorch checkpoint: RepDistiller, timm .pth.tar or a state dict")],
-    arch: Annotated[str, typer.Option(help="its architecture (timm or CIFAR zoo name)")],
-    out: Annotated[Path, typer.Option(help="the safetensors file to write")],
-    data: Annotated[str | None, typer.Option(help="the data set it was trained on (records normalization)")] = None,
-    num_classes: Annotated[int | None, typer.Option(help="default: read from the classifier")] = None,
+    source: Annotated[
+        Path, typer.Argument(metavar="FILE", help="PyTorch checkpoint: RepDistiller, timm .pth.tar or a state dict")
+    ],
+    arch: Annotated[str, typer.Option(metavar="ARCH", help="its architecture (timm or CIFAR zoo name)")],
+    out: Annotated[Path, typer.Option(metavar="FILE", help="the safetensors file to write")],
+    data: Annotated[
+        str | None, typer.Option(metavar="NAME", help="the data set it was trained on (records normalization)")
+    ] = None,
+    num_classes: Annotated[int | None, typer.Option(metavar="N", help="default: read from the classifier")] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Convert a PyTorch checkpoint to a kdcli safetensors file with metadata (read with weights_only=True)."""
@@ -395,3 +454,51 @@ def config_show(
     payload = {key: {"value": value, "source": source} for key, value, source in rows}
     emit(payload, json_, lambda: [table("resolved configuration", ("key", "value", "source"),
                                         [(k, json.dumps(v), s) for k, v, s in rows])])  # fmt: skip
+
+
+@app.command(
+    short_help="Export a student: ONNX, or a timm folder.",
+    epilog="Examples:\n\n"
+    "  kdcli export runs/r1/student.safetensors --format onnx --dynamic-batch --out student.onnx\n\n"
+    "  kdcli export kdcli:fmnist-mini-resnet20.safetensors --json\n\n"
+    "  kdcli export runs/r1/student.safetensors --format timm --out student-timm/   # then, in Python: import "
+    "kdcli.models; timm.create_model('local-dir:student-timm', pretrained=True)",
+)
+def export(
+    file: Annotated[str, typer.Argument(metavar="FILE", help="a kdcli model file, or kdcli:NAME for a shipped one")],
+    format_: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            metavar="FORMAT",
+            help="onnx: the student with its input normalization included: it takes float32 images in [0, 1] of "
+            "shape (N, C, H, W) and returns logits; needs pip install 'kdcli[onnx]'. timm: a folder (config.json, "
+            "model.safetensors) for timm.create_model('local-dir:DIR', pretrained=True), which takes normalized "
+            "input (mean/std in config.json)",
+        ),
+    ] = "onnx",
+    out: Annotated[
+        Path | None, typer.Option(metavar="PATH", help="default: FILE.onnx or FILE-timm/ next to FILE")
+    ] = None,
+    opset: Annotated[int | None, typer.Option(metavar="N", help="ONNX opset, 18 or more; default: torch's")] = None,
+    dynamic_batch: Annotated[
+        bool, typer.Option("--dynamic-batch", help="ONNX: any batch size (default: batch 1)")
+    ] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Export a student for deployment: ONNX with its input normalization (checked against PyTorch in ONNX Runtime
+    before it is kept), or a folder timm loads; written atomically."""
+    from kdcli import api
+
+    summary = api.export(file, format=format_, out=out, opset=opset, dynamic_batch=dynamic_batch)
+
+    def render() -> list[Any]:
+        shape = "×".join(str(d) for d in summary["input_shape"])
+        check = f"max |difference| {summary['max_abs_diff']:.1e} ≤ tolerance {summary['tolerance']:.1e}"
+        if summary["format"] == "onnx":
+            return [f"wrote {summary['path']}: {summary['arch']} as ONNX opset {summary['opset']}, input float32 "
+                    f"{shape} in [0, 1] (normalization included); ONNX Runtime vs PyTorch {check}"]  # fmt: skip
+        return [f"wrote {summary['path']}/ (config.json, model.safetensors): {summary['arch']}, input {shape} "
+                f"normalized with the config's mean/std; timm's rebuild vs the file {check}"]  # fmt: skip
+
+    emit(summary, json_, render)

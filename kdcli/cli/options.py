@@ -28,6 +28,8 @@ class Flag:
     help: str | None = None
     presence: bool = False
     """A flag that only turns something on (``--allow-untrained-teacher``): absent means unset, not false."""
+    metavar: str | None = None
+    """What the help shows for the value; default by kind: N, X or TEXT."""
 
     @property
     def name(self) -> str:
@@ -54,29 +56,31 @@ TEACHER = (
     Flag(
         "--teacher", "teacher.arch", str, "teacher architecture, or a kdcli .safetensors file (its metadata names it)"
     ),
-    Flag("--teacher-ckpt", "teacher.checkpoint", str, "teacher weights (safetensors) for --teacher ARCH"),
+    Flag(
+        "--teacher-ckpt", "teacher.checkpoint", str, "teacher weights (safetensors) for --teacher ARCH", metavar="FILE"
+    ),
     Flag("--teacher-pretrained", "teacher.pretrained", bool, "timm hub weights for the teacher (online)", True),
-    Flag("--student", "student.arch", str, "student architecture (timm or CIFAR zoo)"),
-    Flag("--student-ckpt", "student.checkpoint", str, "initial student weights (safetensors)"),
-    Flag("--method", "method.name", str, "distillation method (see `kdcli methods`)"),
+    Flag("--student", "student.arch", str, "student architecture (timm or CIFAR zoo)", metavar="ARCH"),
+    Flag("--student-ckpt", "student.checkpoint", str, "initial student weights (safetensors)", metavar="FILE"),
+    Flag("--method", "method.name", str, "distillation method (see `kdcli methods`)", metavar="NAME"),
     Flag("--allow-untrained-teacher", "train.allow_untrained_teacher", bool, None, True),
 )
 MODEL = (
-    Flag("--model", "student.arch", str, "architecture to train (timm or CIFAR zoo)"),
-    Flag("--model-ckpt", "student.checkpoint", str, "initial weights (safetensors)"),
+    Flag("--model", "student.arch", str, "architecture to train (timm or CIFAR zoo)", metavar="ARCH"),
+    Flag("--model-ckpt", "student.checkpoint", str, "initial weights (safetensors)", metavar="FILE"),
 )
 RUN = (
-    Flag("--data", "data.name", str, "embedded, fashion-mnist, cifar10, cifar100, imagefolder"),
-    Flag("--data-dir", "data.dir", str),
+    Flag("--data", "data.name", str, "embedded, fashion-mnist, cifar10, cifar100, imagefolder", metavar="NAME"),
+    Flag("--data-dir", "data.dir", str, metavar="DIR"),
     Flag("--train-subset", "data.train_subset", int),
-    Flag("--val-split", "data.val_split", float),
+    Flag("--val-split", "data.val_split", float, metavar="FRACTION"),
     Flag("--epochs", "train.epochs", int),
     Flag("--batch-size", "train.batch_size", int),
-    Flag("--lr", "optim.lr", float, "learning rate of the student"),
+    Flag("--lr", "optim.lr", float, "learning rate of the student", metavar="LR"),
     Flag("--seed", "train.seed", int),
-    Flag("--device", "train.device", str, "auto, cpu, cuda, cuda:N or mps"),
-    Flag("--out", "output.dir", str),
-    Flag("--precision", "train.precision", str, "auto (bf16 on CUDA, else fp32), bf16, fp16, fp32"),
+    Flag("--device", "train.device", str, "auto, cpu, cuda, cuda:N or mps", metavar="DEVICE"),
+    Flag("--out", "output.dir", str, metavar="DIR"),
+    Flag("--precision", "train.precision", str, "auto (bf16 on CUDA, else fp32), bf16, fp16, fp32", metavar="MODE"),
     Flag("--compile/--no-compile", "train.compile", bool),
     Flag("--cuda-graphs/--no-cuda-graphs", "train.cuda_graphs", bool),
     Flag("--channels-last/--no-channels-last", "train.channels_last", bool),
@@ -109,7 +113,9 @@ def with_flags(flags: tuple[Flag, ...]) -> Callable[[Callable[..., Any]], Callab
                 annotation: Any = Annotated[bool, typer.Option(flag.decls, help=help_text)]
                 default: Any = False
             else:
-                annotation = Annotated[flag.kind | None, typer.Option(flag.decls, help=help_text)]
+                metavar = flag.metavar or {int: "N", float: "X"}.get(flag.kind, "TEXT")
+                option = typer.Option(flag.decls, help=help_text, metavar=None if flag.kind is bool else metavar)
+                annotation = Annotated[flag.kind | None, option]
                 default = None
             generated.append(inspect.Parameter(flag.param, inspect.Parameter.KEYWORD_ONLY, default=default,
                                                annotation=annotation))  # fmt: skip

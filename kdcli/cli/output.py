@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from kdcli.errors import RunFailed
 
 
 def stdout() -> Console:
@@ -25,10 +29,16 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], rig
 
 
 def emit(payload: Any, as_json: bool, render: Callable[[], Sequence[Any]]) -> None:
-    """Print ``payload`` as one JSON document, or the renderables ``render()`` gives (tables, lines)."""
-    if as_json:
-        print(json.dumps(payload, indent=2))
-        return
-    console = stdout()
-    for renderable in render():
-        console.print(renderable, highlight=False)
+    """Print ``payload`` as one JSON document, or the renderables ``render()`` gives (tables, lines). A stdout that
+    cannot take them (a full device, a closed pipe) is a failed command (exit 1) with one line, not a traceback."""
+    try:
+        if as_json:
+            print(json.dumps(payload, indent=2))
+        else:
+            console = stdout()
+            for renderable in render():
+                console.print(renderable, highlight=False)
+        sys.stdout.flush()
+    except OSError as exc:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (nothing more can reach the real one; the exit must not try)
+        raise RunFailed(f"cannot write the results to stdout ({exc.strerror or exc})") from None

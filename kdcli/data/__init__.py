@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -97,6 +98,11 @@ def build_data(
         keep = torch.ones(len(train), dtype=torch.bool)
         keep[held_out] = False
         train, val = train.select(keep.nonzero().squeeze(1)), train.select(held_out)
+        if len(val) == 0 or len(train) < len(classes):
+            raise UsageError(
+                f"--val-split {config.val_split} leaves {len(train)} training and {len(val)} validation images of "
+                f"{len(train) + len(val)}; choose a fraction that keeps both (0.1 is usual)"
+            )
     mean, std = STATS[config.name]
 
     def eval_loader(arrays: ImageArrays) -> TensorLoader:
@@ -125,6 +131,35 @@ def build_data(
     )
 
 
+class CheckedImages(torch.utils.data.Dataset):
+    """timm's ImageDataset, with a file that cannot be decoded reported by name instead of a worker's traceback:
+    kdcli refuses a damaged image rather than skip it silently."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+        self.reader = dataset.reader
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        try:
+            return self.dataset[index]
+        except (OSError, SyntaxError, ValueError) as exc:  # PIL's UnidentifiedImageError is an OSError
+            name = self.dataset.filename(index, absolute=True)
+            raise UsageError(f"{name} is not a readable image ({exc}); remove or replace it") from None
+
+
+def _image_folder(dataset_class: Any, folder: Path, transform: Any) -> CheckedImages:
+    try:
+        dataset = dataset_class(str(folder), transform=transform)
+    except RuntimeError:  # timm: "Found 0 images in subfolders of ..."
+        dataset = []
+    if len(dataset) == 0:
+        raise UsageError(f"{folder} holds no images (its class folders are empty); put images in {folder}/CLASS/")
+    return CheckedImages(dataset)
+
+
 def _build_imagefolder(
     config: DataConfig, device: torch.device, batch_size: int, eval_batch_size: int, seed: int,
     shard: tuple[int, int],
@@ -139,10 +174,10 @@ def _build_imagefolder(
     size = config.image_size or 224
     # Prefetcher mode: the transforms stop at uint8 tensors; the loader scales on the device, the models normalize.
     train_transform = create_transform(size, is_training=True, use_prefetcher=True)
-    train_set = ImageDataset(str(root / "train"), transform=train_transform)
+    train_set = _image_folder(ImageDataset, root / "train", train_transform)
     val_dir = root / "val"
     test_set = (
-        ImageDataset(str(val_dir), transform=create_transform(size, use_prefetcher=True)) if val_dir.is_dir() else None
+        _image_folder(ImageDataset, val_dir, create_transform(size, use_prefetcher=True)) if val_dir.is_dir() else None
     )
     classes = sorted(train_set.reader.class_to_idx, key=train_set.reader.class_to_idx.get)
     return DataBundle(

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from kdcli.errors import UsageError
+
 
 class Loader:
     """What the engine iterates: float images in [0, 1] and int64 labels, both on the training device, in batches
@@ -179,6 +181,9 @@ class FolderLoader(Loader):
             generator=epoch_generator(self.seed, self.epoch, torch.device("cpu")),
             persistent_workers=False,
         )
-        for images, labels in loader:
-            images = images.to(self.device, non_blocking=True).float().div_(255)
-            yield images, labels.to(self.device, non_blocking=True)
+        try:
+            for images, labels in loader:
+                images = images.to(self.device, non_blocking=True).float().div_(255)
+                yield images, labels.to(self.device, non_blocking=True)
+        except UsageError as exc:  # a worker's error comes back with its traceback: keep the message's last line
+            raise UsageError(str(exc).strip().splitlines()[-1].removeprefix("kdcli.errors.UsageError: ")) from None

@@ -6,8 +6,10 @@ import gzip
 import os
 import pickle
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -57,14 +59,24 @@ class ImageArrays:
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """An IDX file (the MNIST format), gzip-compressed or not, as a uint8 array of its dimensions."""
+    """An IDX file (the MNIST format), gzip-compressed or not, as a uint8 array of its dimensions; a truncated or
+    damaged file is a usage error that says to fetch it again."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        data = handle.read()
-    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+    try:
+        with opener(path, "rb") as handle:
+            data = handle.read()
+    except (OSError, EOFError, zlib.error) as exc:  # gzip's truncation is an EOFError (click would call it ^D)
+        raise UsageError(f"{path} is truncated or damaged ({exc}); download it again") from None
+    try:
+        zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+        shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    except struct.error:
+        raise UsageError(f"{path} is not an IDX file (too short for its header); download it again") from None
     if zero != 0 or dtype_code != 0x08:
-        raise UsageError(f"{path} is not an unsigned-byte IDX file")
-    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+        raise UsageError(f"{path} is not an unsigned-byte IDX file; download it again")
+    expected = 4 + 4 * ndim + int(np.prod(shape))
+    if len(data) != expected:
+        raise UsageError(f"{path} holds {len(data)} bytes but its header promises {expected}; download it again")
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
@@ -82,6 +94,13 @@ def read_fashion_mnist(folder: Path, split: str) -> ImageArrays:
     images_name, labels_name = FASHION_MNIST_FILES[split]
     images = read_idx(folder / images_name)
     labels = read_idx(folder / labels_name)
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise UsageError(
+            f"{folder / images_name} holds {len(images)} images but {folder / labels_name} {len(labels)} labels; "
+            "the two files of a split must match (download both again)"
+        )
+    if labels.size and int(labels.max()) >= len(FASHION_MNIST_CLASSES):
+        raise UsageError(f"{folder / labels_name} has labels up to {int(labels.max())}, not 0–9; download it again")
     return ImageArrays(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)))
 
 
@@ -117,19 +136,49 @@ CIFAR_LAYOUT = {
         [f"data_batch_{i}" for i in range(1, 6)],
         "test_batch",
         "batches.meta",
-        b"labels",
-        b"label_names",
+        "labels",
+        "label_names",
     ),
-    "cifar100": ("cifar-100-python", ["train"], "test", "meta", b"fine_labels", b"fine_label_names"),
+    "cifar100": ("cifar-100-python", ["train"], "test", "meta", "fine_labels", "fine_label_names"),
 }
 
 
-def _read_cifar_batch(path: Path, label_key: bytes) -> ImageArrays:
-    # The official CIFAR files are Python pickles; only open files you trust (torchvision reads them the same way).
-    with open(path, "rb") as handle:
-        batch = pickle.load(handle, encoding="bytes")
-    images = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-    return ImageArrays(torch.from_numpy(images.copy()), torch.tensor(batch[label_key], dtype=torch.int64))
+class _CifarUnpickler(pickle.Unpickler):
+    """The official CIFAR files are Python pickles: dictionaries of bytes, lists and numpy arrays. This unpickler
+    rebuilds exactly those and refuses every other class, so a doctored file cannot run code."""
+
+    ALLOWED: ClassVar[frozenset[tuple[str, str]]] = frozenset({
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+    })  # fmt: skip
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it asks for {module}.{name}, which a CIFAR batch never holds")
+        return super().find_class(module, name)
+
+
+def _read_cifar_pickle(path: Path) -> dict[Any, Any]:
+    try:
+        with open(path, "rb") as handle:
+            batch = _CifarUnpickler(handle, encoding="bytes").load()
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError) as exc:
+        raise UsageError(f"{path} is not a CIFAR python-pickle batch ({exc}); download the data set again") from None
+    if not isinstance(batch, dict):
+        raise UsageError(f"{path} is not a CIFAR python-pickle batch (no dictionary inside); download it again")
+    # Written by Python 2 the keys are bytes; re-saved by Python 3 they may be str: both are the same data.
+    return {key.decode() if isinstance(key, bytes) else key: value for key, value in batch.items()}
+
+
+def _read_cifar_batch(path: Path, label_key: str) -> ImageArrays:
+    batch = _read_cifar_pickle(path)
+    if "data" not in batch or label_key not in batch:
+        raise UsageError(f"{path} has no 'data' and '{label_key}' entries, so it is not a CIFAR batch")
+    images = np.asarray(batch["data"], dtype=np.uint8)
+    labels = torch.tensor(batch[label_key], dtype=torch.int64)
+    if images.size != len(labels) * 3 * 32 * 32:
+        raise UsageError(f"{path} holds {images.size} bytes of pixels for {len(labels)} labels; download it again")
+    return ImageArrays(torch.from_numpy(images.reshape(-1, 3, 32, 32).copy()), labels)
 
 
 def load_cifar(name: str, data_dir: str | None, download: bool) -> tuple[ImageArrays, ImageArrays, list[str]]:
@@ -149,9 +198,14 @@ def load_cifar(name: str, data_dir: str | None, download: bool) -> tuple[ImageAr
             f"{name} not found: looked for {folder}/ (the python-pickle version). Pass --data-dir DIR that holds "
             f"{folder_name}/, set KDCLI_DATA_DIR, or add --download when online"
         )
+    missing = [f for f in [*train_files, test_file, meta_file] if not (folder / f).is_file()]
+    if missing:
+        raise UsageError(f"{folder} lacks {', '.join(missing)}; download {name} again (or pass --download)")
     parts = [_read_cifar_batch(folder / f, label_key) for f in train_files]
     train = ImageArrays(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]))
     test = _read_cifar_batch(folder / test_file, label_key)
-    with open(folder / meta_file, "rb") as handle:
-        classes = [c.decode() for c in pickle.load(handle, encoding="bytes")[names_key]]
+    names = _read_cifar_pickle(folder / meta_file).get(names_key)
+    if not isinstance(names, list):
+        raise UsageError(f"{folder / meta_file} has no '{names_key}' list of class names; download {name} again")
+    classes = [c.decode() if isinstance(c, bytes) else str(c) for c in names]
     return train, test, classes

@@ -18,8 +18,21 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(run_dir: Path) -> dict[str, Any]:
+    """A run's checkpoint, read with ``weights_only=True`` (tensors and plain data, never pickled code)."""
     path = run_dir / CHECKPOINT_NAME
     if not path.is_file():
+        if (run_dir / "config.yaml").is_file():
+            raise UsageError(
+                f"{run_dir} was stopped before its first checkpoint, so there is nothing to resume; run its original "
+                "command again (a new --out, or this one)"
+            )
         raise UsageError(f"{run_dir} has no {CHECKPOINT_NAME}; --resume takes a run directory written by kdcli")
-    state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncation and tampering come as many types (EOFError, RuntimeError, UnpicklingError)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(
+            f"{path} cannot be read ({reason[:160]}); it is damaged or not kdcli's, so this run cannot resume: "
+            "start it again with a new --out"
+        ) from None
     return state

@@ -71,7 +71,12 @@ def _decode_card(metadata: dict[str, str], path: Path) -> ModelCard:
     for key, raw in metadata.items():
         field = ModelCard.model_fields.get(key)
         if field is not None:
-            values[key] = raw if field.annotation in (str, str | None) else json.loads(raw)
+            try:
+                values[key] = raw if field.annotation in (str, str | None) else json.loads(raw)
+            except ValueError:
+                raise UsageError(
+                    f"{path}: kdcli metadata is damaged ({key!r} is not JSON); re-export the model"
+                ) from None
     if "sps" in metadata and "student_transform" not in values:  # files written before 0.2.0
         values["student_transform"] = {"name": "sps", "options": json.loads(metadata["sps"])}
     try:
@@ -103,10 +108,17 @@ def save_model(path: Path, model: nn.Module, card: ModelCard) -> None:
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=_encode_card(card)))
 
 
-def read_model_file(path: Path) -> tuple[dict[str, torch.Tensor], ModelCard | None]:
-    """The tensors of a safetensors file, and its kdcli card when it has one."""
+def require_file(path: Path) -> None:
+    """Refuse a path that is not a model file: missing, or a folder."""
+    if path.is_dir():
+        raise UsageError(f"{path} is a folder; give the path of a model file (.safetensors)")
     if not path.is_file():
         raise UsageError(f"model file {path} does not exist")
+
+
+def read_model_file(path: Path) -> tuple[dict[str, torch.Tensor], ModelCard | None]:
+    """The tensors of a safetensors file, and its kdcli card when it has one."""
+    require_file(path)
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
@@ -120,8 +132,7 @@ def read_model_file(path: Path) -> tuple[dict[str, torch.Tensor], ModelCard | No
 
 def read_card(path: Path) -> ModelCard | None:
     """Only the metadata of a model file (no tensors are read)."""
-    if not path.is_file():
-        raise UsageError(f"model file {path} does not exist")
+    require_file(path)
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
@@ -133,7 +144,14 @@ def read_card(path: Path) -> ModelCard | None:
 def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
     """``load_state_dict(strict=True)`` with a one-line error that names the first mismatches; shared weights are
     stored once, so their second names are not missing."""
-    result = model.load_state_dict(tensors, strict=False)
+    try:
+        result = model.load_state_dict(tensors, strict=False)
+    except RuntimeError as exc:  # a shape mismatch: another class count, width or input channels
+        first = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc))
+        raise UsageError(
+            f"{path} does not fit this model ({first.rstrip('.')}); pass weights of the same architecture, classes and "
+            "input channels"
+        ) from None
     aliases = shared_aliases(model)
     missing = [k for k in result.missing_keys if k not in aliases]
     mismatched = [f"missing {k}" for k in missing[:2]] + [f"unexpected {k}" for k in result.unexpected_keys[:2]]

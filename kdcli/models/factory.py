@@ -27,6 +27,25 @@ def shadow_hint(name: str) -> str | None:
     return f"{name!r} is timm's ImageNet model; the CIFAR zoo's is {zoo_name!r}" if zoo_name else None
 
 
+def sized_model(
+    arch: str, num_classes: int, in_chans: int, image_size: int, pretrained: bool = False,
+    kwargs: dict[str, Any] | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:  # fmt: skip
+    """``create_model`` for images of ``image_size``: a model built for another size that takes ``img_size`` (timm's
+    ViTs and other patch models, made for 224) is built for the data's size; a convolutional model, which takes any
+    size, is built as it is. Returns the model and the keyword arguments that rebuild it (recorded in its file)."""
+    kwargs = dict(kwargs or {})
+    cfg = timm.models.get_pretrained_cfg(resolve_arch(arch))
+    default = cfg.input_size[-1] if cfg is not None and cfg.input_size else image_size
+    if default != image_size and "img_size" not in kwargs:
+        try:
+            return create_model(arch, num_classes, in_chans, pretrained, {**kwargs, "img_size": image_size}), {
+                **kwargs, "img_size": image_size}  # fmt: skip
+        except UsageError:
+            pass  # no img_size argument: a convolutional model, which takes any size
+    return create_model(arch, num_classes, in_chans, pretrained, kwargs), kwargs
+
+
 def create_model(
     arch: str, num_classes: int, in_chans: int, pretrained: bool = False, kwargs: dict[str, Any] | None = None
 ) -> nn.Module:

@@ -8,6 +8,7 @@ expects three. timm's distillation task re-normalizes the teacher's input the sa
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -36,6 +37,8 @@ class NormalizedModel(nn.Module):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.reader: FeatureReader | None = None
+        self.model_kwargs: dict[str, Any] = {}
+        """The timm keyword arguments that rebuild ``model`` (recorded in its file), when they differ from none."""
 
     def normalize(self, images: Tensor) -> Tensor:
         if images.shape[1] == 1 and self.in_chans == 3:

@@ -12,7 +12,7 @@ from kdcli.interfaces import Reporter
 
 class RichReporter(Reporter):
     def __init__(self, console: Console | None = None) -> None:
-        self.console = console or Console(stderr=True)
+        self.console = console or Console(stderr=True, soft_wrap=True)  # a note is one line, also in logs
         self.progress: Progress | None = None
         self.task: Any = None
         self.epochs = 0

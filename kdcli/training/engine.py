@@ -10,11 +10,14 @@ A non-finite loss stops the run before anything of that epoch is saved: the last
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import yaml
@@ -24,7 +27,7 @@ from kdcli.config import RunConfig, dump, read_yaml, resolve
 from kdcli.errors import Interrupted, RunFailed, UsageError
 from kdcli.interfaces import Reporter
 from kdcli.io.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from kdcli.io.files import atomic_write_text
+from kdcli.io.files import RunDirectory, atomic_write_text
 from kdcli.models.factory import shadow_hint
 from kdcli.training.distributed import device_for, from_environment, initialize
 from kdcli.training.evaluation import check_target, check_teacher, evaluate_epoch
@@ -56,6 +59,17 @@ def train_epoch(run: Run, reporter: Reporter) -> dict[str, float]:
     return run.step.means()
 
 
+def non_finite(run: Run) -> str | None:
+    """The first tensor of the student's or the method's state that is not finite (NaN/inf), or None. Checked after
+    each epoch's training, before evaluation, so a checkpoint is written only when every one is finite and the last
+    good checkpoint is good (BatchNorm statistics included); every process checks the same (synchronized) state."""
+    for state in (run.student.model.state_dict(), run.method.state_dict()):
+        for name, tensor in state.items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                return str(name)
+    return None
+
+
 def run_epochs(run: Run, reporter: Reporter) -> None:
     epochs = run.config.train.epochs
     while run.epoch < epochs:
@@ -69,7 +83,15 @@ def run_epochs(run: Run, reporter: Reporter) -> None:
         if not all(math.isfinite(v) for k, v in record.items() if k.startswith("train_")):
             raise RunFailed(
                 f"the loss became non-finite in epoch {run.epoch + 1} ({record['train_loss']}); the last good "
-                f"checkpoint (epoch {run.epoch}) is kept in {run.run_dir}; lower --lr and resume with --resume"
+                f"checkpoint (epoch {run.epoch}) is kept in {run.run_dir}; continue with a lower rate: "
+                f"--resume {run.run_dir} --lr X"
+            )
+        damaged = non_finite(run)
+        if damaged:
+            raise RunFailed(
+                f"the student's {damaged} became non-finite in epoch {run.epoch + 1}; the last good checkpoint "
+                f"(epoch {run.epoch}) is kept in {run.run_dir}; continue with a lower rate: "
+                f"--resume {run.run_dir} --lr X"
             )
         record["seconds"] = seconds
         record["images_per_second"] = run.data.train.num_samples / seconds
@@ -85,57 +107,112 @@ def run_epochs(run: Run, reporter: Reporter) -> None:
                 "student": {k: v.detach().clone() for k, v in run.student.model.state_dict().items()},
             }
         if run.place.is_main:
-            atomic_write_text(run.run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in run.history))
-            save_checkpoint(run.run_dir, run.state())
+            checkpoint = run.state()
+            metrics = "".join(json.dumps(r) + "\n" for r in run.history)
+            writing(run, partial(atomic_write_text, run.run_dir / "metrics.jsonl", metrics))
+            writing(run, partial(save_checkpoint, run.run_dir, checkpoint))
         reporter.end_epoch(record)
 
 
 def execute(
-    config: RunConfig, resume: bool = False, run_dir: Path | None = None, reporter: Reporter | None = None
+    config: RunConfig,
+    resume: bool = False,
+    run_dir: Path | None = None,
+    reporter: Reporter | None = None,
+    resume_lr: float | None = None,
 ) -> RunResult:
-    """Run (or, with ``resume``, continue) a training or distillation run and write its outputs. Under torchrun
-    every process runs this; rank 0 alone writes files and reports progress (the others are given a silent
-    reporter), and every process returns rank 0's result."""
+    """Run (or, with ``resume``, continue) a training or distillation run and write its outputs. ``resume_lr``
+    continues with a new learning rate (after a non-finite loss, say): every group keeps its ratio to the student's
+    and its place in the schedule. Under torchrun every process runs this; rank 0 alone writes files and reports
+    progress (the others are given a silent reporter), and every process returns rank 0's result."""
     place = from_environment()
     initialize(place, resolve_device(device_for(place, config.train.device)))
     reporter = (reporter or Reporter()) if place.is_main else Reporter()
     run_dir = run_dir or (Path(config.output.dir) if config.output.dir else None)
     if not resume and run_dir is not None and (run_dir / CHECKPOINT_NAME).exists():
         raise UsageError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
+    state = load_checkpoint(run_dir) if resume and run_dir is not None else None  # before any work: is it there?
     hint = shadow_hint(config.student.arch or "") or shadow_hint(config.teacher.arch or "")
     if hint:
         reporter.note(f"note: {hint}")
-    run = setup(config, run_dir, place=place)
-    started = time.perf_counter()
-    if resume:
-        state = load_checkpoint(run.run_dir)
-        run.restore(state)
-        started -= sum(r["seconds"] for r in run.history)
-        reporter.note(f"resuming {run.run_dir} after epoch {run.epoch} of {config.train.epochs}")
-    else:
-        if place.is_main:
-            run.run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(run.run_dir / "config.yaml", config_yaml(config))
-        if run.teacher is not None:
-            run.teacher_check = check_teacher(run, reporter)
-        stages = run.method.pre_stages()
-        for stage in stages:
-            run_pre_stage(run, stage, reporter)
-        if stages:
-            run.prepare_training()  # a pre-stage replaced student parameters: the optimizer must hold the new ones
-        if place.is_main:
-            save_checkpoint(run.run_dir, run.state())  # resumable from the first epoch on
+    with contextlib.ExitStack() as held:
+        try:
+            run = setup(config, run_dir, place=place)
+            if place.is_main:
+                held.enter_context(RunDirectory(run.run_dir))
+            started = time.perf_counter()
+            if state is not None:
+                run.restore(state)
+                started -= sum(r["seconds"] for r in run.history)
+                if resume_lr is not None:
+                    change_learning_rate(run, resume_lr)
+                    reporter.note(f"learning rate {config.optim.lr:g} → {resume_lr:g} from epoch {run.epoch + 1} on")
+                reporter.note(f"resuming {run.run_dir} after epoch {run.epoch} of {config.train.epochs}")
+            else:
+                start(run, config, reporter)
+        except KeyboardInterrupt:
+            raise Interrupted(
+                "interrupted before the first checkpoint was written, so there is nothing to resume; run the same "
+                "command again"
+            ) from None
+        try:
+            run_epochs(run, reporter)
+        except KeyboardInterrupt:
+            command = f"kdcli {'train' if config.method.name == 'none' else 'distill'} --resume {run.run_dir}"
+            where = " (under torchrun: the same torchrun line)" if place.active else ""
+            raise Interrupted(
+                f"interrupted; the checkpoint after epoch {run.epoch} is in {run.run_dir}: continue with "
+                f"`{command}`{where}"
+            ) from None
+        finally:
+            reporter.close()
+        return writing(run, lambda: finish(run, time.perf_counter() - started))
+
+
+def start(run: Run, config: RunConfig, reporter: Reporter) -> None:
+    """A fresh run up to its first checkpoint: the configuration, the teacher check, the pre-stages."""
+    if run.place.is_main:
+        writing(run, lambda: atomic_write_text(run.run_dir / "config.yaml", config_yaml(config)))
+    if run.teacher is not None:
+        run.teacher_check = check_teacher(run, reporter)
+    stages = run.method.pre_stages()
+    for stage in stages:
+        run_pre_stage(run, stage, reporter)
+    if stages:
+        run.prepare_training()  # a pre-stage replaced student parameters: the optimizer must hold the new ones
+    if run.place.is_main:
+        writing(run, lambda: save_checkpoint(run.run_dir, run.state()))  # resumable from the first epoch on
+
+
+Written = TypeVar("Written")
+
+
+def writing(run: Run, write: Callable[[], Written]) -> Written:
+    """A write of the run's files; a full disk (or any failed write) ends the run with exit 1 and one line, the
+    files already there untouched (every write is atomic)."""
     try:
-        run_epochs(run, reporter)
-    except KeyboardInterrupt:
-        command = f"kdcli {'train' if config.method.name == 'none' else 'distill'} --resume {run.run_dir}"
-        where = " (under torchrun: the same torchrun line)" if place.active else ""
-        raise Interrupted(
-            f"interrupted; the checkpoint after epoch {run.epoch} is in {run.run_dir}: continue with `{command}`{where}"
+        return write()
+    except OSError as exc:
+        raise RunFailed(
+            f"cannot write into {run.run_dir} ({exc.strerror or exc}); its last good checkpoint is intact: free "
+            f"space and continue with --resume {run.run_dir}"
         ) from None
-    finally:
-        reporter.close()
-    return finish(run, time.perf_counter() - started)
+
+
+def change_learning_rate(run: Run, lr: float) -> None:
+    """Rescale every group's base and current rate by ``lr / optim.lr``, keeping each group's ratio to the student's
+    and the schedule's position; the configuration (and config.yaml) then says the new rate."""
+    factor = lr / run.config.optim.lr
+    run.scheduler.base_lrs = [base * factor for base in run.scheduler.base_lrs]
+    for group in run.optimizer.param_groups:
+        group["initial_lr"] *= factor
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].mul_(factor)
+        else:
+            group["lr"] *= factor
+    run.config = run.config.model_copy(update={"optim": run.config.optim.model_copy(update={"lr": lr})})
+    if run.place.is_main:
+        writing(run, lambda: atomic_write_text(run.run_dir / "config.yaml", config_yaml(run.config)))
 
 
 def resume_config(run_dir: Path) -> RunConfig:

@@ -58,7 +58,7 @@ def student_card(run: Run, metrics: dict[str, float]) -> ModelCard:
         teacher_arch=run.teacher.arch if run.teacher else None,
         teacher_sha256=run.teacher.sha256 if run.teacher else None,
         metrics=metrics,
-        model_kwargs=run.config.student.kwargs,
+        model_kwargs=run.student.model_kwargs,
         student_transform={"name": transform.name, "options": transform.options} if transform else None,
     )
 
@@ -70,7 +70,7 @@ def transform_cost(run: Run) -> TransformCost | None:
         return None
     shape = (run.student.in_chans, *run.data.image_size)
     plain = create_model(str(run.config.student.arch), run.data.num_classes, run.student.in_chans,
-                         kwargs=run.config.student.kwargs)  # fmt: skip
+                         kwargs=run.student.model_kwargs)  # fmt: skip
     model = run.student.model
     return TransformCost(
         name=transform.name,

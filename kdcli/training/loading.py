@@ -9,12 +9,12 @@ from pathlib import Path
 
 import torch
 
-from kdcli.config import RunConfig
+from kdcli.config import RunConfig, device_name
 from kdcli.data import DataBundle
 from kdcli.errors import UsageError
 from kdcli.io.files import sha256_file
 from kdcli.io.model_file import ModelCard, conv_in_chans, load_model, load_weights, read_card, read_model_file
-from kdcli.models.factory import create_model, resolve_arch
+from kdcli.models.factory import resolve_arch, sized_model
 from kdcli.models.wrappers import FrozenTeacher, NormalizedModel
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
@@ -22,6 +22,10 @@ ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks CUDA, then MPS, then the CPU; an explicit device that is absent is a usage error."""
+    try:
+        device_name(name)
+    except ValueError as exc:
+        raise UsageError(f"--device: {exc}") from None
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -81,12 +85,13 @@ def load_teacher(config: RunConfig, data: DataBundle, device: torch.device) -> T
             )
         if spec.arch is None:
             raise UsageError("name the teacher architecture: --teacher ARCH")
-        in_chans = spec.in_chans or data.in_chans
-        model = create_model(spec.arch, data.num_classes, in_chans, kwargs=spec.kwargs)
+        in_chans = check_channels(spec.in_chans or data.in_chans, data, f"the teacher {spec.arch}")
+        model, _ = sized_model(spec.arch, data.num_classes, in_chans, data.image_size[0], kwargs=spec.kwargs)
         return Teacher(FrozenTeacher(model, data.mean, data.std, in_chans, spec.arch).to(device), spec.arch, None, None)
     if spec.checkpoint is None:  # timm hub weights
         assert spec.arch is not None
-        model = create_model(spec.arch, data.num_classes, spec.in_chans or 3, pretrained=True, kwargs=spec.kwargs)
+        model, _ = sized_model(spec.arch, data.num_classes, spec.in_chans or 3, data.image_size[0], pretrained=True,
+                               kwargs=spec.kwargs)  # fmt: skip
         cfg = getattr(model, "pretrained_cfg", {})
         mean, std = cfg.get("mean", data.mean), cfg.get("std", data.std)
         teacher = FrozenTeacher(model, mean, std, spec.in_chans or 3, spec.arch).to(device)
@@ -101,8 +106,10 @@ def load_teacher(config: RunConfig, data: DataBundle, device: torch.device) -> T
             )
         if card.num_classes != data.num_classes:
             raise UsageError(
-                f"the teacher {path} predicts {card.num_classes} classes but {data.name} has {data.num_classes}"
+                f"the teacher {path} predicts {card.num_classes} classes but {data.name} has {data.num_classes}; "
+                "pass a teacher trained on this data"
             )
+        check_channels(card.in_chans, data, f"the teacher {path}")
     module, card = open_model_file(path, device, arch=None if card else spec.arch, num_classes=data.num_classes,
                                    frozen=True, stats=(data.mean, data.std))  # fmt: skip
     assert isinstance(module, FrozenTeacher)
@@ -114,10 +121,25 @@ def build_student(config: RunConfig, data: DataBundle, device: torch.device) -> 
     spec = config.student
     if spec.arch is None:
         raise UsageError("name the student architecture: --student ARCH (or --model ARCH for kdcli train)")
-    in_chans = spec.in_chans or data.in_chans
-    model = create_model(spec.arch, data.num_classes, in_chans, pretrained=spec.pretrained, kwargs=spec.kwargs)
+    in_chans = check_channels(spec.in_chans or data.in_chans, data, "the student")
+    model, kwargs = sized_model(spec.arch, data.num_classes, in_chans, data.image_size[0], spec.pretrained, spec.kwargs)
     if spec.checkpoint is not None:
         path = resolve_checkpoint_path(spec.checkpoint)
-        tensors, _ = read_model_file(path)
+        tensors, card = read_model_file(path)
+        if card is not None and card.num_classes != data.num_classes:
+            raise UsageError(f"{path} predicts {card.num_classes} classes but {data.name} has {data.num_classes}; "
+                             "start from weights of this data's classes, or drop the checkpoint")  # fmt: skip
         load_weights(model, tensors, path)
-    return NormalizedModel(model, data.mean, data.std, in_chans, resolve_arch(spec.arch)).to(device)
+    student = NormalizedModel(model, data.mean, data.std, in_chans, resolve_arch(spec.arch)).to(device)
+    student.model_kwargs = kwargs
+    return student
+
+
+def check_channels(model_channels: int, data: DataBundle, what: str) -> int:
+    """A model takes the data's channels, or three for grey data (repeated); anything else is a usage error."""
+    if model_channels != data.in_chans and not (data.in_chans == 1 and model_channels == 3):
+        raise UsageError(
+            f"{what} takes {model_channels}-channel images but {data.name} has {data.in_chans}; use a model made for "
+            f"{data.in_chans}-channel images"
+        )
+    return model_channels

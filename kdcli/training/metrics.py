@@ -35,7 +35,9 @@ def predict(
 def expected_calibration_error(logits: Tensor, labels: Tensor, bins: int = 15) -> float:
     """ECE with equal-width confidence bins (Guo et al. 2017, 15 bins): Σ_b |B|/N · |acc(B) − conf(B)|."""
     confidence, predicted = F.softmax(logits.float(), dim=1).max(dim=1)
-    correct = predicted.eq(labels).float()
+    finite = confidence.isfinite()  # a diverged model's NaN rows count as wrong, at zero confidence
+    confidence = confidence.where(finite, 0.0)
+    correct = (predicted.eq(labels) & finite).float()
     bin_index = (confidence * bins).ceil().clamp(1, bins).long() - 1
     total = torch.zeros(bins).index_add_(0, bin_index, torch.ones_like(confidence))
     gap = torch.zeros(bins).index_add_(0, bin_index, confidence - correct)

@@ -20,6 +20,13 @@ def test_ece_by_hand() -> None:
     assert expected_calibration_error(logits, labels) == pytest.approx(0.4, abs=1e-6)
 
 
+def test_ece_counts_a_nan_row_as_wrong_at_zero_confidence() -> None:
+    """A diverged model's NaN row lands in the first bin as a miss: |0 − 0|, so ECE = 0.8 / 3 from the two 0.9 rows."""
+    logits = torch.log(torch.tensor([[0.9, 0.1], [0.9, 0.1], [float("nan"), float("nan")]]))
+    labels = torch.tensor([0, 1, 0])
+    assert expected_calibration_error(logits, labels) == pytest.approx(0.8 / 3, abs=1e-6)
+
+
 def test_classification_metrics() -> None:
     logits = torch.tensor([[2.0, 1.0, 0.0], [0.0, 2.0, 1.0], [0.0, 1.0, 2.0], [2.0, 0.0, 1.0]])
     labels = torch.tensor([0, 1, 0, 2])

@@ -1,0 +1,455 @@
+"""``kdcli export``: a kdcli model file as ONNX, or as a folder in timm's ``local-dir`` layout.
+
+ONNX (``--format onnx``, the ``kdcli[onnx]`` extra: onnx, onnxscript, onnxruntime). The exported graph is the
+student wrapped in its own input adaptation (``kdcli.models.wrappers.NormalizedModel``, as ``kdcli eval`` runs it):
+grey images repeated to three channels for a three-channel model trained on grey data, then ``(x - mean) / std``
+with the card's statistics. So the ONNX model takes what kdcli's data pipeline gives a model: float32 images in
+[0, 1], shape (N, C, H, W) with the data's channels and the card's size, and returns logits (N, classes). A
+transformed student (Pea-KD's SPS) is rebuilt from the file's metadata first; its second passes reuse the first
+pass's modules, and the exported graph refers to each shared weight once.
+
+The exporter is ``torch.onnx.export(dynamo=True)``, torch's default since 2.9: it captures the model with
+``torch.export`` and translates it with onnxscript's torchlib. The TorchScript exporter (``dynamo=False``) also
+exports these CNNs and ViTs, but it is deprecated and warns that it will be removed, so a deployment path built on
+it would break with a future torch. The torch.export-based exporter writes opset 18 and later (asked for less, it
+silently stays at 18, so kdcli refuses it), and the opset of the written file is checked against the one asked for.
+
+Nothing is kept unchecked: the model is written to a temporary file next to the target, loaded in ONNX Runtime
+(CPU), run on seeded random images in [0, 1] — batch 1 and, with ``dynamic_batch``, other batch sizes — and its
+logits compared with PyTorch's (fp32, eager, CPU). Only when ``max |ONNX - PyTorch| <= tolerance`` is the file
+renamed over the target (``kdcli.io.files.atomic_write``); else nothing is written and the export fails (exit 1).
+
+timm (``--format timm``): a folder with ``model.safetensors`` and ``config.json`` in the layout timm's
+``push_to_hf_hub``/``save_for_hf`` write and ``load_model_config_from_path`` reads (``architecture``,
+``num_classes``, ``num_features``, ``model_args``, ``label_names``, ``pretrained_cfg`` with the card's
+``input_size``/``mean``/``std``), so ``timm.create_model("local-dir:DIR", pretrained=True)`` builds the student with
+its weights (after ``import kdcli.models`` for the CIFAR zoo's names) and timm's train.py takes it as a teacher
+(``--kd-model-name local-dir:DIR``). A timm model takes normalized input: the statistics are in the config, not in
+the weights. The folder is checked the same way (timm builds it from the folder, its logits are compared with the
+kdcli file's) before it is moved into place. A transformed student cannot be rebuilt by plain timm and is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from kdcli._version import __version__
+from kdcli.errors import RunFailed, UsageError
+from kdcli.io.files import atomic_write, sha256_file
+from kdcli.io.model_file import ModelCard, load_model, read_card
+from kdcli.models.wrappers import NormalizedModel
+
+EXPORT_SCHEMA = "kdcli.export/1"
+FORMATS = ("onnx", "timm")
+ONNX_EXTRA = "pip install 'kdcli[onnx]'"
+ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
+MIN_OPSET = 18
+"""The lowest opset torch's torch.export-based exporter writes (its torchlib's); ONNX Runtime reads it since 1.14."""
+INPUT_NAME = "images"
+BATCH = "batch"
+"""The name of a dynamic batch dimension, in the ONNX graph and in the summary's shapes."""
+OUTPUT_NAME = "logits"
+RELATIVE_TOLERANCE = 1e-4
+"""The check's bound on ``max |exported - PyTorch|``, relative to the size of the logits: the tolerance is
+``RELATIVE_TOLERANCE * max(1, max |PyTorch logit|)``. fp32 rounds at about 6e-8 of a value; ONNX Runtime fuses
+Conv+BatchNorm and sums in another order, and the exports measured differ by about 1e-7 relative (resnet8 to
+resnet110, wrn, vgg, MobileNetV2, ShuffleNets, ViTs, SPS students). 1e-4 leaves a thousand-fold margin over that
+for deep models, and is still far below what a wrong export gives (wrong statistics, a weight in the wrong
+place, a lost second pass: differences of 1e-2 and more)."""
+CHECK_SEED = 0
+CHECK_BATCHES = (1, 1, 1)
+"""Batches the check runs with a fixed batch of 1: three seeded random images."""
+DYNAMIC_CHECK_BATCHES = (1, 3, 8)
+"""Batches the check runs with ``dynamic_batch``: the exported batch dimension must take each."""
+TIMM_FILES = ("model.safetensors", "config.json")
+_CFG_DROPPED = ("url", "file", "state_dict", "hf_hub_id", "hf_hub_filename", "source", "architecture", "tag",
+                "label_offset", "label_names", "label_descriptions", "test_input_size", "test_pool_size",
+                "test_crop_pct", "min_input_size", "num_classes", "input_size", "mean", "std")  # fmt: skip
+"""Keys of the architecture's own ``pretrained_cfg`` that describe other weights (timm's hub weights and their
+labels, sizes, statistics) and are not carried over: the card says what the student's are."""
+
+
+# --- what is exported --------------------------------------------------------------------------------------------
+
+
+def input_channels(card: ModelCard) -> int:
+    """The channels of the images the exported model takes: the data's. A three-channel model trained on grey
+    data (one mean, as kdcli records it) takes grey images and repeats them, as ``NormalizedModel`` does."""
+    return 1 if card.in_chans == 3 and len(card.mean) == 1 else card.in_chans
+
+
+def default_output(source: Path, format: str) -> Path:
+    """``student.safetensors`` → ``student.onnx`` (a file) or ``student-timm/`` (a folder), next to the source."""
+    return source.with_suffix(".onnx") if format == "onnx" else source.parent / f"{source.stem}-timm"
+
+
+def tolerance_for(reference: torch.Tensor) -> float:
+    """The check's bound on ``max |exported - PyTorch|`` for these PyTorch logits (``RELATIVE_TOLERANCE``)."""
+    return RELATIVE_TOLERANCE * max(1.0, float(reference.abs().max()))
+
+
+def check_request(
+    source: Path, format: str, out: Path | None, opset: int | None, dynamic_batch: bool
+) -> tuple[ModelCard, Path]:
+    """Everything that can be refused before the model is built: the format and its options, the file (a kdcli
+    model file), the output path (by default next to the file), a transformed student for timm, and the ONNX
+    packages. Returns the card and the output path."""
+    if format not in FORMATS:
+        raise UsageError(f"--format must be {' or '.join(FORMATS)}, not {format!r}")
+    if format == "timm" and (opset is not None or dynamic_batch):
+        raise UsageError("--opset and --dynamic-batch apply to --format onnx only; drop them for --format timm")
+    if opset is not None and opset < MIN_OPSET:
+        raise UsageError(
+            f"--opset {opset} is below {MIN_OPSET}, the lowest opset torch's exporter writes; pass --opset {MIN_OPSET} "
+            "or more (ONNX Runtime reads it since 1.14)"
+        )
+    card = read_card(source)  # a missing or unreadable file is refused here, with its own message
+    if card is None:
+        raise UsageError(
+            f"{source} is not a kdcli model file (no kdcli metadata); convert a checkpoint first with "
+            f"`kdcli import {source.name} --arch ARCH --out FILE.safetensors`"
+        )
+    out = out if out is not None else default_output(source, format)
+    blocking = next((parent for parent in out.parents if parent.exists() and not parent.is_dir()), None)
+    if blocking is not None:
+        raise UsageError(f"cannot write {out}: {blocking} is a file, not a folder; choose another --out")
+    if format == "onnx" and out.is_dir():
+        raise UsageError(f"{out} is a directory; give --out a file path such as {out / (source.stem + '.onnx')}")
+    if format == "timm":
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"{out} is a file; --format timm writes a folder (config.json, model.safetensors): "
+                             "give --out a folder path")  # fmt: skip
+        if card.student_transform is not None:
+            raise UsageError(
+                f"{source} holds a student transformed by {card.student_transform['name']!r}, which plain timm "
+                "cannot rebuild; use --format onnx, or kdcli's own file (kdcli.load_model)"
+            )
+    if format == "onnx":
+        missing = [name for name in ONNX_PACKAGES if importlib.util.find_spec(name) is None]
+        if missing:
+            raise UsageError(f"--format onnx needs {', '.join(missing)} (not installed here): {ONNX_EXTRA}")
+    return card, out
+
+
+def export_model_file(
+    source: Path, format: str = "onnx", out: Path | None = None, opset: int | None = None, dynamic_batch: bool = False
+) -> dict[str, Any]:
+    """Export the kdcli model file ``source`` (checked, then written atomically); returns the JSON summary."""
+    card, out = check_request(source, format, out, opset, dynamic_batch)
+    model, loaded = load_model(source)  # builds the architecture, applies the student transform, loads the weights
+    assert loaded is not None
+    wrapped = NormalizedModel(model, card.mean, card.std, card.in_chans, card.arch).eval()
+    if format == "onnx":
+        return export_onnx(wrapped, card, out, source=source, opset=opset, dynamic_batch=dynamic_batch)
+    return export_timm(wrapped, card, out, source=source)
+
+
+def _summary(format: str, source: Path | None, out: Path, card: ModelCard) -> dict[str, Any]:
+    return {
+        "schema": EXPORT_SCHEMA,
+        "format": format,
+        "source": str(source) if source is not None else None,
+        "path": str(out),
+        "arch": card.arch,
+        "num_classes": card.num_classes,
+        "student_transform": card.student_transform,
+    }
+
+
+# --- ONNX --------------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """torch.onnx and onnxscript log progress and notes (and tracebacks of conversions they recover from); the
+    export is checked afterwards, so their chatter stays off kdcli's stderr."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "onnxscript", "onnx_ir")]
+    levels = [logger.level for logger in loggers]
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.CRITICAL)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
+
+
+def check_onnx(
+    path: Path, model: nn.Module, shape: tuple[int, int, int], batches: tuple[int, ...]
+) -> tuple[float, float, str]:
+    """Run the ONNX file at ``path`` in ONNX Runtime (CPU) and ``model`` in PyTorch on the same seeded random images
+    in [0, 1], one batch of each size in ``batches``; returns ``(max |difference|, tolerance, runtime)``.
+    Raises RunFailed when ONNX Runtime cannot run the file or the logits differ by more than the tolerance."""
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own exception types (opset too new, a missing kernel)
+        raise RunFailed(f"ONNX Runtime {ort.__version__} cannot load the export ({_first_line(error)}); nothing was "
+                        "written; an older --opset may load") from None  # fmt: skip
+    generator = torch.Generator().manual_seed(CHECK_SEED)
+    worst, tolerance = 0.0, float("inf")
+    for batch in batches:
+        images = torch.rand((batch, *shape), generator=generator)
+        with torch.no_grad():
+            reference = model(images).float()
+        try:
+            (exported,) = session.run([OUTPUT_NAME], {INPUT_NAME: images.numpy()})
+        except Exception as error:
+            raise RunFailed(f"ONNX Runtime cannot run the export on a batch of {batch} ({_first_line(error)}); "
+                            "nothing was written") from None  # fmt: skip
+        result = torch.from_numpy(exported)
+        if result.shape != reference.shape:
+            raise RunFailed(f"the export gives logits of shape {list(result.shape)} for a batch of {batch}, PyTorch "
+                            f"{list(reference.shape)}; nothing was written")  # fmt: skip
+        worst = max(worst, float((result - reference).abs().max()))
+        if not torch.isfinite(result).all():
+            worst = float("inf")
+        tolerance = min(tolerance, tolerance_for(reference))
+    if not worst <= tolerance:
+        raise RunFailed(
+            f"the export disagrees with PyTorch: max |ONNX - PyTorch| = {worst:.3g} > tolerance {tolerance:.3g} on "
+            "random images; nothing was written (run with --debug and report it)"
+        )
+    return worst, tolerance, f"onnxruntime {ort.__version__} (CPUExecutionProvider)"
+
+
+def export_onnx(
+    model: NormalizedModel,
+    card: ModelCard,
+    out: Path,
+    source: Path | None = None,
+    opset: int | None = None,
+    dynamic_batch: bool = False,
+) -> dict[str, Any]:
+    """Export ``model`` (the student with its input normalization) to ONNX at ``out``, checked against PyTorch in
+    ONNX Runtime before it is kept; returns the JSON summary."""
+    import onnx
+
+    model = model.to("cpu").eval()
+    shape = (input_channels(card), *card.input_size[1:])
+    sample = torch.rand((2 if dynamic_batch else 1, *shape), generator=torch.Generator().manual_seed(CHECK_SEED))
+    dynamic_shapes = {INPUT_NAME: {0: torch.export.Dim(BATCH, min=1)}} if dynamic_batch else None
+    try:
+        with _quiet_exporter():
+            program = torch.onnx.export(model, (sample,), dynamo=True, input_names=[INPUT_NAME],
+                                        output_names=[OUTPUT_NAME], opset_version=opset,
+                                        dynamic_shapes=dynamic_shapes, verbose=False)  # fmt: skip
+    except Exception as error:  # torch.export's and the translation's errors have many types
+        raise RunFailed(f"torch.onnx.export cannot export {card.arch} ({_first_line(error)}); kdcli's own model file "
+                        "still works (kdcli.load_model)") from None  # fmt: skip
+    assert program is not None
+    written = program.model.opset_imports.get("", 0)
+    if opset is not None and written != opset:
+        raise UsageError(f"torch's exporter cannot write opset {opset} (it gave {written}); nothing was written; "
+                         f"pass --opset {written} or leave --opset out")  # fmt: skip
+    program.model.metadata_props.update(_onnx_metadata(card, shape))
+    check: dict[str, Any] = {}
+
+    def write_and_check(tmp: Path) -> None:
+        with _quiet_exporter():
+            program.save(tmp, external_data=False)
+        try:
+            onnx.checker.check_model(str(tmp))
+        except onnx.checker.ValidationError as error:
+            raise RunFailed(f"the export is not valid ONNX ({_first_line(error)}); nothing was written") from None
+        batches = DYNAMIC_CHECK_BATCHES if dynamic_batch else CHECK_BATCHES
+        worst, tolerance, runtime = check_onnx(tmp, model, shape, batches)
+        check.update(max_abs_diff=worst, tolerance=tolerance, checked_batches=list(batches), runtime=runtime)
+
+    try:
+        atomic_write(out, write_and_check)
+    except OSError as error:
+        raise UsageError(f"cannot write {out} ({error.strerror or error}); choose another --out") from None
+    return {
+        **_summary("onnx", source, out, card),
+        "input": {
+            "name": INPUT_NAME,
+            "shape": [BATCH if dynamic_batch else 1, *shape],
+            "dtype": "float32",
+            "range": [0.0, 1.0],
+            "layout": "NCHW",
+        },
+        "output": {"name": OUTPUT_NAME, "shape": [BATCH if dynamic_batch else 1, card.num_classes]},
+        "input_shape": [BATCH if dynamic_batch else 1, *shape],
+        "dynamic_batch": dynamic_batch,
+        "normalization_included": True,
+        "grey_to_rgb": shape[0] != card.in_chans,
+        "mean": list(card.mean),
+        "std": list(card.std),
+        "opset": written,
+        "exporter": f"torch.onnx.export(dynamo=True), torch {torch.__version__}",
+        "max_abs_diff": check["max_abs_diff"],
+        "tolerance": check["tolerance"],
+        "tolerance_rule": f"{RELATIVE_TOLERANCE:g} * max(1, max |PyTorch logit|)",
+        "checked_batches": check["checked_batches"],
+        "check_runtime": check["runtime"],
+        "file_bytes": out.stat().st_size,
+    }
+
+
+def _onnx_metadata(card: ModelCard, shape: tuple[int, ...]) -> dict[str, str]:
+    """What a deployment needs to know, in the ONNX file's own metadata (``metadata_props``, strings)."""
+    values: dict[str, Any] = {
+        "kdcli.arch": card.arch,
+        "kdcli.input": f"float32 images in [0, 1], NCHW, {shape[0]} channel(s), {shape[1]}x{shape[2]}; "
+        "normalization included",
+        "kdcli.mean": list(card.mean),
+        "kdcli.std": list(card.std),
+        "kdcli.classes": card.classes,
+        "kdcli.dataset": card.dataset,
+        "kdcli.method": card.method,
+        "kdcli.version": __version__,
+    }
+    return {key: value if isinstance(value, str) else json.dumps(value) for key, value in values.items()
+            if value is not None}  # fmt: skip
+
+
+# --- timm's local-dir layout -------------------------------------------------------------------------------------
+
+
+def timm_config(model: nn.Module, card: ModelCard, source: Path | None = None) -> dict[str, Any]:
+    """``config.json`` for ``timm.create_model("local-dir:DIR")``: the layout of timm's ``save_config_for_hf``, with
+    the card's classes, input size and statistics in ``pretrained_cfg`` and its build arguments in ``model_args``."""
+    own = {key: value for key, value in dict(getattr(model, "pretrained_cfg", {}) or {}).items()
+           if value is not None and key not in _CFG_DROPPED}  # fmt: skip
+    if own.get("pool_size") and tuple(card.input_size[1:]) != _cfg_size(model):
+        own.pop("pool_size")  # timm's own rule: the pooled map's size is only known at the original input size
+    channels = card.in_chans
+    stats = {key: list(values) * channels if len(values) == 1 else list(values)
+             for key, values in (("mean", card.mean), ("std", card.std))}  # fmt: skip
+    pretrained_cfg = {
+        **own,
+        "input_size": [channels, *card.input_size[1:]],
+        **stats,
+        "num_classes": card.num_classes,
+        "crop_pct": 1.0,  # kdcli evaluates whole images: no centre crop
+        "crop_mode": "center",
+        "custom_load": False,
+    }
+    config: dict[str, Any] = {
+        "architecture": card.arch,
+        "num_classes": card.num_classes,
+        "num_features": int(getattr(model, "num_features", 0)) or None,
+        "model_args": {"in_chans": card.in_chans, "num_classes": card.num_classes, **card.model_kwargs},
+        "label_names": card.classes,
+        "pretrained_cfg": pretrained_cfg,
+        "kdcli": {
+            "source_sha256": sha256_file(source) if source is not None else None,
+            "dataset": card.dataset,
+            "method": card.method,
+            "teacher_arch": card.teacher_arch,
+            "teacher_sha256": card.teacher_sha256,
+            "metrics": card.metrics,
+            "kdcli_version": __version__,
+        },
+    }
+    return {key: value for key, value in config.items() if value is not None}
+
+
+def _cfg_size(model: nn.Module) -> tuple[int, ...]:
+    size = dict(getattr(model, "pretrained_cfg", {}) or {}).get("input_size") or (3, 224, 224)
+    return tuple(size[1:])
+
+
+def check_timm(folder: Path, model: NormalizedModel, card: ModelCard) -> tuple[float, float]:
+    """Build the student with timm from ``folder`` and compare its logits with ``model``'s on the same normalized
+    seeded random images; returns ``(max |difference|, tolerance)``; raises RunFailed when they differ."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            rebuilt = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    except Exception as error:  # timm raises RuntimeError, ValueError, KeyError from its builders
+        raise RunFailed(f"timm cannot rebuild {card.arch} from the exported folder ({_first_line(error)}); nothing "
+                        "was written") from None  # fmt: skip
+    generator = torch.Generator().manual_seed(CHECK_SEED)
+    images = torch.rand((4, input_channels(card), *card.input_size[1:]), generator=generator)
+    with torch.no_grad():
+        normalized = model.normalize(images)
+        reference, result = model.model(normalized), rebuilt(normalized)
+    tolerance = tolerance_for(reference)
+    worst = float((result - reference).abs().max()) if result.shape == reference.shape else float("inf")
+    if not worst <= tolerance:
+        raise RunFailed(f"timm's rebuild of the export disagrees with the kdcli file: max |difference| = {worst:.3g} "
+                        f"> tolerance {tolerance:.3g}; nothing was written")  # fmt: skip
+    return worst, tolerance
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
+def export_timm(model: NormalizedModel, card: ModelCard, out: Path, source: Path | None = None) -> dict[str, Any]:
+    """Write ``model.safetensors`` and ``config.json`` for timm into the folder ``out``, checked by building the
+    student from them with timm; a new folder appears whole (one rename), an existing one gets the two files
+    replaced one by one (other files in it are left alone). Returns the JSON summary."""
+    if card.student_transform is not None:
+        raise UsageError(f"a student transformed by {card.student_transform['name']!r} cannot be rebuilt by plain "
+                         "timm; use --format onnx, or kdcli's own file (kdcli.load_model)")  # fmt: skip
+    plain = model.model
+    config = timm_config(plain, card, source)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    except OSError as error:
+        raise UsageError(f"cannot write {out} ({error.strerror or error}); choose another --out") from None
+    try:
+        tensors = {name: tensor.detach().to("cpu").contiguous().clone() for name, tensor in plain.state_dict().items()}
+        save_file(tensors, str(staging / "model.safetensors"), metadata={"format": "pt"})
+        (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        for name in TIMM_FILES:
+            _fsync(staging / name)
+        worst, tolerance = check_timm(staging, model, card)
+        staging.chmod(0o777 & ~_umask())  # mkdtemp makes the folder private; give it the usual permissions
+        for name in TIMM_FILES:
+            (staging / name).chmod(0o666 & ~_umask())
+        if out.is_dir():
+            for name in TIMM_FILES:  # the weights first: a config never names weights it does not come with
+                os.replace(staging / name, out / name)
+        else:
+            os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    mean, std = config["pretrained_cfg"]["mean"], config["pretrained_cfg"]["std"]
+    return {
+        **_summary("timm", source, out, card),
+        "files": list(TIMM_FILES),
+        "input_shape": [BATCH, *config["pretrained_cfg"]["input_size"]],
+        "normalization_included": False,
+        "mean": mean,
+        "std": std,
+        "opset": None,
+        "max_abs_diff": worst,
+        "tolerance": tolerance,
+        "tolerance_rule": f"{RELATIVE_TOLERANCE:g} * max(1, max |PyTorch logit|)",
+        "load_with": f'import kdcli.models; timm.create_model("local-dir:{out}", pretrained=True)',
+    }
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
