@@ -135,6 +135,10 @@ def main() -> None:
         except (UsageError, RunFailed) as error:  # a CUDA-only configuration elsewhere, a step that won't capture
             print(json.dumps({"benchmark": "engine", **environment, "config": name, "skipped": str(error)}))
             continue
+        except Exception as error:  # a compiler failure: recorded, and the other configurations still measured
+            failure = f"{type(error).__name__}: {error}"[:1000]
+            print(json.dumps({"benchmark": "engine", **environment, "config": name, "failed": failure}), flush=True)
+            continue
         result["eager_seconds_per_epoch"] = eager["seconds_per_epoch"]
         result["speedup_vs_eager"] = eager["seconds_per_epoch"] / result["seconds_per_epoch"]
         if name == "recipe":

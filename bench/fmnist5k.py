@@ -21,11 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import platform
 import shutil
 import subprocess
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -81,8 +82,8 @@ def commit() -> str | None:
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
                                text=True, cwd=Path(__file__).resolve().parent).stdout.strip()  # fmt: skip
         return found.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return None
+    except (OSError, subprocess.CalledProcessError):  # a copy without .git (the GPU machine's): the caller says
+        return os.environ.get("KDCLI_COMMIT")
 
 
 def main() -> None:
@@ -125,12 +126,18 @@ def main() -> None:
 
     tasks = [(arm, seed, arm_task(arm, seed, common, out, teacher["path"])) for seed in args.seeds for arm in args.arms]
     arms: dict[str, list[dict[str, Any]]] = {arm: [] for arm in args.arms}
+    failed: dict[str, list[str]] = {}
     context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
     with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
-        futures = [(arm, pool.submit(run, preset, overrides, distill, args.threads))
-                   for arm, _, (preset, distill, overrides) in tasks]  # fmt: skip
-        for arm, future in futures:
-            outcome = future.result()
+        futures = {pool.submit(run, preset, overrides, distill, args.threads): (arm, seed)
+                   for arm, seed, (preset, distill, overrides) in tasks}  # fmt: skip
+        for future in as_completed(futures):  # each run's files are kept as soon as it ends
+            arm, seed = futures[future]
+            try:
+                outcome = future.result()
+            except Exception as error:  # one failed run must not take the others' figures with it
+                failed.setdefault(arm, []).append(f"seed {seed}: {type(error).__name__}: {error}"[:500])
+                continue
             if results is not None:
                 keep_small_files(Path(outcome["run_dir"]), results)
             arms[arm].append(outcome)
@@ -147,14 +154,15 @@ def main() -> None:
         "jobs": args.jobs,
         "seeds": args.seeds,
         "student_epochs": config.config.train.epochs,
-        "teacher_epochs": args.teacher_epochs or ("file" if args.teacher else "preset"),
+        "teacher_epochs": "file" if args.teacher else (args.teacher_epochs or "preset"),
         "val_split": args.val_split,
         "teacher_top1": teacher_top1,
         "teacher_seconds": teacher["seconds"],
         "arms": {name: {"last_top1": mean_std([r["last"] for r in runs]),
                         "best_on_val_top1": mean_std([r["best"] for r in runs]),
                         "seconds": mean_std([r["seconds"] for r in runs]),
-                        "runs": [r["last"] for r in runs]} for name, runs in arms.items()},
+                        "runs": [r["last"] for r in runs],
+                        **({"failed": failed[name]} if name in failed else {})} for name, runs in arms.items()},
     }))  # fmt: skip
 
 
