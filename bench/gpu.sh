@@ -6,13 +6,16 @@
 #   bash bench/gpu.sh OUT --dry-run    # here, on the CPU: every stage, tiny, to check the script itself
 #
 # Stages, each under its own time limit so that one slow stage cannot take the others' results with it:
-#   1. the CUDA tests (tests/training/test_acceleration.py): graphs equal eager, no host sync in an epoch;
+#   1. the CUDA tests (tests/training/test_acceleration.py -k cuda; its CPU tests run in CI): graphs equal eager,
+#      no host sync in an epoch (about 50 s on an H200, 2026-11-30);
 #   2. the FMNIST-5k protocol (../shared/data/README.md): teacher resnet56, 40 epochs (the one in
 #      .data/fmnist5k-teacher.safetensors when --prepare found it, else trained here); resnet8 alone, vanilla, pesf,
 #      skd, pea and pea's two ablations on the eager loop, plus vanilla on the fast path (compile, CUDA graphs,
 #      bf16) for its accuracy; 3 seeds, seed 0 of every arm first; 8 runs at a time. Eager because a 40-epoch run of
 #      these small models is shorter than its compilation;
-#   3. the engine benchmark (bench/engine.py): the fast path one step at a time, and the methods' cost.
+#   3. the engine benchmark (bench/engine.py): the fast path one step at a time, and the methods' cost; `recipe`
+#      (compile + graphs) right after the eager baseline, as compiling resnet110 takes most of a minute.
+# Stage times on the H200 (2026-11-30): wheels and kdcli 14 s, the protocol's 24 runs 252 s.
 # Writes under OUT (at most 8 files come back from the device machine): results.jsonl (every JSON line), gpu.log
 # (every log), cuda-tests.xml, fmnist5k-runs.tgz (each run's report.json, metrics.jsonl, config.yaml, report.md,
 # the unfinished runs' too). KDCLI_COMMIT=<sha> names the commit where the copy has no .git.
@@ -76,16 +79,16 @@ if [[ $DRY == --dry-run ]]; then
             --threads 1)
     ENGINE=(--device cpu --images 256 --configs eager bf16)
 else
-    DEVICE=cuda; TEST_LIMIT=110; FMNIST_LIMIT=260; ENGINE_LIMIT=120
+    DEVICE=cuda; TEST_LIMIT=100; FMNIST_LIMIT=260; ENGINE_LIMIT=150
     FMNIST=(--arms "${ARMS[@]}" --jobs 8 --threads 2)
-    ENGINE=(--images 20000 --configs eager graphs-eager bf16 recipe pesf skd pea-nosps batch1024)
+    ENGINE=(--images 20000 --configs eager recipe graphs-eager batch1024 pesf skd pea-nosps bf16)
 fi
 DATA=.data/fashion-mnist
 [[ -d $DATA ]] || DATA=../shared/data/fashion-mnist
 [[ -f .data/fmnist5k-teacher.safetensors ]] && FMNIST+=(--teacher .data/fmnist5k-teacher.safetensors)
 
 say "1/3 CUDA tests (limit ${TEST_LIMIT}s)"
-timeout "$TEST_LIMIT" python3 -m pytest -q -rs -p no:cacheprovider tests/training/test_acceleration.py \
+timeout "$TEST_LIMIT" python3 -m pytest -q -rs -p no:cacheprovider tests/training/test_acceleration.py -k cuda \
     --junitxml "$OUT/cuda-tests.xml" >>"$LOG" 2>&1
 echo "pytest exit $?" >>"$LOG"
 python3 - "$OUT/cuda-tests.xml" >>"$RESULTS" <<'PY'

@@ -39,18 +39,41 @@ def mean_std(values: list[float | None]) -> dict[str, float] | None:
     return {"mean": statistics.fmean(present), "std": statistics.stdev(present) if len(present) > 1 else 0.0}
 
 
+def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _settings(groups: list[Report]) -> list[str]:
+    """Per group, its settings outside the method, the teacher and the seed that differ from what most groups use
+    (e.g. ``compile=None, precision=auto`` for a fast-path arm among eager ones), so no two rows read alike."""
+    flat = [_flat(json.loads(_group_key(report))) for report in groups]
+    keys = sorted({key for config in flat for key in config if not key.startswith(("method.", "teacher."))})
+    usual = {key: statistics.mode(json.dumps(config.get(key)) for config in flat) for key in keys}
+    return [", ".join(f"{key.rsplit('.', 1)[-1]}={config.get(key)}" for key in keys
+                      if json.dumps(config.get(key)) != usual[key]) for config in flat]  # fmt: skip
+
+
 def compare(run_dirs: list[str | Path]) -> dict[str, Any]:
-    """Group runs that differ only in seed and output folder; report mean ± std of their figures."""
+    """Group runs that differ only in seed and output folder; report mean ± std of their figures. A row's
+    ``settings`` names what else sets its group apart from the others (empty when only the method does)."""
     groups: dict[str, list[Report]] = {}
     for run_dir in map(Path, run_dirs):
         report = read_report(run_dir)
         groups.setdefault(_group_key(report), []).append(report)
+    settings = _settings([reports[0] for reports in groups.values()])
     rows = []
-    for reports in groups.values():
+    for reports, setting in zip(groups.values(), settings, strict=True):
         first = reports[0]
         final = [r.final for r in reports]
         rows.append({
             "method": _arm(first),
+            "settings": setting,
             "teacher": first.teacher.arch if first.teacher else None,
             "student": first.student.arch,
             "data": first.config["data"]["name"],
@@ -77,8 +100,9 @@ def markdown_table(summary: dict[str, Any]) -> str:
     ]
     for row in summary["rows"]:
         pair = f"{row['teacher']} → {row['student']}" if row["teacher"] else row["student"]
+        label = f"{row['method']} [{row['settings']}]" if row["settings"] else row["method"]
         lines.append(
-            f"| {row['method']} | {pair} | {len(row['seeds'])} | {_cell(row['top1_last'])} | "
+            f"| {label} | {pair} | {len(row['seeds'])} | {_cell(row['top1_last'])} | "
             f"{_cell(row['top1_best_on_val'])} | {row['parameters']:,} | {row['macs'] / 1e6:.1f} M | "
             f"{_cell(row['wall_seconds'], 0)} |"
         )

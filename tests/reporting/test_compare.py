@@ -40,3 +40,25 @@ def test_compare_refuses_a_folder_without_report(tmp_path: Path, capsys: pytest.
     with pytest.raises(SystemExit) as exit_info:
         main(["compare", str(tmp_path)])
     assert exit_info.value.code == 2 and "no report.json" in capsys.readouterr().err
+
+
+GPU_RUNS = Path(__file__).resolve().parents[2] / "bench" / "results" / "gpu-2026-11-30" / "fmnist5k"
+
+
+def test_rows_that_differ_outside_the_method_say_how(capsys: pytest.CaptureFixture[str]) -> None:
+    """The protocol's vanilla on the eager loop and on the fast path (real reports, kept under bench/results) are two
+    rows; the one unlike the rest names its engine settings instead of reading exactly like the other."""
+    runs = [GPU_RUNS / name for name in ("vanilla-eager-s0", "vanilla-eager-s1", "vanilla-s0", "student-eager-s0")]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", *map(str, runs), "--json"])
+    assert exit_info.value.code == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [(row["method"], row["seeds"]) for row in rows] == [
+        ("vanilla", [0, 1]), ("vanilla", [0]), ("no teacher (kdcli train)", [0])
+    ]  # fmt: skip
+    assert [row["settings"] for row in rows] == [
+        "",
+        "channels_last=None, compile=None, cuda_graphs=None, precision=auto",
+        "",
+    ]
+    assert rows[0]["top1_last"]["mean"] == pytest.approx((88.36 + 88.35) / 2)
