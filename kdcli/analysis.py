@@ -92,13 +92,23 @@ def _universe(probabilities: Tensor, stats: TeacherStatistics, saturated: bool) 
 def _instance(teacher: Tensor, student: Tensor, labels: Tensor, stats: TeacherStatistics, temperature: float,
               ce_weight: float, kd_weight: float) -> Instance:  # fmt: skip
     w = gradient_rescaling(teacher, student, labels, temperature, ce_weight, kd_weight)
-    low, high = float(w.min()), float(w.max())
-    counts = torch.histc(w, bins=30, min=low, max=high if high > low else low + 1)
-    edges = torch.linspace(low, high if high > low else low + 1, 31)
+    # w divides by 1 - q_y: where the student already fits an example (q_y near 1) it runs to thousands, so the
+    # text gives the median and the central 98 %, and the histogram's bins are even in sign(w)·log10(1 + |w|)
+    # (drawn on a symlog axis), which shows -0.5 and -5,000 apart without hiding either
+    levels = torch.tensor([0.01, 0.5, 0.99], dtype=torch.float64)
+    low, median, high = (float(v) for v in torch.quantile(w.double(), levels))
+    squashed = w.double().sign() * w.double().abs().log1p()
+    lo, hi = float(squashed.min()), float(squashed.max())
+    hi = hi if hi > lo else lo + 1
+    counts = torch.histc(squashed, bins=40, min=lo, max=hi)
+    edges = torch.linspace(lo, hi, 41, dtype=torch.float64)
+    edges = edges.sign() * edges.abs().expm1()
     return Instance(
         ce_weight=ce_weight,
         kd_weight=kd_weight,
         mean_rescaling=float(w.mean()),
+        median_rescaling=median,
+        central_range=[low, high],
         share_below_ce_weight=float((w < ce_weight).double().mean()),
         share_negative=float((w < 0).double().mean()),
         correlation_with_confidence=_pearson(w, stats.confidence),

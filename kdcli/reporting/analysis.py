@@ -63,6 +63,9 @@ class Instance(_Section):
     ce_weight: float
     kd_weight: float
     mean_rescaling: float
+    median_rescaling: float
+    central_range: list[float]
+    """The 1st and 99th percentiles of w."""
     share_below_ce_weight: float
     """Share of examples with w < γ: the teacher damps them."""
     share_negative: float
@@ -70,6 +73,7 @@ class Instance(_Section):
     correlation_with_confidence: float
     """Pearson correlation of w with c."""
     histogram_edges: list[float]
+    """Even in ``sign(w)·ln(1 + |w|)``: the figure draws them on a symlog axis."""
     histogram_counts: list[int]
 
 
@@ -154,9 +158,13 @@ def markdown(analysis: Analysis) -> str:
             instance = result.instance
             weights = f"γ = {instance.ce_weight:g}, α = {instance.kd_weight:g}"
             below, negative = 100 * instance.share_below_ce_weight, 100 * instance.share_negative
-            lines += ["", f"Instance: the gradient rescaling w(x) ({weights}) has mean {instance.mean_rescaling:.3f}; "
-                          f"{below:.1f} % of the examples have w < γ and {negative:.1f} % w < 0; its correlation with "
-                          f"c is {instance.correlation_with_confidence:.3f}."]  # fmt: skip
+            low, high = instance.central_range
+            lines += ["", f"Instance: the gradient rescaling w(x) ({weights}) has median "
+                          f"{instance.median_rescaling:.3f}, and 98 % of the examples lie in [{low:.3f}, {high:.3f}] "
+                          f"(mean {instance.mean_rescaling:.3f}: w divides by 1 − q_y, so the examples the student "
+                          f"already fits pull it far out); {below:.1f} % of the examples have w < γ and "
+                          f"{negative:.1f} % w < 0; its correlation with c is "
+                          f"{instance.correlation_with_confidence:.3f}."]  # fmt: skip
         tag = f"{result.temperature:g}"
         lines += ["", f"![relationships](relationships-t{tag}.png)", "", f"![decomposition](decomposition-t{tag}.png)",
                   "", f"![confidence](confidence-t{tag}.png)", ""]  # fmt: skip
@@ -210,7 +218,8 @@ def figures(out: Path, analysis: Analysis) -> list[Path]:
             axes.axvline(0.0, color="#c44e52", linestyle=":", label="0")
             axes.set_xlabel("w(x): KD's gradient on the true-class logit over plain CE's")
             axes.set_ylabel("examples")
-            axes.set_title(f"gradient rescaling at τ = {tag}")
+            axes.set_xscale("symlog", linthresh=1.0)
+            axes.set_title(f"gradient rescaling at τ = {tag} (symlog axis: linear within ±1)")
             axes.legend(frameon=False)
             save_figure(figure, out / f"rescaling-t{tag}.png")
             written.append(out / f"rescaling-t{tag}.png")

@@ -155,7 +155,11 @@ def test_analyze_writes_json_markdown_and_figures(
     document = json.loads(capsys.readouterr().out)
     assert document["schema"] == "kdcli.analysis/1" and document["samples"] == 300
     assert [r["temperature"] for r in document["results"]] == [1.0, 4.0]
-    assert document["results"][1]["instance"]["ce_weight"] == 0.1
+    instance = document["results"][1]["instance"]
+    assert instance["ce_weight"] == 0.1
+    assert sum(instance["histogram_counts"]) == 300  # every example is drawn, however far out w runs
+    assert instance["histogram_edges"] == sorted(instance["histogram_edges"])
+    assert instance["central_range"][0] <= instance["median_rescaling"] <= instance["central_range"][1]
     sizes = {
         "relationships": (792, 660),
         "decomposition": (704, 352),
