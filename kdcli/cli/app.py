@@ -6,6 +6,7 @@ when it runs, so ``kdcli --help``, ``--version``, ``methods``, ``models`` and ``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -39,6 +40,26 @@ if hasattr(typer.core.TyperArgument, "display_type_rich"):
         return None if self.metavar else _argument_type(self, ctx)
 
     typer.core.TyperArgument.display_type_rich = _named_argument_type  # type: ignore[method-assign, assignment]
+
+if hasattr(typer.core.TyperArgument, "_usage_display_name"):
+    # typer writes a required argument as "{FILE}" in the usage line, which reads like shell brace expansion; click
+    # and most CLIs write "FILE" (and "[FILE]" when optional)
+    def _usage_name(self: typer.core.TyperArgument) -> str:
+        name = self.display_name_raw if self.required else f"[{self.display_name_raw}]"
+        return name + ("..." if self.nargs != 1 else "")
+
+    typer.core.TyperArgument._usage_display_name = _usage_name  # type: ignore[method-assign]
+
+with contextlib.suppress(ImportError):  # typer's vendored click; plain click wraps help with textwrap the same way
+    from typer._click import _textwrap
+
+    class _WholeWords(_textwrap.TextWrapper):
+        """Help wrapped at spaces only, so no option name (--train-subset) or path is cut at its hyphen."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **{**kwargs, "break_on_hyphens": False})
+
+    _textwrap.TextWrapper = _WholeWords  # type: ignore[misc]
 
 
 app = typer.Typer(
@@ -478,7 +499,7 @@ def export(
         ),
     ] = "onnx",
     out: Annotated[
-        Path | None, typer.Option(metavar="PATH", help="default: FILE.onnx or FILE-timm/ next to FILE")
+        Path | None, typer.Option(metavar="FILE|DIR", help="default: FILE.onnx or FILE-timm/ next to FILE")
     ] = None,
     opset: Annotated[int | None, typer.Option(metavar="N", help="ONNX opset, 18 or more; default: torch's")] = None,
     dynamic_batch: Annotated[

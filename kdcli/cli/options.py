@@ -54,7 +54,11 @@ def schema_help(key: str) -> str | None:
 
 TEACHER = (
     Flag(
-        "--teacher", "teacher.arch", str, "teacher architecture, or a kdcli .safetensors file (its metadata names it)"
+        "--teacher",
+        "teacher.arch",
+        str,
+        "teacher architecture, or a kdcli .safetensors file (its metadata names it)",
+        metavar="ARCH|FILE",
     ),
     Flag(
         "--teacher-ckpt", "teacher.checkpoint", str, "teacher weights (safetensors) for --teacher ARCH", metavar="FILE"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -291,3 +292,9 @@ def test_help_fits_80_columns(
     assert code == 0 and "Usage: kdcli" in out
     too_long = [line for line in out.splitlines() if len(line) > 80]
     assert not too_long, too_long
+    # no click/typer type placeholders, no "{FILE}" usage, no word (an option name, a path) cut at its hyphen
+    placeholders = re.compile(
+        r"\b(TEXT|PATH|INTEGER|FLOAT|BOOLEAN)\b|<(list|tuple|str|int|float|bool|Path)\b|\{[A-Z]+\}|\w-$"
+    )
+    flawed = [line for line in out.splitlines() if placeholders.search(line)]
+    assert not flawed, flawed

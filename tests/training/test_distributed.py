@@ -59,7 +59,7 @@ def config_for(out: Path, teacher: Path, method: str) -> dict[str, Any]:
     student = {"arch": "test_vit", "kwargs": {"img_size": 32}}
     train = {"epochs": 2, "batch_size": 25, "eval_batch_size": 32}
     return tiny_config(out, teacher={"checkpoint": str(teacher)}, student=student, method={"name": method},
-                       data={"train_subset": 310, "val_split": 0.15}, optim={"name": "adamw", "lr": 1e-3},
+                       data={"train_subset": 311, "val_split": 0.15}, optim={"name": "adamw", "lr": 1e-3},
                        train=train)  # fmt: skip
 
 
@@ -100,7 +100,7 @@ def moved_weights_agree(reference: dict[str, torch.Tensor], other: dict[str, tor
 @pytest.mark.parametrize("method", ["vanilla", "pesf"])
 def test_two_processes_train_the_weights_of_one(tmp_path: Path, teacher_file: Path, method: str) -> None:
     """Same global batch and seed: the same student, within rounding; only rank 0 wrote the run directory; the
-    evaluation over two ranks (an odd 46-image validation split, batches of 32 split 16/16 and 7/7) reports exactly
+    evaluation over two ranks (a 47-image validation split, batches of 32 split 16/16 and 8/7) reports exactly
     the top-1 one process computes from the exported student."""
     single = kdcli.distill(config_for(tmp_path / "single", teacher_file, method))
     spawn_two(config_for(tmp_path / "ddp", teacher_file, method))
@@ -109,9 +109,9 @@ def test_two_processes_train_the_weights_of_one(tmp_path: Path, teacher_file: Pa
     assert reference.keys() == other.keys()
     moved_weights_agree(reference, other, initial.student.model.state_dict(), rel=1e-3)
     report = read_report(tmp_path / "ddp")
-    evaluated = kdcli.evaluate([tmp_path / "ddp" / "student.safetensors"], split="val", train_subset=310,
+    evaluated = kdcli.evaluate([tmp_path / "ddp" / "student.safetensors"], split="val", train_subset=311,
                                val_split=0.15, device="cpu", batch_size=32)["results"][0]  # fmt: skip
-    assert evaluated["samples"] == 46
+    assert evaluated["samples"] == 47
     assert report.epochs[-1]["val_top1"] == evaluated["top1"]
     if method == "pesf":
         assert report.student.extra_training_parameters > 0  # the adapter trained under DDP too
