@@ -17,7 +17,7 @@ print(" ".join(d.replace(">=", "==") for d in deps if not d.startswith("torch"))
 PY
 )
 # shellcheck disable=SC2086
-"$VENV/bin/pip" install -q $floors pytest
+"$VENV/bin/pip" install -q $floors pytest hypothesis
 "$VENV/bin/pip" install -q --no-deps -e .
 "$VENV/bin/pip" freeze | grep -v "^-e"
 "$VENV/bin/python" -m pytest -q -m "not slow" -p no:cacheprovider

@@ -41,14 +41,15 @@ if hasattr(typer.core.TyperArgument, "display_type_rich"):
 
     typer.core.TyperArgument.display_type_rich = _named_argument_type  # type: ignore[method-assign, assignment]
 
-if hasattr(typer.core.TyperArgument, "_usage_display_name"):
-    # typer writes a required argument as "{FILE}" in the usage line, which reads like shell brace expansion; click
-    # and most CLIs write "FILE" (and "[FILE]" when optional)
-    def _usage_name(self: typer.core.TyperArgument) -> str:
-        name = self.display_name_raw if self.required else f"[{self.display_name_raw}]"
-        return name + ("..." if self.nargs != 1 else "")
 
-    typer.core.TyperArgument._usage_display_name = _usage_name  # type: ignore[method-assign]
+def _usage_pieces(self: typer.core.TyperArgument, ctx: Any) -> list[str]:
+    """A required argument as "FILE" in the usage line (typer writes "{FILE}", which reads like shell brace
+    expansion), an optional one as "[FILE]", as click and most CLIs do."""
+    name = self.metavar or (self.name or "").upper()
+    return [(name if self.required else f"[{name}]") + ("..." if self.nargs != 1 else "")]
+
+
+typer.core.TyperArgument.get_usage_pieces = _usage_pieces  # type: ignore[method-assign]
 
 with contextlib.suppress(ImportError):  # typer's vendored click; plain click wraps help with textwrap the same way
     from typer._click import _textwrap
@@ -160,9 +161,12 @@ def _print_result(result: RunResult, as_json: bool) -> None:
         if teacher:
             rows.append(["teacher", teacher.arch, f"{teacher.parameters:,}", f"{teacher.macs / 1e6:.1f} M",
                          f"{teacher.top1:.2f}", "", f"{teacher.top5:.2f}"])  # fmt: skip
-        best = f"{final.best_top1:.2f}" if final.best_top1 is not None else "–"
+
+        def percent(value: float | None) -> str:
+            return "–" if value is None else f"{value:.2f}"
+
         rows.append(["student", student.arch, f"{student.parameters:,}", f"{student.macs / 1e6:.1f} M",
-                     f"{final.last_top1:.2f}", best, f"{final.last_top5:.2f}"])  # fmt: skip
+                     percent(final.last_top1), percent(final.best_top1), percent(final.last_top5)])  # fmt: skip
         columns = ("model", "arch", "params", "MACs", "top-1", "top-1 (best val)", "top-5")
         timing = report.timing
         summary = (f"{final.epochs} epochs, {timing.seconds_per_epoch:.1f} s/epoch, {timing.images_per_second:.0f} "

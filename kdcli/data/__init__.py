@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,11 +134,17 @@ def build_data(
 
 class CheckedImages(torch.utils.data.Dataset):
     """timm's ImageDataset, with a file that cannot be decoded reported by name instead of a worker's traceback:
-    kdcli refuses a damaged image rather than skip it silently."""
+    kdcli refuses a damaged image rather than skip it silently.
+
+    timm itself logs "Skipped sample" and serves the next image instead, up to ``timm.data.dataset._ERROR_RETRY``
+    times in a row; kdcli sets that to 1 (read at each call by timm 1.0.10, at construction by later versions), so
+    timm gives up on the first failure and the error reaches this wrapper, which names the file."""
 
     def __init__(self, dataset: Any) -> None:
         self.dataset = dataset
         self.reader = dataset.reader
+        if hasattr(dataset, "_max_retries"):
+            dataset._max_retries = 1
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -145,12 +152,19 @@ class CheckedImages(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> Any:
         try:
             return self.dataset[index]
-        except (OSError, SyntaxError, ValueError) as exc:  # PIL's UnidentifiedImageError is an OSError
+        except (OSError, SyntaxError, ValueError, RuntimeError) as exc:  # PIL's UnidentifiedImageError: OSError
             name = self.dataset.filename(index, absolute=True)
-            raise UsageError(f"{name} is not a readable image ({exc}); remove or replace it") from None
+            reason = f" ({exc})" if not isinstance(exc, RuntimeError) else ""  # timm's "Failed to load 1 ..." says less
+            raise UsageError(f"{name} is not a readable image{reason}; remove or replace it") from None
 
 
 def _image_folder(dataset_class: Any, folder: Path, transform: Any) -> CheckedImages:
+    import logging
+
+    import timm.data.dataset
+
+    timm.data.dataset._ERROR_RETRY = 1  # see CheckedImages
+    logging.getLogger(timm.data.dataset.__name__).setLevel(logging.ERROR)  # its "Skipped sample" warning
     try:
         dataset = dataset_class(str(folder), transform=transform)
     except RuntimeError:  # timm: "Found 0 images in subfolders of ..."
@@ -168,6 +182,11 @@ def _build_imagefolder(
 
     if config.dir is None or not (Path(config.dir) / "train").is_dir():
         raise UsageError(f"imagefolder needs --data-dir DIR with train/ and val/ class folders (got {config.dir})")
+    # the evaluation folder: val/ (ImageNet's layout) or test/; without one a run would report no accuracy at all
+    eval_dir = next((Path(config.dir) / name for name in ("val", "test") if (Path(config.dir) / name).is_dir()), None)
+    if eval_dir is None:
+        raise UsageError(f"{config.dir} has train/ but no val/ (or test/) folder to evaluate on; add one with the "
+                         "same class folders")  # fmt: skip
     if config.train_subset is not None or config.val_split > 0:
         raise UsageError("--train-subset and --val-split work on in-memory data sets; split the folders instead")
     root = Path(config.dir)
@@ -175,11 +194,13 @@ def _build_imagefolder(
     # Prefetcher mode: the transforms stop at uint8 tensors; the loader scales on the device, the models normalize.
     train_transform = create_transform(size, is_training=True, use_prefetcher=True)
     train_set = _image_folder(ImageDataset, root / "train", train_transform)
-    val_dir = root / "val"
-    test_set = (
-        _image_folder(ImageDataset, val_dir, create_transform(size, use_prefetcher=True)) if val_dir.is_dir() else None
-    )
+    test_set = _image_folder(ImageDataset, eval_dir, create_transform(size, use_prefetcher=True))
     classes = sorted(train_set.reader.class_to_idx, key=train_set.reader.class_to_idx.get)
+    if test_set.reader.class_to_idx != train_set.reader.class_to_idx:
+        found = sorted(test_set.reader.class_to_idx)
+        raise UsageError(f"{eval_dir} and {root / 'train'} hold different class folders ({found} vs {classes}); "
+                         "give both the same classes")  # fmt: skip
+    workers = min(config.workers, os.cpu_count() or 1)  # more workers than cores only adds contention
     return DataBundle(
         name="imagefolder",
         classes=classes,
@@ -187,10 +208,8 @@ def _build_imagefolder(
         image_size=(size, size),
         mean=IMAGENET_DEFAULT_MEAN,
         std=IMAGENET_DEFAULT_STD,
-        train=FolderLoader(train_set, batch_size, device, shuffle=True, workers=config.workers, seed=seed, shard=shard),
-        test=FolderLoader(test_set, eval_batch_size, device, shuffle=False, workers=config.workers, shard=shard)
-        if test_set
-        else None,
+        train=FolderLoader(train_set, batch_size, device, shuffle=True, workers=workers, seed=seed, shard=shard),
+        test=FolderLoader(test_set, eval_batch_size, device, shuffle=False, workers=workers, shard=shard),
         val=None,
     )
 

@@ -1,9 +1,9 @@
 """``kdcli import``: a PyTorch checkpoint to a kdcli safetensors model file.
 
 Reads RepDistiller's ``{'model': state_dict, ...}``, timm's ``.pth.tar`` (``{'state_dict': ..., 'args': Namespace}``
-as timm's ``CheckpointSaver`` writes it) and plain state dicts, in torch's zip or legacy format. Keys are cleaned
-with timm's ``clean_state_dict``, which drops the prefixes of DataParallel/DDP (``module.``) and ``torch.compile``
-(``_orig_mod.``), in either order.
+as timm's ``CheckpointSaver`` writes it) and plain state dicts, in torch's zip or legacy format. Keys lose the
+prefixes of DataParallel/DDP (``module.``) and ``torch.compile`` (``_orig_mod.``), stacked in any order (timm's
+``clean_state_dict`` strips each once, and in either order only from timm 1.0.30 on).
 
 Files are read with ``torch.load(weights_only=True)`` and nothing else: a checkpoint that pickles Python objects
 (a whole model, code) is refused, never unpickled. The one class allowed besides torch's own is
@@ -35,7 +35,7 @@ from typing import Any
 import timm
 import torch
 from safetensors import SafetensorError
-from timm.models import clean_state_dict, get_pretrained_cfg
+from timm.models import get_pretrained_cfg
 from torch import nn
 
 from kdcli.catalog import ZOO, ZooModel
@@ -46,6 +46,8 @@ from kdcli.io.model_file import ModelCard, conv_in_chans, load_weights, save_mod
 from kdcli.models.factory import create_model, resolve_arch
 from kdcli.suggest import did_you_mean
 
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+"""Prefixes that DataParallel/DDP and torch.compile put before a wrapped model's keys."""
 STATE_DICT_KEYS = ("model", "state_dict", "state_dict_ema", "model_ema")
 """Where a checkpoint dict keeps its state dict, in the order they are looked for (RepDistiller and DeiT use
 ``model``, timm ``state_dict``; the EMA copies only when there is no other)."""
@@ -131,12 +133,19 @@ def _state_dict(path: Path, checkpoint: Any) -> dict[str, torch.Tensor]:
             f"{path} holds no state dict ({held}; looked for {', '.join(repr(k) for k in STATE_DICT_KEYS)} or a "
             "dict of tensors); save the model's state_dict() and import that"
         )
-    return clean_state_dict(checkpoint)
+    return {_unwrapped(key): value for key, value in checkpoint.items()}
+
+
+def _unwrapped(key: str) -> str:
+    """``key`` without the wrappers' prefixes: ``module._orig_mod.conv1.weight`` → ``conv1.weight``."""
+    while key.startswith(WRAPPER_PREFIXES):
+        key = key.split(".", 1)[1]
+    return key
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The state dict of a checkpoint file (see the module docstring), its keys cleaned by timm's
-    ``clean_state_dict``; a ``UsageError`` that says why when there is none or it cannot be read safely."""
+    the wrappers' prefixes removed; a ``UsageError`` that says why when there is none or it cannot be read safely."""
     return _state_dict(path, _load(path))
 
 

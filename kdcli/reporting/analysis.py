@@ -151,6 +151,13 @@ def markdown(analysis: Analysis) -> str:
                   f"Class relationships: mean KL(R_k ‖ U) = {domain.mean_divergence_from_uniform:.4f} nats. "
                   "Most related pairs:", ""]  # fmt: skip
         lines += [f"- {pair.first} – {pair.second}: {pair.relationship:.3f}" for pair in domain.most_related]
+        lines += ["", "| class | ε_k | KL(R_k ‖ U) | its wrong mass goes most to | P̄[k, k] |", "|---|---|---|---|---|"]
+        for k, name in enumerate(analysis.classes):
+            row = domain.relationships[k]
+            nearest = max((j for j in range(len(row)) if j != k), key=row.__getitem__, default=k)
+            smoothing, divergence = universe.class_smoothing[k], domain.divergence_from_uniform[k]
+            lines.append(f"| {name} | {smoothing:.4f} | {divergence:.4f} | {analysis.classes[nearest]} "
+                         f"({row[nearest]:.3f}) | {domain.class_means[k][k]:.4f} |")  # fmt: skip
         if domain.weight_cosine_rank_correlation is not None:
             lines += ["", f"Rank correlation of the classifier's row cosines with R: "
                           f"{domain.weight_cosine_rank_correlation:.3f}."]  # fmt: skip

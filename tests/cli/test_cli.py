@@ -216,6 +216,23 @@ def test_a_signal_stops_with_130_after_a_resumable_checkpoint(
 
 
 @pytest.mark.slow
+def test_ctrl_c_before_the_first_checkpoint_says_to_run_again(tmp_path: Path, teacher_file: Path) -> None:
+    """A real SIGINT right after the teacher check, inside the first epoch: exit 130, one line saying there is nothing
+    to resume, no traceback."""
+    import signal
+
+    process = distill_process(teacher_file, tmp_path / "run", 50)
+    assert process.stderr is not None
+    for line in process.stderr:
+        if line.startswith("teacher "):  # the teacher check is done; the first epoch is starting
+            break
+    process.send_signal(signal.SIGINT)
+    rest = process.stderr.read()
+    assert process.wait(timeout=120) == 130
+    assert "nothing to resume" in rest and "Traceback" not in rest, rest
+
+
+@pytest.mark.slow
 def test_a_second_process_on_a_running_out_is_refused(tmp_path: Path, teacher_file: Path) -> None:
     """Two commands on the same --out while the first runs: a fresh start and a --resume both exit 2 at once (the
     resume, which would otherwise race the first for the same files, on the folder's lock); the first goes on."""

@@ -141,11 +141,75 @@ def test_cifar_pickle_that_would_run_code_is_refused(capsys: pytest.CaptureFixtu
 
 
 def test_image_folder_with_empty_class_folders(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    for name in ("a", "b"):
-        (tmp_path / "train" / name).mkdir(parents=True)
+    for split in ("train", "val"):
+        for name in ("a", "b"):
+            (tmp_path / split / name).mkdir(parents=True)
     err = refused(capsys, 2, "train", "--model", "resnet8", "--data", "imagefolder", "--data-dir", str(tmp_path),
                   "--epochs", "1", "--device", "cpu", "--quiet", "--out", str(tmp_path / "r"))  # fmt: skip
     assert "holds no images" in err
+
+
+def image_folder(root: Path, splits: dict[str, tuple[str, ...]]) -> Path:
+    """Four small random PNGs per class in each split's class folders."""
+    from PIL import Image
+
+    generator = np.random.default_rng(0)
+    for split, classes in splits.items():
+        for name in classes:
+            (root / split / name).mkdir(parents=True)
+            for i in range(4):
+                pixels = generator.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / name / f"{i}.png")
+    return root
+
+
+FOLDER_RUN = ["train", "--model", "resnet8", "--data", "imagefolder", "--epochs", "1", "--device", "cpu", "--quiet",
+              "--set", "data.image_size=32"]  # fmt: skip
+
+
+def test_image_folder_with_an_unreadable_image(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """timm would log "Skipped sample" and train on the next image instead; kdcli names the file and stops."""
+    root = image_folder(tmp_path / "data", {"train": ("a", "b"), "val": ("a", "b")})
+    (root / "train" / "b" / "broken.png").write_bytes(b"\x89PNG not really" * 10)
+    err = refused(capsys, 2, *FOLDER_RUN, "--data-dir", str(root), "--out", str(tmp_path / "r"))
+    assert "broken.png is not a readable image" in err and "remove or replace it" in err
+
+
+def test_image_folder_without_a_folder_to_evaluate_on(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Without val/ (or test/) a run would train and report no accuracy at all."""
+    root = image_folder(tmp_path / "data", {"train": ("a", "b")})
+    err = refused(capsys, 2, *FOLDER_RUN, "--data-dir", str(root), "--out", str(tmp_path / "r"))
+    assert "no val/ (or test/) folder" in err
+
+
+def test_image_folder_whose_evaluation_classes_differ(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    root = image_folder(tmp_path / "data", {"train": ("a", "b"), "test": ("a", "c")})
+    err = refused(capsys, 2, *FOLDER_RUN, "--data-dir", str(root), "--out", str(tmp_path / "r"))
+    assert "hold different class folders" in err
+
+
+def test_image_folder_with_a_test_folder_trains_and_evaluates(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    root = image_folder(tmp_path / "data", {"train": ("a", "b"), "test": ("a", "b")})
+    code, _, err = run(capsys, *FOLDER_RUN, "--data-dir", str(root), "--out", str(tmp_path / "r"), "--json")
+    assert code == 0, err
+    assert (tmp_path / "r" / "report.json").is_file() and '"test_top1"' in (
+        tmp_path / "r" / "metrics.jsonl"
+    ).read_text()
+
+
+def test_empty_teacher_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "teacher.safetensors").write_bytes(b"")
+    err = refused(capsys, 2, "distill", "--teacher", str(tmp_path / "teacher.safetensors"), "--student", "resnet8",
+                  "--data", "embedded", *QUICK, "--out", str(tmp_path / "r"))  # fmt: skip
+    assert "not a readable safetensors file" in err
+
+
+def test_device_that_is_a_format_string(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    err = refused(capsys, 2, "train", "--model", "resnet8", "--data", "embedded", "--epochs", "1", "--device", "%s%n",
+                  "--quiet", "--out", str(tmp_path / "r"))  # fmt: skip
+    assert "%s%n" in err and not (tmp_path / "r").exists()
 
 
 def test_grey_teacher_on_colour_data(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
