@@ -4,6 +4,7 @@ wrong and what to do, the documented exit code, and no work lost. Each test is o
 from __future__ import annotations
 
 import gzip
+import json
 import pickle
 import shutil
 import struct
@@ -454,3 +455,36 @@ def test_yaml_with_a_python_tag_is_refused(capsys: pytest.CaptureFixture[str], t
     config.write_text(f"train: !!python/object/apply:builtins.open ['{marker}', 'w']\n")
     err = refused(capsys, 2, "config", "show", "--config", str(config))
     assert "not valid YAML" in err and not marker.exists()
+
+
+# --- what kdcli does not do ------------------------------------------------------------------------------------------
+
+
+def test_models_names_each_zoo_model_as_repdistiller_does(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "models", "--json")
+    names = {row["name"]: row["repdistiller_name"] for row in json.loads(out)["zoo"]}
+    assert code == 0 and names["mobilenetv2_cifar"] == "MobileNetV2" and names["vgg8_cifar"] == "vgg8"
+    assert names["shufflenetv1_cifar"] == "ShuffleV1" and len(names) == 21
+
+
+def test_no_network_unless_asked(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Distill, evaluate and export with every socket refused: kdcli reaches for the network only when a flag asks
+    (--set data.download=true, --teacher-pretrained)."""
+    import socket
+
+    def refused_socket(*args: object, **kwargs: object) -> None:
+        raise AssertionError("kdcli opened a socket")
+
+    monkeypatch.setattr(socket, "socket", refused_socket)
+    monkeypatch.setattr(socket, "create_connection", refused_socket)
+    out = tmp_path / "run"
+    code, _, err = run(capsys, "distill", "--teacher", str(ASSET), "--student", "resnet8", "--data", "embedded",
+                       *QUICK, "--out", str(out))  # fmt: skip
+    assert code == 0, err
+    code, _, err = run(capsys, "eval", str(out / "student.safetensors"), "--device", "cpu", "--json")
+    assert code == 0, err
+    code, _, err = run(capsys, "export", str(out / "student.safetensors"), "--format", "timm", "--out",
+                       str(tmp_path / "timm"), "--json")  # fmt: skip
+    assert code == 0, err
