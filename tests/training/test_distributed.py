@@ -142,3 +142,33 @@ def test_a_run_killed_under_torchrun_resumes_to_the_same_weights(tmp_path: Path,
     expected = load_file(str(tmp_path / "straight" / "student.safetensors"))
     for name, tensor in load_file(str(tmp_path / "stopped" / "student.safetensors")).items():
         assert torch.equal(tensor, expected[name]), name
+
+
+def rank_process(launcher: int, rank: int) -> int:
+    """The pid of torchrun's worker ``rank`` (Linux: read from /proc)."""
+    children = Path(f"/proc/{launcher}/task/{launcher}/children").read_text().split()
+    for child in children:
+        environ = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+        if f"RANK={rank}".encode() in environ:
+            return int(child)
+    raise AssertionError(f"no worker of rank {rank} among {children}")
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds torchrun's workers through /proc")
+def test_one_rank_dying_keeps_the_last_checkpoint_for_resume(tmp_path: Path, teacher_file: Path) -> None:
+    """Rank 1 killed outright after the first epoch: the job ends (torchrun stops rank 0), the first epoch's
+    checkpoint stays whole, and `--resume` finishes the run."""
+    out = tmp_path / "run"
+    job = torchrun("distill", "--teacher", str(teacher_file), "--student", "resnet8", "--train-subset", "200",
+                   "--epochs", "3", "--batch-size", "50", "--device", "cpu", "--out", str(out))  # fmt: skip
+    assert job.stderr is not None
+    for line in job.stderr:
+        if line.startswith("epoch   1/3"):
+            os.kill(rank_process(job.pid, 1), signal.SIGKILL)
+            break
+    assert job.wait(timeout=180) != 0
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] >= 1
+    assert not (out / "student.safetensors").exists()
+    resumed = torchrun("distill", "--resume", str(out), "--quiet")
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read() if resumed.stderr else ""
+    assert (out / "student.safetensors").is_file()
