@@ -151,6 +151,9 @@ class TransformedTeacherOptions(VanillaOptions):
 
 
 class PesfOptions(TransformedTeacherOptions):
+    transform_lr_ratio: float = Field(
+        4e-4, gt=0.0, description="the adapter's learning rate as a fraction of the student's (the released code's)"
+    )
     hidden: int = Field(32, ge=1, description="h, width of the adapter's bottleneck")
     adapter_arch: Literal["parallel", "serial"] = Field(
         "parallel", description="parallel: linear + bottleneck branches (NLP code); serial: linear then bottleneck"
@@ -209,7 +212,7 @@ VANILLA = MethodSpec("vanilla", "Hinton et al. 2015: cross-entropy plus T²-scal
 PESF = MethodSpec(
     "pesf",
     "Rao et al. 2022: a small adapter on the frozen teacher makes its soft labels student-friendly "
-    "(kdcli defaults: adapter at 0.01 × the student's lr, CE anchor λ=1)",
+    "(defaults: adapter at 4e-4 × the student's lr as in the released code, CE anchor λ=1)",
     PesfOptions,
     "kdcli.methods.pesf:Pesf",
 )
