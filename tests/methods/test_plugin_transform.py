@@ -72,8 +72,8 @@ def test_a_third_party_transform_is_rebuilt_by_eval_and_load_model(
 
     model, card = kdcli.load_model(out / "student.safetensors")
     assert card.student_transform == {"name": "scaled_head", "options": {"init": 0.5}}
-    scale = model.fc[1].scale
-    assert isinstance(scale, torch.nn.Parameter) and float(scale.detach()) != 0.5  # rebuilt, then its trained value loaded
+    scale = model.fc[1].scale  # the structure rebuilt, then its trained value loaded
+    assert isinstance(scale, torch.nn.Parameter) and float(scale.detach()) != 0.5
 
     with pytest.raises(SystemExit) as exit_info:
         main(["eval", str(out / "student.safetensors"), "--device", "cpu", "--json"])
