@@ -101,6 +101,8 @@ SetOpt = Annotated[
 ResumeOpt = Annotated[Path | None, typer.Option("--resume", metavar="DIR", help="continue the run in this directory")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print exactly one JSON document on stdout")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress or notes on stderr")]
+DataDirOpt = Annotated[str | None, typer.Option("--data-dir", metavar="DIR", help="folder holding the data set")]
+DeviceOpt = Annotated[str, typer.Option("--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps")]
 
 
 def _layers(preset: str | None, config: Path | None, flags: Given, sets: list[str] | None) -> list[Layer]:
@@ -247,7 +249,7 @@ def eval_(
     data: Annotated[
         str | None, typer.Option(metavar="NAME", help="data set; default: the one recorded in each file")
     ] = None,
-    data_dir: Annotated[str | None, typer.Option(metavar="DIR", help="folder holding the data set")] = None,
+    data_dir: DataDirOpt = None,
     split: Annotated[
         str, typer.Option(metavar="SPLIT", help="test, or val (with the run's --val-split and --train-subset)")
     ] = "test",
@@ -260,7 +262,7 @@ def eval_(
     teacher: Annotated[
         Path | None, typer.Option(metavar="FILE", help="teacher file: also report top-1 agreement with it")
     ] = None,
-    device: Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps")] = "auto",
+    device: DeviceOpt = "auto",
     batch_size: Annotated[int, typer.Option(min=1, metavar="N", help="images per forward pass")] = 512,
     min_top1: Annotated[
         float | None, typer.Option(metavar="PERCENT", help="exit 1 when a model's top-1 (%) is below this")
@@ -306,7 +308,7 @@ def analyze(
     data: Annotated[
         str | None, typer.Option(metavar="NAME", help="data set; default: the one recorded in the teacher's file")
     ] = None,
-    data_dir: Annotated[str | None, typer.Option(metavar="DIR", help="folder holding the data set")] = None,
+    data_dir: DataDirOpt = None,
     student: Annotated[
         Path | None, typer.Option(metavar="FILE", help="a student file: adds the instance level (gradient rescaling)")
     ] = None,
@@ -319,7 +321,7 @@ def analyze(
     ] = 4.0,
     ce_weight: Annotated[float, typer.Option(metavar="γ", help="γ of the KD loss, for the gradient rescaling")] = 0.1,
     kd_weight: Annotated[float, typer.Option(metavar="α", help="α of the KD loss, for the gradient rescaling")] = 0.9,
-    device: Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps")] = "auto",
+    device: DeviceOpt = "auto",
     out: Annotated[
         Path | None, typer.Option(metavar="DIR", help="write analysis.json, analysis.md and the PNG figures here")
     ] = None,

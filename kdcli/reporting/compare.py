@@ -49,10 +49,10 @@ def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _settings(groups: list[Report]) -> list[str]:
+def _settings(group_keys: list[str]) -> list[str]:
     """Per group, its settings outside the method, the teacher and the seed that differ from what most groups use
     (e.g. ``compile=None, precision=auto`` for a fast-path arm among eager ones), so no two rows read alike."""
-    flat = [_flat(json.loads(_group_key(report))) for report in groups]
+    flat = [_flat(json.loads(key)) for key in group_keys]
     keys = sorted({key for config in flat for key in config if not key.startswith(("method.", "teacher."))})
     usual = {key: statistics.mode(json.dumps(config.get(key)) for config in flat) for key in keys}
     return [", ".join(f"{key.rsplit('.', 1)[-1]}={config.get(key)}" for key in keys
@@ -66,7 +66,7 @@ def compare(run_dirs: list[str | Path]) -> dict[str, Any]:
     for run_dir in map(Path, run_dirs):
         report = read_report(run_dir)
         groups.setdefault(_group_key(report), []).append(report)
-    settings = _settings([reports[0] for reports in groups.values()])
+    settings = _settings(list(groups))
     rows = []
     for reports, setting in zip(groups.values(), settings, strict=True):
         first = reports[0]
