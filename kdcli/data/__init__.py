@@ -143,8 +143,6 @@ class CheckedImages(torch.utils.data.Dataset):
     def __init__(self, dataset: Any) -> None:
         self.dataset = dataset
         self.reader = dataset.reader
-        if hasattr(dataset, "_max_retries"):
-            dataset._max_retries = 1
 
     def __len__(self) -> int:
         return len(self.dataset)
