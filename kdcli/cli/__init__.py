@@ -50,8 +50,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except typer.Abort:
         sys.exit(130)
-    except typer.TyperException as exc:  # usage errors of the vendored click: they print themselves, exit 2
-        exc.show()  # type: ignore[attr-defined]
+    except typer.TyperException as exc:  # usage errors of the vendored click (unknown flag, missing argument): exit 2
+        context = getattr(exc, "ctx", None)
+        message = exc.format_message()
+        if context is None or "\n" in message:  # a bare `kdcli`: the help, as click shows it
+            exc.show()  # type: ignore[attr-defined]
+        else:  # one line, as kdcli's own errors
+            print(f"kdcli: error: {message.rstrip('.')} (see '{context.command_path} -h')", file=sys.stderr)
         sys.exit(exc.exit_code)
     except KdcliError as exc:
         if debug:

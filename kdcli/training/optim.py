@@ -16,8 +16,9 @@ def lr_factor(schedule: ScheduleConfig, epoch: float, epochs: int) -> float:
     """The multiplier of each group's base learning rate at a fractional epoch (a step-wise schedule).
 
     ``step`` drops by ``gamma`` at each milestone epoch (RepDistiller's MultiStepLR); ``cosine`` anneals to
-    ``final_factor``; ``onecycle`` warms up from 1/25 of the rate over ``warmup_epochs`` (30% of the run when
-    unset) and then anneals to zero by a cosine, as torch's OneCycleLR does. The other schedules warm up linearly
+    ``final_factor``; ``onecycle`` warms up linearly from 1/25 of the rate over ``warmup_epochs`` (30% of the run
+    when unset) and then anneals to zero by a cosine: torch's OneCycleLR without its cosine warm-up and momentum
+    cycle, which made no difference to the FMNIST-5k teacher (docs/results.md). The other schedules warm up linearly
     from 1% of the rate over ``warmup_epochs``.
     """
     warmup = schedule.warmup_epochs

@@ -76,9 +76,26 @@ def test_teacher_without_weights_exits_2(capsys: pytest.CaptureFixture[str], tmp
     assert code == 2 and "no trained weights" in err
 
 
-def test_unknown_flag_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(capsys, "distill", "--epochz", "3")
-    assert code == 2 and "--epochz" in err
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["train", "--epochz", "3"],
+            "kdcli: error: No such option: --epochz (Possible options: --epochs) (see 'kdcli train -h')\n",
+        ),
+        (["eval"], "kdcli: error: Missing argument 'FILE' (see 'kdcli eval -h')\n"),
+        (["distil"], "kdcli: error: No such command 'distil'. Did you mean 'distill'? (see 'kdcli -h')\n"),
+    ],
+)
+def test_click_usage_errors_are_one_line(capsys: pytest.CaptureFixture[str], args: list[str], expected: str) -> None:
+    """click's own refusals (unknown flag or command, missing argument) read like kdcli's: one line, exit 2."""
+    code, out, err = run(capsys, *args)
+    assert (code, out, err) == (2, "", expected)
+
+
+def test_bare_kdcli_shows_the_help(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys)
+    assert code == 2 and "Usage: kdcli [OPTIONS] COMMAND" in err and "distill" in err
 
 
 def test_config_show_names_sources(capsys: pytest.CaptureFixture[str]) -> None:
