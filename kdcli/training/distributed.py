@@ -53,10 +53,11 @@ def from_environment() -> Distributed:
     return Distributed(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def initialize(place: Distributed, device: torch.device) -> None:
-    """Join the process group (NCCL on CUDA, gloo elsewhere); a no-op for a single process or when already joined."""
+def initialize(place: Distributed, device: torch.device) -> bool:
+    """Join the process group (NCCL on CUDA, gloo elsewhere); a no-op for a single process or when already joined.
+    True when this call joined it (and the caller is to ``leave`` it)."""
     if not place.active or dist.is_initialized():
-        return
+        return False
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "0")  # needed to capture collectives in CUDA graphs
@@ -65,6 +66,7 @@ def initialize(place: Distributed, device: torch.device) -> None:
         dist.init_process_group(backend)
     if dist.get_world_size() != place.world_size:
         raise UsageError(f"WORLD_SIZE is {place.world_size} but the process group has {dist.get_world_size()}")
+    return True
 
 
 def device_for(place: Distributed, requested: str) -> str:
@@ -114,11 +116,12 @@ def broadcast(value: Any) -> Any:
     return holder[0]
 
 
-def barrier() -> None:
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.barrier()
-
-
-def shutdown() -> None:
+def leave() -> None:
+    """Leave the process group once every rank is done with it: a barrier, then ``destroy_process_group``. Without
+    it a finished run's process could abort at interpreter exit (gloo's threads torn down while joinable: SIGABRT,
+    "terminate called without an active exception"), and torchrun reported a run that had written everything as
+    failed."""
     if dist.is_initialized():
+        if dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()

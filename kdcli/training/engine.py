@@ -29,7 +29,7 @@ from kdcli.interfaces import Reporter
 from kdcli.io.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from kdcli.io.files import RunDirectory, atomic_write_text
 from kdcli.models.factory import shadow_hint
-from kdcli.training.distributed import device_for, from_environment, initialize
+from kdcli.training.distributed import device_for, from_environment, initialize, leave
 from kdcli.training.evaluation import check_target, check_teacher, evaluate_epoch
 from kdcli.training.export import RunResult, finish
 from kdcli.training.loading import resolve_device
@@ -126,7 +126,7 @@ def execute(
     and its place in the schedule. Under torchrun every process runs this; rank 0 alone writes files and reports
     progress (the others are given a silent reporter), and every process returns rank 0's result."""
     place = from_environment()
-    initialize(place, resolve_device(device_for(place, config.train.device)))
+    joined = initialize(place, resolve_device(device_for(place, config.train.device)))
     reporter = (reporter or Reporter()) if place.is_main else Reporter()
     run_dir = run_dir or (Path(config.output.dir) if config.output.dir else None)
     if not resume and run_dir is not None and (run_dir / CHECKPOINT_NAME).exists():
@@ -166,7 +166,10 @@ def execute(
             ) from None
         finally:
             reporter.close()
-        return writing(run, lambda: finish(run, time.perf_counter() - started))
+        result = writing(run, lambda: finish(run, time.perf_counter() - started))
+    if joined:
+        leave()
+    return result
 
 
 def start(run: Run, config: RunConfig, reporter: Reporter) -> None:

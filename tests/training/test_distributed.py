@@ -63,8 +63,10 @@ def config_for(out: Path, teacher: Path, method: str) -> dict[str, Any]:
                        train=train)  # fmt: skip
 
 
-def rank_main(rank: int, port: int, config: dict[str, Any]) -> None:
-    """One process of a 2-process run: rank 1 must write nothing (every write goes through atomic_write)."""
+def rank_main(rank: int, port: int, config: dict[str, Any], caller_joins: bool) -> None:
+    """One process of a 2-process run: rank 1 must write nothing (every write goes through atomic_write). The run
+    leaves the process group it joined (else gloo's threads could abort the finished process at exit) and keeps one
+    its caller joined (``caller_joins``)."""
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))  # fmt: skip
     torch.set_num_threads(1)
@@ -77,15 +79,18 @@ def rank_main(rank: int, port: int, config: dict[str, Any]) -> None:
 
         for module in (files, model_file, checkpoint, charts):
             module.atomic_write = refuse  # type: ignore[attr-defined]
+    if caller_joins:
+        torch.distributed.init_process_group("gloo")
     try:
         kdcli.distill(config)
+        assert torch.distributed.is_initialized() == caller_joins
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
 
 
-def spawn_two(config: dict[str, Any]) -> None:
-    mp.spawn(rank_main, args=(free_port(), config), nprocs=2, join=True)
+def spawn_two(config: dict[str, Any], caller_joins: bool = False) -> None:
+    mp.spawn(rank_main, args=(free_port(), config, caller_joins), nprocs=2, join=True)
 
 
 def moved_weights_agree(reference: dict[str, torch.Tensor], other: dict[str, torch.Tensor],
@@ -101,9 +106,10 @@ def moved_weights_agree(reference: dict[str, torch.Tensor], other: dict[str, tor
 def test_two_processes_train_the_weights_of_one(tmp_path: Path, teacher_file: Path, method: str) -> None:
     """Same global batch and seed: the same student, within rounding; only rank 0 wrote the run directory; the
     evaluation over two ranks (a 47-image validation split, batches of 32 split 16/16 and 8/7) reports exactly
-    the top-1 one process computes from the exported student."""
+    the top-1 one process computes from the exported student. With pesf the processes join the group before
+    calling kdcli, which must then leave it to them."""
     single = kdcli.distill(config_for(tmp_path / "single", teacher_file, method))
-    spawn_two(config_for(tmp_path / "ddp", teacher_file, method))
+    spawn_two(config_for(tmp_path / "ddp", teacher_file, method), caller_joins=method == "pesf")
     initial = setup(resolve([("test", config_for(tmp_path / "initial", teacher_file, method))]).config, None)
     reference, other = load_file(str(single.student_path)), load_file(str(tmp_path / "ddp" / "student.safetensors"))
     assert reference.keys() == other.keys()
