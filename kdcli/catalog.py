@@ -121,7 +121,7 @@ class TransformedTeacherOptions(VanillaOptions):
         1.0, ge=0.0, description="λ, weight of CE(transformed teacher, labels); kdcli's default, 0 is the literal paper"
     )
     transform_lr_ratio: float = Field(
-        0.01, gt=0.0, description="the transform's learning rate as a fraction of the student's (schedule included)"
+        0.002, gt=0.0, description="the transform's learning rate as a fraction of the student's (schedule included)"
     )
     transform_weight_decay: float = Field(5e-4, ge=0.0, description="weight decay of the transform's parameters")
     transform_warmup_epochs: float = Field(
@@ -219,7 +219,7 @@ PESF = MethodSpec(
 SKD = MethodSpec(
     "skd",
     "Yuan et al. 2023: an attention 'learning simplifier' softens the teacher's output (reconstruction; "
-    "kdcli defaults: CE anchor λ=1, simplifier at 0.01 × the student's lr)",
+    "kdcli defaults: CE anchor λ=1, simplifier at 0.002 × the student's lr)",
     SkdOptions,
     "kdcli.methods.skd:Skd",
 )
