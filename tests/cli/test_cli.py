@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -197,12 +198,18 @@ def test_teacher_file_without_the_usual_suffix_is_a_file(
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # bit-for-bit repeatable across processes
 
 
+def _interruptible() -> None:
+    """In the child: SIGINT as in a terminal. A test runner started in the background by a non-interactive shell
+    inherits SIGINT ignored, and Python (like kdcli, by POSIX convention) keeps an inherited ignore."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def distill_process(teacher_file: Path, out_dir: Path, epochs: int, *extra: str) -> subprocess.Popen[str]:
-    """`kdcli distill` in its own process, one thread, progress lines on stderr."""
+    """`kdcli distill` in its own process, one thread, progress lines on stderr, Ctrl-C not ignored."""
     return subprocess.Popen(
         [sys.executable, "-m", "kdcli", "distill", "--teacher", str(teacher_file), "--student", "resnet8",
          "--train-subset", "200", "--epochs", str(epochs), "--device", "cpu", "--out", str(out_dir), *extra],
-        stderr=subprocess.PIPE, text=True, env=ONE_THREAD,
+        stderr=subprocess.PIPE, text=True, env=ONE_THREAD, preexec_fn=_interruptible,
     )  # fmt: skip
 
 
@@ -220,8 +227,6 @@ def wait_for_epoch(process: subprocess.Popen[str], epoch: int, epochs: int) -> N
 def test_a_signal_stops_with_130_after_a_resumable_checkpoint(
     tmp_path: Path, teacher_file: Path, signal_name: str
 ) -> None:
-    import signal
-
     out_dir = tmp_path / "run"
     process = distill_process(teacher_file, out_dir, 50)
     wait_for_epoch(process, 1, 50)
@@ -236,8 +241,6 @@ def test_a_signal_stops_with_130_after_a_resumable_checkpoint(
 def test_ctrl_c_before_the_first_checkpoint_says_to_run_again(tmp_path: Path, teacher_file: Path) -> None:
     """A real SIGINT right after the teacher check, inside the first epoch: exit 130, one line saying there is nothing
     to resume, no traceback."""
-    import signal
-
     process = distill_process(teacher_file, tmp_path / "run", 50)
     assert process.stderr is not None
     for line in process.stderr:
