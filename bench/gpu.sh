@@ -17,13 +17,14 @@
 #      these small models is shorter than its compilation;
 #   3. the engine benchmark (bench/engine.py): the fast path one step at a time, and the methods' cost; `recipe`
 #      (compile + graphs) right after the eager baseline, as compiling resnet110 takes most of a minute.
-# Stage times on the H200 (2026-11-30): wheels and kdcli 14 s, the protocol's 24 runs 252 s.
+# Stage times on the H200 (2026-11-30, second session): wheels and kdcli 14 s, the protocol's 24 runs 248 s with the
+# CUDA tests (135 s) beside them, the engine stage the remaining 263 s (five configurations; each compiled one spends
+# 70-80 s compiling).
 # Writes under OUT (at most 8 files come back from the device machine): results.jsonl (every JSON line), gpu.log
 # (every log but the tests'), cuda-tests.log, cuda-tests.xml, fmnist5k-runs.tgz (each run's report.json,
 # metrics.jsonl, config.yaml, report.md, the unfinished runs' too, and the teacher's under teacher/ when it was
-# trained here). KDCLI_COMMIT=<sha> names
-# the commit where the copy has no .git. Stage 3 gets what is left of 525 s, so a teacher trained here costs the
-# engine benchmark, never the 9 minutes.
+# trained here). KDCLI_COMMIT=<sha> names the commit where the copy has no .git. Stage 3 gets what is left of 525 s,
+# so a teacher trained here costs the engine benchmark, never the 9 minutes.
 # The GPU machine has torch, timm, typer, rich, safetensors and pyyaml but no pydantic and no network: the wheels in
 # .whl/ (WHEELS below, fetched by --prepare) are installed into /tmp/site, and kdcli is built there from this tree.
 set -uo pipefail
