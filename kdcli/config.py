@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kdcli.catalog import method_spec
 from kdcli.errors import UsageError
@@ -52,6 +52,9 @@ class DataConfig(Section):
     image_size: int | None = Field(None, ge=8, description="pad small images to this size (FMNIST: 32)")
     crop_padding: int = Field(4, ge=0, description="random-crop padding; 0 turns cropping off")
     hflip: bool = True
+    drop_last: bool = Field(
+        False, description="leave out each epoch's last partial training batch (timm's loaders and the plain loop do)"
+    )
     workers: int = Field(4, ge=0, description="loader processes for imagefolder")
     eval_split: Literal["test", "val"] = "test"
 
@@ -74,7 +77,34 @@ class ScheduleConfig(Section):
     milestones: list[int] = Field(default_factory=lambda: [150, 180, 210])
     gamma: float = Field(0.1, gt=0.0)
     warmup_epochs: float = Field(0.0, ge=0.0)
+    warmup_fraction: float | None = Field(
+        None, gt=0.0, lt=1.0, description="warm-up as a fraction of the run (onecycle: torch's pct_start; 0.3 if unset)"
+    )
     final_factor: float = Field(0.0, ge=0.0, le=1.0, description="cosine: the last rate as a fraction of lr")
+    cycle_momentum: bool = Field(
+        False, description="onecycle with sgd: momentum max_momentum → base_momentum at the peak → max_momentum"
+    )
+    base_momentum: float = Field(0.85, ge=0.0, lt=1.0, description="cycle_momentum: the momentum at the peak rate")
+    max_momentum: float = Field(0.95, ge=0.0, lt=1.0, description="cycle_momentum: the momentum at both ends")
+
+    @model_validator(mode="after")
+    def _one_warmup_and_a_cycle_onecycle_has(self) -> ScheduleConfig:
+        if self.warmup_epochs > 0 and self.warmup_fraction is not None:
+            raise ValueError("give warmup_epochs or warmup_fraction, not both")
+        if self.cycle_momentum and self.name != "onecycle":
+            raise ValueError(f"cycle_momentum belongs to the onecycle schedule, not {self.name!r}")
+        if self.cycle_momentum and self.base_momentum > self.max_momentum:
+            raise ValueError(f"base_momentum {self.base_momentum} is above max_momentum {self.max_momentum}")
+        return self
+
+    def warmup(self, epochs: int) -> float:
+        """The warm-up's length in epochs: ``warmup_epochs``, else ``warmup_fraction`` of the run, else 30 % of it
+        for ``onecycle`` (torch's OneCycleLR default) and none for the other schedules."""
+        if self.warmup_epochs > 0:
+            return self.warmup_epochs
+        if self.warmup_fraction is not None:
+            return self.warmup_fraction * epochs
+        return 0.3 * epochs if self.name == "onecycle" else 0.0
 
 
 class TrainConfig(Section):
@@ -132,6 +162,12 @@ class RunConfig(Section):
     schedule: ScheduleConfig = Field(default_factory=lambda: ScheduleConfig())
     train: TrainConfig = Field(default_factory=lambda: TrainConfig())
     output: OutputConfig = Field(default_factory=lambda: OutputConfig())
+
+    @model_validator(mode="after")
+    def _momentum_cycles_with_sgd(self) -> RunConfig:
+        if self.schedule.cycle_momentum and self.optim.name != "sgd":
+            raise ValueError("schedule.cycle_momentum cycles SGD's momentum; use optim.name sgd or turn it off")
+        return self
 
     @property
     def method_options(self) -> dict[str, Any]:

@@ -104,6 +104,9 @@ def build_data(
                 f"--val-split {config.val_split} leaves {len(train)} training and {len(val)} validation images of "
                 f"{len(train) + len(val)}; choose a fraction that keeps both (0.1 is usual)"
             )
+    if config.drop_last and len(train) < batch_size:
+        raise UsageError(f"data.drop_last with a batch of {batch_size} leaves no training step on {len(train)} images; "
+                         "lower the batch size or keep the last batch")  # fmt: skip
     mean, std = STATS[config.name]
 
     def eval_loader(arrays: ImageArrays) -> TensorLoader:
@@ -126,6 +129,7 @@ def build_data(
             hflip=config.hflip,
             seed=seed,
             shard=shard,
+            drop_last=config.drop_last,
         ),
         test=eval_loader(test),
         val=eval_loader(val) if val is not None else None,
@@ -206,7 +210,16 @@ def _build_imagefolder(
         image_size=(size, size),
         mean=IMAGENET_DEFAULT_MEAN,
         std=IMAGENET_DEFAULT_STD,
-        train=FolderLoader(train_set, batch_size, device, shuffle=True, workers=workers, seed=seed, shard=shard),
+        train=FolderLoader(
+            train_set,
+            batch_size,
+            device,
+            shuffle=True,
+            workers=workers,
+            seed=seed,
+            shard=shard,
+            drop_last=config.drop_last,
+        ),
         test=FolderLoader(test_set, eval_batch_size, device, shuffle=False, workers=workers, shard=shard),
         val=None,
     )

@@ -26,7 +26,7 @@ class Loader:
     whose order (and augmentation) is a function of ``(seed, epoch)``."""
 
     def __init__(self, num_samples: int, batch_size: int, device: torch.device, shuffle: bool, seed: int,
-                 shard: tuple[int, int] = (0, 1)) -> None:  # fmt: skip
+                 shard: tuple[int, int] = (0, 1), drop_last: bool = False) -> None:  # fmt: skip
         self.num_samples = num_samples
         """Images in the split, over every rank."""
         self.batch_size = batch_size
@@ -36,11 +36,16 @@ class Loader:
         self.seed = seed
         self.epoch = 0
         self.rank, self.world_size = shard
+        self.drop_last = drop_last and shuffle
+        """A training split leaves out each epoch's last partial batch (timm's loaders, the plain reference loop)."""
 
     def __len__(self) -> int:
         """Global batches per epoch: the training steps, the same on every rank. A shuffled (training) split leaves
-        out a last batch with fewer images than ranks; an evaluation split keeps it (a rank may then get none)."""
+        out a last batch with fewer images than ranks, or any partial one with ``drop_last``; an evaluation split
+        keeps it (a rank may then get none)."""
         full, rest = divmod(self.num_samples, self.batch_size)
+        if self.drop_last:
+            return full
         return full + (1 if rest >= (self.world_size if self.shuffle else 1) else 0)
 
     def share(self, step: int, images: int) -> float:
@@ -99,8 +104,9 @@ class TensorLoader(Loader):
         hflip: bool = False,
         seed: int = 0,
         shard: tuple[int, int] = (0, 1),
+        drop_last: bool = False,
     ) -> None:
-        super().__init__(int(labels.numel()), batch_size, device, shuffle, seed, shard)
+        super().__init__(int(labels.numel()), batch_size, device, shuffle, seed, shard, drop_last)
         self.images = images.to(device)
         self.labels = labels.to(device)
         self.crop_padding = crop_padding
@@ -152,8 +158,9 @@ class FolderLoader(Loader):
         workers: int,
         seed: int = 0,
         shard: tuple[int, int] = (0, 1),
+        drop_last: bool = False,
     ) -> None:
-        super().__init__(len(dataset), batch_size, device, shuffle, seed, shard)  # type: ignore[arg-type]
+        super().__init__(len(dataset), batch_size, device, shuffle, seed, shard, drop_last)  # type: ignore[arg-type]
         self.dataset = dataset
         self.workers = workers
 
@@ -179,6 +186,7 @@ class FolderLoader(Loader):
             collate_fn=fast_collate,
             pin_memory=self.device.type == "cuda",
             generator=epoch_generator(self.seed, self.epoch, torch.device("cpu")),
+            drop_last=self.drop_last,
             persistent_workers=False,
         )
         try:

@@ -63,7 +63,9 @@ class Acceleration:
         return frozen_predict
 
 
-def resolve_acceleration(train: TrainConfig, device: torch.device) -> Acceleration:
+def resolve_acceleration(train: TrainConfig, device: torch.device, cycled_momentum: bool = False) -> Acceleration:
+    """The switches for a run on ``device``; ``cycled_momentum``: the schedule changes SGD's momentum every step,
+    which a captured optimizer kernel would keep at its capture-time value, so CUDA graphs stay off."""
     cuda = device.type == "cuda"
     precision = train.precision if train.precision != "auto" else ("bf16" if cuda else "fp32")
     if train.cuda_graphs and not cuda:
@@ -72,7 +74,11 @@ def resolve_acceleration(train: TrainConfig, device: torch.device) -> Accelerati
         raise UsageError(
             "--cuda-graphs cannot capture fp16's dynamic loss scaling; use --precision bf16 or --no-cuda-graphs"
         )
-    cuda_graphs = cuda and precision != "fp16" if train.cuda_graphs is None else train.cuda_graphs
+    if train.cuda_graphs and cycled_momentum:
+        raise UsageError("a CUDA graph cannot follow schedule.cycle_momentum (SGD's momentum is fixed in the captured "
+                         "kernel); turn one of them off")  # fmt: skip
+    auto_graphs = cuda and precision != "fp16" and not cycled_momentum
+    cuda_graphs = auto_graphs if train.cuda_graphs is None else train.cuda_graphs
     compile_ = cuda if train.compile is None else train.compile
     channels_last = cuda if train.channels_last is None else train.channels_last
     return Acceleration(precision, channels_last, compile_, cuda_graphs)

@@ -23,7 +23,7 @@ from kdcli.models.wrappers import NormalizedModel
 from kdcli.training.acceleration import Acceleration, resolve_acceleration
 from kdcli.training.distributed import SINGLE, Distributed, broadcast, device_for
 from kdcli.training.loading import Teacher, build_student, load_teacher, resolve_device
-from kdcli.training.optim import load_optimizer_state, make_optimizer, optimizer_state
+from kdcli.training.optim import StepSchedule, load_optimizer_state, make_optimizer, optimizer_state
 from kdcli.training.step import StepParts, TrainStep, make_train_step
 
 
@@ -47,7 +47,7 @@ class Run:
     best: dict[str, Any] | None = None
     epoch: int = 0
     optimizer: torch.optim.Optimizer = field(init=False)
-    scheduler: torch.optim.lr_scheduler.LambdaLR = field(init=False)
+    scheduler: StepSchedule = field(init=False)
     step: TrainStep = field(init=False)
 
     @property
@@ -123,7 +123,7 @@ def setup(config: RunConfig, run_dir: Path | None, data: DataBundle | None = Non
     """Build data (unless given, as benchmarks do), models, method, optimizer and schedule for a configuration;
     ``place`` is this process's rank among torchrun's processes (the process group joined already)."""
     device = resolve_device(device_for(place, config.train.device))
-    acceleration = resolve_acceleration(config.train, device)
+    acceleration = resolve_acceleration(config.train, device, cycled_momentum=config.schedule.cycle_momentum)
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)  # kernels, streams and graphs of this run go to the device it names
     if config.train.sync_batchnorm and device.type != "cuda":

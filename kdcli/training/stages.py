@@ -81,7 +81,7 @@ def run_relabel_stage(run: Run, stage: RelabelStage, reporter: Reporter) -> None
     run.student.read_features(())
     loader = TensorLoader(train.images, relabeling.labels, train.batch_size, run.device, shuffle=True,
                           crop_padding=train.crop_padding, hflip=train.hflip, seed=seed,
-                          shard=(run.place.rank, run.place.world_size))  # fmt: skip
+                          shard=(run.place.rank, run.place.world_size), drop_last=train.drop_last)  # fmt: skip
     context = MethodContext(stage.num_classes, run.method.context.student, None, stage.epochs)
     supervised = Supervised(SupervisedOptions(), context)
     optimizer, scheduler = make_optimizer(run.config, run.student, [], len(loader), run.acceleration.cuda_graphs,

@@ -31,3 +31,18 @@ def test_tensor_loader_epochs_are_reproducible_and_differ() -> None:
     assert sorted(torch.cat(first).tolist()) == list(range(20))
     x, _ = next(iter(loader))
     assert x.dtype == torch.float32 and x.min() >= 0.0 and x.max() <= 1.0
+
+
+def test_drop_last_leaves_out_the_partial_training_batch_only() -> None:
+    """``drop_last`` trains on the full batches of the same permutation (its step count sets the schedule's length);
+    an evaluation split keeps every image whatever it says."""
+    labels = torch.arange(20)
+    images = torch.zeros(20, 1, 4, 4, dtype=torch.uint8)
+    kept = TensorLoader(images, labels, 6, torch.device("cpu"), shuffle=True, seed=3)
+    dropped = TensorLoader(images, labels, 6, torch.device("cpu"), shuffle=True, seed=3, drop_last=True)
+    assert (len(kept), len(dropped)) == (4, 3)
+    batches = [y for _, y in dropped]
+    assert [len(y) for y in batches] == [6, 6, 6]
+    assert torch.equal(torch.cat(batches), torch.cat([y for _, y in kept])[:18])
+    evaluation = TensorLoader(images, labels, 6, torch.device("cpu"), drop_last=True)
+    assert len(evaluation) == 4 and sum(len(y) for _, y in evaluation) == 20

@@ -1,3 +1,4 @@
+import io
 from pathlib import Path
 from typing import Any
 
@@ -6,12 +7,13 @@ import torch
 from safetensors.torch import load_file
 
 import kdcli
-from kdcli.config import resolve
+from kdcli.config import TrainConfig, resolve
 from kdcli.errors import Interrupted, RunFailed, UsageError
 from kdcli.interfaces import Reporter
 from kdcli.io.checkpoint import load_checkpoint, save_checkpoint
+from kdcli.training.acceleration import resolve_acceleration
 from kdcli.training.engine import run_epochs, train_epoch
-from kdcli.training.optim import lr_factor
+from kdcli.training.optim import lr_factor, make_optimizer
 from kdcli.training.run import setup
 
 from ..conftest import tiny_config
@@ -103,7 +105,8 @@ def test_teacher_without_weights_is_refused(tmp_path: Path) -> None:
 
 def test_step_schedule_drops_at_milestones() -> None:
     schedule = resolve([("t", {"schedule": {"name": "step", "milestones": [2, 4], "gamma": 0.1}})]).config.schedule
-    assert [lr_factor(schedule, e, 6) for e in (0.0, 1.99, 2.0, 3.5, 4.0)] == pytest.approx([1, 1, 0.1, 0.1, 0.01])
+    steps = [round(e * 100) for e in (0.0, 1.99, 2.0, 3.5, 4.0)]
+    assert [lr_factor(schedule, s, 100, 6) for s in steps] == pytest.approx([1, 1, 0.1, 0.1, 0.01])
 
 
 def test_grey_data_feeds_three_channel_models(tmp_path: Path, teacher_file: Path) -> None:
@@ -129,11 +132,84 @@ def test_any_timm_architecture_trains_and_exports(tmp_path: Path, arch: str, kwa
     assert evaluated["top1"] == pytest.approx(result.report.final.last_top1)
 
 
-def test_cosine_and_onecycle_shapes() -> None:
+def test_cosine_shape() -> None:
     cosine = resolve([("t", {"schedule": {"name": "cosine", "warmup_epochs": 1, "final_factor": 0.1}})]).config.schedule
-    assert [lr_factor(cosine, e, 11) for e in (0.0, 0.5, 1.0, 6.0, 11.0)] == pytest.approx([0.01, 0.5, 1, 0.55, 0.1])
-    onecycle = resolve([("t", {"schedule": {"name": "onecycle"}})]).config.schedule
-    assert [lr_factor(onecycle, e, 10) for e in (0.0, 3.0, 10.0)] == pytest.approx([0.04, 1.0, 0.0], abs=1e-9)
+    steps = [round(e * 10) for e in (0.0, 0.5, 1.0, 6.0, 11.0)]
+    assert [lr_factor(cosine, s, 10, 11) for s in steps] == pytest.approx([0.01, 0.5, 1, 0.55, 0.1])
+
+
+@pytest.mark.parametrize("schedule", [{}, {"warmup_fraction": 0.15, "cycle_momentum": True},
+                                      {"warmup_epochs": 2, "cycle_momentum": True, "base_momentum": 0.8}])  # fmt: skip
+def test_onecycle_is_torchs_onecycle_step_for_step(schedule: dict[str, Any]) -> None:
+    """Every step's rate and momentum equal torch's OneCycleLR (two phases, cosine, div 25, final div 1e4) with the
+    same pct_start, over a 7-epoch run of 39 steps an epoch, as the optimizer sees them."""
+    epochs, steps_per_epoch, lr = 7, 39, 0.1
+    config = resolve([("t", {"optim": {"lr": lr, "nesterov": True}, "train": {"epochs": epochs},
+                             "schedule": {"name": "onecycle", **schedule}})]).config  # fmt: skip
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    ours, scheduler = make_optimizer(config, torch.nn.Linear(1, 1), [], steps_per_epoch)
+    reference = torch.optim.SGD([parameter], lr=lr, momentum=0.9, nesterov=True)
+    torch_schedule = torch.optim.lr_scheduler.OneCycleLR(
+        reference, lr, total_steps=epochs * steps_per_epoch, pct_start=config.schedule.warmup(epochs) / epochs,
+        cycle_momentum=config.schedule.cycle_momentum, base_momentum=config.schedule.base_momentum,
+        max_momentum=config.schedule.max_momentum)  # fmt: skip
+    for _ in range(epochs * steps_per_epoch):
+        assert ours.param_groups[0]["lr"] == pytest.approx(reference.param_groups[0]["lr"], rel=1e-9, abs=1e-15)
+        assert ours.param_groups[0]["momentum"] == pytest.approx(reference.param_groups[0]["momentum"], rel=1e-12)
+        ours.step()
+        reference.step()
+        scheduler.step()
+        torch_schedule.step()
+
+
+def test_cycled_momentum_resumes_on_its_curve() -> None:
+    """The schedule's checkpoint holds the step, not the momentum function; a fresh scheduler loaded from it sets the
+    momentum of the step it resumes at."""
+    config = resolve([("t", {"schedule": {"name": "onecycle", "cycle_momentum": True}, "train": {"epochs": 4}})]).config
+    optimizer, scheduler = make_optimizer(config, torch.nn.Linear(1, 1), [], 10)
+    for _ in range(13):
+        optimizer.step()
+        scheduler.step()
+    saved, momentum = torch.load(_round_trip(scheduler.state_dict())), optimizer.param_groups[0]["momentum"]
+    assert "momentum" not in saved
+    fresh_optimizer, fresh = make_optimizer(config, torch.nn.Linear(1, 1), [], 10)
+    fresh.load_state_dict(saved)
+    fresh_optimizer.step()
+    fresh.step()
+    optimizer.step()
+    scheduler.step()
+    assert fresh_optimizer.param_groups[0]["momentum"] == optimizer.param_groups[0]["momentum"] != momentum
+
+
+def _round_trip(state: dict[str, Any]) -> io.BytesIO:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return buffer
+
+
+@pytest.mark.parametrize(
+    ("schedule", "optim", "message"),
+    [({"name": "onecycle", "warmup_epochs": 3, "warmup_fraction": 0.2}, {}, "not both"),
+     ({"name": "cosine", "cycle_momentum": True}, {}, "belongs to the onecycle"),
+     ({"name": "onecycle", "cycle_momentum": True}, {"name": "adamw"}, "cycles SGD's momentum"),
+     ({"name": "onecycle", "cycle_momentum": True, "base_momentum": 0.97}, {}, "above max_momentum")],
+)  # fmt: skip
+def test_schedule_settings_that_contradict_are_refused(
+    schedule: dict[str, Any], optim: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(UsageError, match=message):
+        resolve([("t", {"schedule": schedule, "optim": optim})])
+
+
+def test_cycled_momentum_keeps_cuda_graphs_off() -> None:
+    """A captured fused SGD kernel keeps the momentum it was captured with: automatic graphs stay off, asked-for
+    graphs are refused."""
+    train = TrainConfig()
+    assert not resolve_acceleration(train, torch.device("cuda"), cycled_momentum=True).cuda_graphs
+    assert resolve_acceleration(train, torch.device("cuda")).cuda_graphs
+    with pytest.raises(UsageError, match="cycle_momentum"):
+        resolve_acceleration(TrainConfig(cuda_graphs=True), torch.device("cuda"), cycled_momentum=True)
 
 
 @pytest.mark.parametrize(("lr_batch_size", "expected"), [(None, [0.05, 0.01]), (25, [0.1, 0.02])])
