@@ -86,6 +86,15 @@ def commit() -> str | None:
         return os.environ.get("KDCLI_COMMIT")
 
 
+def teacher_epochs(path: str) -> int | str:
+    """The epochs a given teacher file was trained for, from the kdcli run's report.json beside it; "file" when that
+    is not there (a teacher trained elsewhere)."""
+    try:
+        return int(json.loads((Path(path).parent / "report.json").read_text())["final"]["epochs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "file"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files")
@@ -154,7 +163,7 @@ def main() -> None:
         "jobs": args.jobs,
         "seeds": args.seeds,
         "student_epochs": config.config.train.epochs,
-        "teacher_epochs": "file" if args.teacher else (args.teacher_epochs or "preset"),
+        "teacher_epochs": teacher_epochs(args.teacher) if args.teacher else (args.teacher_epochs or "preset"),
         "val_split": args.val_split,
         "teacher_top1": teacher_top1,
         "teacher_seconds": teacher["seconds"],

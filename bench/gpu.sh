@@ -9,22 +9,18 @@
 #   1. the CUDA tests (tests/training/test_acceleration.py -k cuda; its CPU tests run in CI): graphs equal eager,
 #      no host sync in an epoch (114 s alone on an H200, 2026-11-30). They check results, not speed, so they run in
 #      the background beside stage 2 (whose wall times then include sharing the machine with them);
-#   2. the FMNIST-5k protocol (../shared/data/README.md): teacher resnet56, 40 epochs (the one in
-#      .data/fmnist5k-teacher.safetensors when --prepare found it, else trained here, eager fp32, in the background
-#      while stage 1 runs; KDCLI_FMNIST5K_TEACHER_EPOCHS=N trains it N epochs); resnet8 alone, vanilla, pesf,
-#      skd, pea and pea's two ablations on the eager loop, plus vanilla on the fast path (compile, CUDA graphs,
-#      bf16) for its accuracy; 3 seeds, seed 0 of every arm first; 8 runs at a time. Eager because a 40-epoch run of
-#      these small models is shorter than its compilation;
-#   3. the engine benchmark (bench/engine.py): the fast path one step at a time, and the methods' cost; `recipe`
-#      (compile + graphs) right after the eager baseline, as compiling resnet110 takes most of a minute.
-# Stage times on the H200 (2026-11-30, second session): wheels and kdcli 14 s, the protocol's 24 runs 248 s with the
-# CUDA tests (135 s) beside them, the engine stage the remaining 263 s (five configurations; each compiled one spends
-# 70-80 s compiling).
+#   2. parity with the plain reference loop (bench/parity.py, issue 19): the loop (.data/reference/, copied there
+#      by --prepare from ../shared/reference; never committed) and kdcli on the same 5,000 images, teacher, student
+#      alone and KD, 3 seeds each, 12 runs at a time, bf16 on both sides, kdcli without compile (a 40-epoch run of
+#      these small models is shorter than its compilation); the one-difference ablations ran on the CPU;
+#   3. the FMNIST-5k protocol as written (../shared/data/README.md): stage 2's kdcli teacher of seed 0 (40 epochs),
+#      resnet8 alone, vanilla, pesf, skd, pea and pea's two ablations on the eager loop; 3 seeds, 8 at a time;
+#   4. with KDCLI_GPU_ENGINE=1, the engine benchmark (bench/engine.py), in what is left of 525 s; it was measured in
+#      the sessions of 2026-11-30 and the schedule change does not touch the step it times.
 # Writes under OUT (at most 8 files come back from the device machine): results.jsonl (every JSON line), gpu.log
-# (every log but the tests'), cuda-tests.log, cuda-tests.xml, fmnist5k-runs.tgz (each run's report.json,
-# metrics.jsonl, config.yaml, report.md, the unfinished runs' too, and the teacher's under teacher/ when it was
-# trained here). KDCLI_COMMIT=<sha> names the commit where the copy has no .git. Stage 3 gets what is left of 525 s,
-# so a teacher trained here costs the engine benchmark, never the 9 minutes.
+# (every log but the tests'), cuda-tests.log, cuda-tests.xml, runs.tgz (each run's report.json, metrics.jsonl,
+# config.yaml and the reference loop's results, never weights). KDCLI_COMMIT=<sha> names the commit where the copy
+# has no .git.
 # The GPU machine has torch, timm, typer, rich, safetensors and pyyaml but no pydantic and no network: the wheels in
 # .whl/ (WHEELS below, fetched by --prepare) are installed into /tmp/site, and kdcli is built there from this tree.
 set -uo pipefail
@@ -33,8 +29,7 @@ cd "$(dirname "$0")/.."
 WHEELS=(pydantic==2.13.4 pydantic-core==2.46.4 annotated-types==0.7.0 typing-inspection==0.4.2
         typing-extensions==4.16.0 hatchling==1.33.0 trove-classifiers==2026.9.21.13 pathspec==1.1.1 pluggy==1.6.0
         packaging==26.2)
-ARMS=(student@eager vanilla@eager pesf@eager skd@eager pea@eager pea:sps=false@eager pea:ptp=false@eager vanilla)
-TEACHER_FILE=${KDCLI_FMNIST5K_TEACHER:-/work/bench-runs/teacher/student.safetensors}
+ARMS=(student@eager vanilla@eager pesf@eager skd@eager pea@eager pea:sps=false@eager pea:ptp=false@eager)
 
 if [[ ${1:-} == --prepare ]]; then
     mkdir -p .whl .data
@@ -42,7 +37,7 @@ if [[ ${1:-} == --prepare ]]; then
         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
         -d .whl "${WHEELS[@]}" || exit 1
     cp -r ../shared/data/fashion-mnist .data/ || exit 1
-    if [[ -f $TEACHER_FILE ]]; then cp "$TEACHER_FILE" .data/fmnist5k-teacher.safetensors; fi
+    mkdir -p .data/reference && cp ../shared/reference/fmnist5k_reference.py .data/reference/ || exit 1
     du -sh .whl .data
     exit 0
 fi
@@ -80,55 +75,42 @@ print(json.dumps({"check": "environment", "commit": os.environ.get("KDCLI_COMMIT
 PY
 
 if [[ $DRY == --dry-run ]]; then
-    DEVICE=cpu; TEST_LIMIT=600; FMNIST_LIMIT=600; TOTAL_LIMIT=3000
-    FMNIST=(--epochs 1 --seeds 0 --arms student@eager vanilla pea:sps=false@eager --jobs 2 --threads 1)
-    TEACHER_EPOCHS=1; TEACHER_LIMIT=600
+    DEVICE=cpu; TEST_LIMIT=600; PARITY_LIMIT=900; TOTAL_LIMIT=3000
+    PARITY=(--epochs 1 --teacher-epochs 1 --seeds 0 --jobs 2 --ablations "kdcli/alone:data.drop_last=false")
+    FMNIST=(--epochs 1 --seeds 0 --arms student@eager vanilla@eager --jobs 2 --threads 1)
     ENGINE=(--device cpu --images 256 --configs eager bf16)
 else
-    DEVICE=cuda; TEST_LIMIT=300; FMNIST_LIMIT=320; TOTAL_LIMIT=525
+    DEVICE=cuda; TEST_LIMIT=300; PARITY_LIMIT=270; TOTAL_LIMIT=525
+    PARITY=(--jobs 12 --ablations none --kdcli-args=--no-compile)
     FMNIST=(--arms "${ARMS[@]}" --jobs 8 --threads 2)
-    TEACHER_EPOCHS=${KDCLI_FMNIST5K_TEACHER_EPOCHS:-40}; TEACHER_LIMIT=180
     ENGINE=(--images 20000 --configs eager recipe graphs-eager batch1024 pesf skd pea-nosps bf16)
 fi
 DATA=.data/fashion-mnist
 [[ -d $DATA ]] || DATA=../shared/data/fashion-mnist
-TEACHER=.data/fmnist5k-teacher.safetensors
-TEACHER_PID=
-if [[ ! -f $TEACHER ]]; then
-    say "0/3 training the FMNIST-5k teacher in the background (${TEACHER_EPOCHS} epochs, eager fp32)"
-    rm -rf /tmp/kdcli-teacher
-    TEACHER=/tmp/kdcli-teacher/student.safetensors
-    python3 -m kdcli train --preset fmnist5k-teacher --data-dir "$DATA" --epochs "$TEACHER_EPOCHS" --device "$DEVICE" \
-        --precision fp32 --no-compile --no-cuda-graphs --no-channels-last --out /tmp/kdcli-teacher \
-        >>"$LOG" 2>&1 &
-    TEACHER_PID=$!
-fi
+rm -rf /tmp/kdcli-runs && mkdir -p /tmp/kdcli-runs
 
-say "1/3 CUDA tests in the background, beside the protocol (limit ${TEST_LIMIT}s; log cuda-tests.log)"
+say "1/4 CUDA tests in the background, beside the benchmarks (limit ${TEST_LIMIT}s; log cuda-tests.log)"
 timeout "$TEST_LIMIT" python3 -m pytest -v -rs -p no:cacheprovider tests/training/test_acceleration.py -k cuda \
     --junitxml "$OUT/cuda-tests.xml" >"$OUT/cuda-tests.log" 2>&1 &
 TESTS_PID=$!
 
-if [[ -n $TEACHER_PID ]]; then
-    say "waiting for the teacher (limit ${TEACHER_LIMIT}s from now)"
-    for _ in $(seq "$TEACHER_LIMIT"); do kill -0 "$TEACHER_PID" 2>/dev/null || break; sleep 1; done
-    kill "$TEACHER_PID" 2>/dev/null
-    wait "$TEACHER_PID"
-    echo "teacher exit $?" >>"$LOG"
-fi
-FMNIST+=(--teacher "$TEACHER")
+say "2/4 parity with the reference loop (limit ${PARITY_LIMIT}s)"
+timeout "$PARITY_LIMIT" python3 bench/parity.py --data-dir "$DATA" --device "$DEVICE" --out /tmp/kdcli-runs/parity \
+    "${PARITY[@]}" >>"$RESULTS" 2>>"$LOG"
+echo "parity exit $?" >>"$LOG"
 
-say "2/3 FMNIST-5k protocol (limit ${FMNIST_LIMIT}s)"
-rm -rf /tmp/kdcli-fmnist /tmp/kdcli-fmnist-results
-timeout "$FMNIST_LIMIT" python3 bench/fmnist5k.py --data-dir "$DATA" --val-split 0.1 --device "$DEVICE" \
-    --out /tmp/kdcli-fmnist --results /tmp/kdcli-fmnist-results "${FMNIST[@]}" >>"$RESULTS" 2>>"$LOG"
-echo "fmnist5k exit $?" >>"$LOG"
-if [[ -n $TEACHER_PID ]]; then
-    mkdir -p /tmp/kdcli-fmnist/teacher && cp /tmp/kdcli-teacher/{report.json,metrics.jsonl,config.yaml} \
-        /tmp/kdcli-fmnist/teacher/ 2>/dev/null
+TEACHER=/tmp/kdcli-runs/parity/kdcli-teacher-s0/student.safetensors
+FMNIST_LIMIT=$((TOTAL_LIMIT - SECONDS - 20)); ((FMNIST_LIMIT < 30)) && FMNIST_LIMIT=30
+say "3/4 FMNIST-5k protocol with kdcli's 40-epoch teacher of seed 0 (limit ${FMNIST_LIMIT}s)"
+if [[ -f $TEACHER ]]; then
+    timeout "$FMNIST_LIMIT" python3 bench/fmnist5k.py --data-dir "$DATA" --val-split "${KDCLI_PROTOCOL_VAL_SPLIT:-0}" \
+        --device "$DEVICE" --teacher "$TEACHER" --out /tmp/kdcli-runs/fmnist5k "${FMNIST[@]}" >>"$RESULTS" 2>>"$LOG"
+    echo "fmnist5k exit $?" >>"$LOG"
+else
+    echo "no kdcli teacher from stage 2: the protocol did not run" | tee -a "$LOG"
 fi
-(cd /tmp/kdcli-fmnist 2>/dev/null && find . \( -name report.json -o -name report.md -o -name metrics.jsonl \
-    -o -name config.yaml \) -print0 | tar czf "$OUT/fmnist5k-runs.tgz" --null -T -)
+(cd /tmp/kdcli-runs && find . \( -name report.json -o -name metrics.jsonl -o -name config.yaml \
+    -o -name results.jsonl \) -print0 | tar czf "$OUT/runs.tgz" --null -T -)
 
 say "waiting for the CUDA tests"
 wait "$TESTS_PID"
@@ -143,9 +125,11 @@ except (OSError, ET.ParseError, AttributeError):
 print(json.dumps({"check": "cuda-tests", **counts}))
 PY
 
-ENGINE_LIMIT=$((TOTAL_LIMIT - SECONDS)); ((ENGINE_LIMIT < 30)) && ENGINE_LIMIT=30
-say "3/3 engine benchmark (limit ${ENGINE_LIMIT}s)"
-timeout "$ENGINE_LIMIT" python3 bench/engine.py "${ENGINE[@]}" >>"$RESULTS" 2>>"$LOG"
-echo "engine exit $?" >>"$LOG"
+if [[ ${KDCLI_GPU_ENGINE:-0} == 1 ]]; then
+    ENGINE_LIMIT=$((TOTAL_LIMIT - SECONDS)); ((ENGINE_LIMIT < 30)) && ENGINE_LIMIT=30
+    say "4/4 engine benchmark (limit ${ENGINE_LIMIT}s)"
+    timeout "$ENGINE_LIMIT" python3 bench/engine.py "${ENGINE[@]}" >>"$RESULTS" 2>>"$LOG"
+    echo "engine exit $?" >>"$LOG"
+fi
 say "done"
 cat "$RESULTS"

@@ -152,6 +152,7 @@ class Bench:
                        self.args.device, "--epochs", str(self.args.teacher_epochs if role == "teacher" else
                                                          self.args.epochs), "--quiet", "--json"]  # fmt: skip
             command += ["--teacher", str(teacher)] if teacher else []
+            command += self.args.kdcli_args.split() if self.args.kdcli_args else []
             for item in overrides:
                 command += ["--set", item]
             resume = folder.is_dir() and (folder / "checkpoint.pt").is_file()
@@ -234,6 +235,12 @@ def main() -> None:
     parser.add_argument("--teacher-epochs", type=int, default=40, help="kdcli's teacher epochs (the protocol: 40)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--jobs", type=int, default=1, help="processes at a time (a GPU has room for several)")
+    parser.add_argument(
+        "--kdcli-args",
+        default="",
+        help="more flags for every kdcli run, e.g. '--no-compile' on a "
+        "GPU, where compiling a 40-epoch run of these small models takes longer than the run",
+    )
     args = parser.parse_args()
     if args.epochs != args.teacher_epochs and any(a.endswith(("teacher", "kd")) for a in args.arms):
         parser.error("the reference loop trains its teacher for --epochs too: give both the same epochs")
@@ -307,6 +314,7 @@ def main() -> None:
         "epochs": args.epochs,
         "teacher_epochs": args.teacher_epochs,
         "reference": str(reference.name),
+        "kdcli_args": args.kdcli_args,
         "arms": arms,
         "ablations": ablation_arms,
         "gap_kdcli_minus_reference": gaps,

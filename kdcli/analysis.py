@@ -7,6 +7,7 @@ and the four-part decomposition, at τ = 1 and at the run's temperature.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -17,6 +18,7 @@ from kdcli.config import TrainConfig, data_config
 from kdcli.data import DataBundle, Loader, TensorLoader, build_data
 from kdcli.errors import UsageError
 from kdcli.interfaces import Reporter
+from kdcli.io.model_file import require_card
 from kdcli.methods.knowledge import (
     TeacherStatistics,
     decomposition,
@@ -34,7 +36,7 @@ from kdcli.reporting.analysis import (
     Universe,
 )
 from kdcli.training.acceleration import resolve_acceleration
-from kdcli.training.loading import open_model_file, resolve_checkpoint_path, resolve_device
+from kdcli.training.loading import check_channels, open_model_file, resolve_checkpoint_path, resolve_device
 from kdcli.training.metrics import predict
 
 SATURATED = 0.99
@@ -144,11 +146,22 @@ def analyze(
     """The teacher's knowledge on a split (``train`` by default, without augmentation), at τ = 1 and at
     ``temperature``; with ``student``, the instance level for ``γ·CE + α·T²·KL`` (``ce_weight``, ``kd_weight``)."""
     reporter = reporter or Reporter()
+    if not (math.isfinite(temperature) and temperature > 0):  # T divides the logits: 0 or NaN makes every figure NaN
+        raise UsageError(f"--temperature must be a positive number (the run's T, 4 say), not {temperature:g}")
+    for flag, weight in (("--ce-weight", ce_weight), ("--kd-weight", kd_weight)):
+        if not math.isfinite(weight):
+            raise UsageError(f"{flag} must be a finite number (the run's loss weight), not {weight:g}")
     torch_device = resolve_device(device)
     autocast = resolve_acceleration(TrainConfig(), torch_device).autocast(torch_device)
     teacher_path = resolve_checkpoint_path(str(teacher))
-    teacher_model, card = open_model_file(teacher_path, torch_device)
-    assert card is not None
+    card = require_card(teacher_path, "kdcli analyze")
+    student_path = resolve_checkpoint_path(str(student)) if student is not None else None
+    student_card = require_card(student_path, "kdcli analyze") if student_path is not None else None
+    if student_card is not None and student_card.num_classes != card.num_classes:  # checked before any work
+        raise UsageError(f"the student {student_path} predicts {student_card.num_classes} classes but the teacher "
+                         f"{teacher_path} {card.num_classes}; pass a student of the teacher's classes")  # fmt: skip
+    teacher_model, _ = open_model_file(teacher_path, torch_device)
+    student_model = open_model_file(student_path, torch_device)[0] if student_path is not None else None
     data_name = data or card.dataset
     if data_name is None:
         raise UsageError(f"{teacher_path} does not record its data set; pass --data NAME")
@@ -156,6 +169,9 @@ def analyze(
     bundle = build_data(config, torch_device, batch_size, batch_size, seed=0)
     if bundle.num_classes != card.num_classes:
         raise UsageError(f"{teacher_path} predicts {card.num_classes} classes but {data_name} has {bundle.num_classes}")
+    check_channels(card.in_chans, bundle, f"the teacher {teacher_path}")
+    if student_card is not None:
+        check_channels(student_card.in_chans, bundle, f"the student {student_path}")
     loader = _clean_split(bundle, split, batch_size)
 
     def progress(index: int, output: object, labels: Tensor) -> None:
@@ -164,8 +180,7 @@ def analyze(
     reporter.begin(f"teacher over {split}", len(loader))
     teacher_logits, labels = predict(teacher_model, loader, autocast, progress)
     student_logits = None
-    if student is not None:
-        student_model, _ = open_model_file(resolve_checkpoint_path(str(student)), torch_device)
+    if student_model is not None:
         reporter.begin(f"student over {split}", len(loader))
         student_logits = predict(student_model, loader, autocast, progress)[0]
     reporter.close()

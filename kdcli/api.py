@@ -38,21 +38,24 @@ def _as_config(config: RunConfig | dict[str, Any]) -> RunConfig:
     return config if isinstance(config, RunConfig) else resolve([("python", config)]).config
 
 
-def distill(config: RunConfig | dict[str, Any], reporter: Reporter | None = None) -> RunResult:
-    """Distill a student from a frozen teacher with the configured method (``method.name``)."""
+def distill(config: RunConfig | dict[str, Any], reporter: Reporter | None = None, force: bool = False) -> RunResult:
+    """Distill a student from a frozen teacher with the configured method (``method.name``). ``output.dir`` must be
+    new, empty or a run stopped before its first checkpoint; ``force`` writes beside other files there (never over
+    the run's own input weights)."""
     config = _as_config(config)
     if config.method.name == "none":
         raise UsageError("method 'none' trains without a teacher: use kdcli train")
-    return execute(config, reporter=reporter)
+    return execute(config, reporter=reporter, force=force)
 
 
-def train(config: RunConfig | dict[str, Any], reporter: Reporter | None = None) -> RunResult:
-    """Train a model alone (a teacher, or the student-alone baseline): cross-entropy with the labels."""
+def train(config: RunConfig | dict[str, Any], reporter: Reporter | None = None, force: bool = False) -> RunResult:
+    """Train a model alone (a teacher, or the student-alone baseline): cross-entropy with the labels. ``force``: as
+    for ``distill``."""
     config = _as_config(config)
     if config.teacher.arch or config.teacher.checkpoint:
         raise UsageError("kdcli train trains without a teacher; use kdcli distill to learn from one")
     config = config.model_copy(update={"method": config.method.model_validate({"name": "none"})})
-    return execute(config, reporter=reporter)
+    return execute(config, reporter=reporter, force=force)
 
 
 def resume(run_dir: str | Path, reporter: Reporter | None = None, lr: float | None = None) -> RunResult:
@@ -151,6 +154,7 @@ def export(
     out: str | Path | None = None,
     opset: int | None = None,
     dynamic_batch: bool = False,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Export a kdcli model file (a path, or ``kdcli:NAME`` for a shipped one) for deployment; returns the summary.
 
@@ -162,10 +166,11 @@ def export(
     takes normalized input. Either is checked before it is kept — ONNX Runtime's logits against PyTorch's, timm's
     rebuild against the file — and written atomically; the summary gives ``max_abs_diff`` and ``tolerance``.
     ``out`` defaults to ``FILE.onnx`` / ``FILE-timm/`` next to the file (in the current folder for ``kdcli:NAME``).
+    It never replaces the source; without ``force`` it replaces only files kdcli exported (a previous export).
     Raises UsageError for a bad request (exit 2) and RunFailed when the check fails (exit 1; nothing is written).
     """
     reference = str(path)
     source = resolve_checkpoint_path(reference)
     if out is None and reference.startswith("kdcli:"):  # never write into the installed package
         out = default_output(Path(source.name), format)
-    return export_model_file(source, format, Path(out) if out is not None else None, opset, dynamic_batch)
+    return export_model_file(source, format, Path(out) if out is not None else None, opset, dynamic_batch, force)

@@ -16,11 +16,13 @@ The options of the built-in methods are defined here, next to their specs; each 
 from __future__ import annotations
 
 import importlib
+import types
+import typing
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from kdcli.errors import UsageError
 from kdcli.suggest import did_you_mean
@@ -57,10 +59,49 @@ TIMM_SHADOWED: dict[str, str] = {m.repdistiller_name: m.name for m in ZOO if m.r
 """RepDistiller's spellings that are timm's ImageNet models; a user typing one may have meant the CIFAR model."""
 
 
-class MethodOptions(BaseModel):
-    """Base of a method's options (``method.*`` in the configuration); unknown keys are errors."""
+def _leaf_types(annotation: Any) -> set[Any]:
+    """The types a field's annotation admits, through ``Annotated``, unions, ``Literal`` and containers."""
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return {type(value) for value in typing.get_args(annotation)}
+    if origin is Annotated:
+        return _leaf_types(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType) or origin in (list, tuple, set, frozenset, dict):
+        return set().union(*(_leaf_types(arg) for arg in typing.get_args(annotation) if arg is not Ellipsis))
+    return {annotation}
 
-    model_config = ConfigDict(extra="forbid")
+
+def _holds_a_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return True
+    if isinstance(value, list | tuple | set | frozenset):
+        return any(_holds_a_bool(item) for item in value)
+    return isinstance(value, dict) and any(_holds_a_bool(item) for item in value.values())
+
+
+def no_bool_for_a_number(model: type[BaseModel], info: ValidationInfo, value: Any) -> Any:
+    """``value`` unless it is (or holds) a boolean for a field of numbers: pydantic would take ``true`` as 1, so a
+    YAML ``epochs: true`` would train one epoch. Fields that admit a boolean (or anything) are left alone; numbers
+    written as strings ("1e-3", which PyYAML reads as a string) stay accepted."""
+    field = model.model_fields.get(info.field_name or "")
+    if field is None or not _holds_a_bool(value):
+        return value
+    admitted = _leaf_types(field.annotation)
+    if admitted & {int, float} and not admitted & {bool, Any, object}:
+        raise ValueError("expected a number, not a boolean (true/false)")
+    return value
+
+
+class MethodOptions(BaseModel):
+    """Base of a method's options (``method.*`` in the configuration): unknown keys are errors, numbers are finite,
+    and a boolean is not a number."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        return no_bool_for_a_number(cls, info, value)
 
 
 @dataclass(frozen=True)
@@ -172,6 +213,17 @@ class SkdOptions(TransformedTeacherOptions):
 Confidence = Annotated[float, Field(gt=0.0, lt=1.0)]
 
 
+class SpsOptions(BaseModel):
+    """The options of the student transform ``sps`` (kdcli.models.sps), as a model file records them: JSON booleans
+    only (strict: "false" or 0 there means the metadata is damaged, not an option turned off), and no other keys."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    shuffle: bool = True
+    share_norm: bool = False
+    tied: bool = True
+
+
 class PeaOptions(VanillaOptions):
     ce_weight: float = Field(0.3, ge=0.0, description="γ of the KD stage")
     kd_weight: float = Field(0.7, ge=0.0, description="α of the KD stage (the paper's 0.7)")
@@ -203,6 +255,15 @@ class FitnetOptions(MethodOptions):
     hint_stage: int = Field(2, description="stage index (feature_info) of the hint, the same in student and teacher")
     ce_weight: float = Field(1.0, ge=0.0, description="weight of the cross-entropy with the labels")
     hint_weight: float = Field(100.0, ge=0.0, description="weight of the MSE between regressed and teacher hint")
+
+    @field_validator("hint_stage")
+    @classmethod
+    def _stages_count_from_0(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError(
+                "stages count from 0 (the first feature_info stage) and a negative index is not one; give 0 or more"
+            )
+        return value
 
 
 SUPERVISED = MethodSpec("none", "no distillation: cross-entropy with the labels (kdcli train)", SupervisedOptions,

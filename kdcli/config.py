@@ -5,31 +5,48 @@ defaults < preset < ``--config FILE`` < command-line flags < ``--set key.path=va
 Every leaf remembers the layer that set it, so ``kdcli config show`` can say where each value came from,
 and a validation error can say which layer gave the bad value.
 
-Presets and config files are plain YAML read with ``yaml.safe_load``: no tags, nothing that runs code.
-A preset may name another preset as its ``base`` (merged first) and carry a one-line ``description``.
+Presets, config files and ``--set`` values are plain YAML read by a bounded ``yaml.SafeLoader``: no tags, nothing
+that runs code, at most 1 MiB, no key twice in one mapping, and no anchors and aliases that expand past
+100,000 values or 32 levels ("billion laughs"). A preset may name another preset as its ``base`` (merged first) and
+carry a one-line ``description``. Numbers are finite, and a boolean is never taken for a number.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from kdcli.catalog import method_spec
+from kdcli.catalog import method_spec, no_bool_for_a_number
 from kdcli.errors import UsageError
 from kdcli.suggest import did_you_mean
 
 DataName = Literal["embedded", "fashion-mnist", "cifar10", "cifar100", "imagefolder"]
 
+MAX_CONFIG_BYTES = 1 << 20
+"""A configuration file is a few KiB (a run's config.yaml about 3); past 1 MiB it is not one."""
+MAX_YAML_VALUES = 100_000
+"""Values in one YAML document once its aliases are expanded; a configuration holds a few hundred."""
+MAX_YAML_DEPTH = 32
+"""Nesting of one YAML document, aliases expanded; a configuration nests 2 to 5 levels deep."""
+MAX_IMAGE_SIZE = 2048
+"""``data.image_size`` at most: twice the largest input of timm's pretrained models (1024, SAM's ViTs)."""
+
 
 class Section(BaseModel):
-    """A configuration section: unknown keys are errors."""
+    """A configuration section: unknown keys are errors, numbers are finite, and a boolean is not a number."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        return no_bool_for_a_number(cls, info, value)
 
 
 class ModelSpec(Section):
@@ -49,7 +66,9 @@ class DataConfig(Section):
     train_subset: int | None = Field(None, ge=1, description="stratified, seeded subset of the training set")
     val_split: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of train held out; best epoch is chosen on it")
     subset_seed: int = Field(0, description="seed of the subset and the val split (fixed across training seeds)")
-    image_size: int | None = Field(None, ge=8, description="pad small images to this size (FMNIST: 32)")
+    image_size: int | None = Field(
+        None, ge=8, description=f"pad small images to this size (FMNIST: 32); at most {MAX_IMAGE_SIZE}"
+    )
     crop_padding: int = Field(4, ge=0, description="random-crop padding; 0 turns cropping off")
     hflip: bool = True
     drop_last: bool = Field(
@@ -57,6 +76,17 @@ class DataConfig(Section):
     )
     workers: int = Field(4, ge=0, description="loader processes for imagefolder")
     eval_split: Literal["test", "val"] = "test"
+
+    @field_validator("image_size")
+    @classmethod
+    def _image_size_fits_in_memory(cls, value: int | None) -> int | None:
+        if value is not None and value > MAX_IMAGE_SIZE:
+            gib = 3 * 4 * value**2 / 2**30
+            raise ValueError(
+                f"at most {MAX_IMAGE_SIZE} pixels, twice the largest input of timm's pretrained models (1024); one "
+                f"{value}×{value} RGB image alone takes {gib:.1f} GiB as float32"
+            )
+        return value
 
 
 class OptimizerConfig(Section):
@@ -228,7 +258,9 @@ def parse_set(assignment: str) -> dict[str, Any]:
     if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
         raise UsageError(f"--set expects key.path=value, got {assignment!r} (example: --set optim.lr=0.1)")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = load_yaml(raw) if raw.strip() else None
+    except RefusedYAML as exc:
+        raise UsageError(f"--set {key}: {exc}") from None
     except yaml.YAMLError as exc:
         raise UsageError(f"--set {key}: cannot read {raw!r} as a value ({exc.__class__.__name__})") from None
     return nested(key.strip(), value)
@@ -259,15 +291,141 @@ def list_presets() -> dict[str, str]:
     return found
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
+class RefusedYAML(yaml.YAMLError):
+    """Valid YAML that kdcli will not take as a configuration: a key twice, or too large once expanded."""
+
+
+def _line(node_or_mark: Any) -> int:
+    mark = getattr(node_or_mark, "start_mark", node_or_mark)
+    return int(getattr(mark, "line", -1)) + 1
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key twice in one mapping (plain YAML keeps the later one silently) and a
+    document whose anchors and aliases expand past ``MAX_YAML_VALUES`` values or ``MAX_YAML_DEPTH`` levels: the
+    composed node graph is measured before anything is built, in time linear in the text."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._aliases = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        self._depth += 1  # the composer recurses per level: bound it before Python's recursion limit does
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise RefusedYAML(f"nests deeper than {MAX_YAML_DEPTH} levels (line {_line(self.peek_event())}); "
+                                  "a configuration nests a few levels: flatten it")  # fmt: skip
+            self._aliases += self.check_event(yaml.AliasEvent)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        self._measure(node)
+        return super().construct_document(node)
+
+    def _measure(self, root: yaml.Node) -> None:
+        """Values and depth of the document with every alias expanded (memoized per node, so a billion laughs
+        costs its text's length to measure), refusing cycles, and keys given twice in one mapping."""
+        size: dict[int, int] = {}
+        depth: dict[int, int] = {}
+        open_nodes: set[int] = set()
+        stack: list[tuple[yaml.Node, str, bool]] = [(root, "", False)]
+        while stack:
+            node, path, done = stack.pop()
+            if not done and id(node) in size:
+                continue  # an alias of a value measured already
+            children = self._children(node, path)
+            if done:
+                open_nodes.discard(id(node))
+                size[id(node)] = 1 + sum(size[id(child)] for child, _ in children)
+                depth[id(node)] = 1 + max((depth[id(child)] for child, _ in children), default=0)
+                if size[id(node)] > MAX_YAML_VALUES or depth[id(node)] > MAX_YAML_DEPTH:
+                    what = (f"more than {MAX_YAML_VALUES:,} values" if size[id(node)] > MAX_YAML_VALUES
+                            else f"more than {MAX_YAML_DEPTH} levels deep")  # fmt: skip
+                    if not self._aliases:
+                        raise RefusedYAML(f"holds {what} (line {_line(node)}), far more than a configuration holds; "
+                                          "pass a kdcli configuration")  # fmt: skip
+                    raise RefusedYAML(
+                        f"expands to {what} through its anchors and aliases (&name, *name: each alias repeats what it "
+                        f"names; line {_line(node)}), far more than a configuration holds; write the values out "
+                        "without aliases of aliases"
+                    )
+                continue
+            if id(node) in open_nodes:
+                raise RefusedYAML(f"an alias at line {_line(node)} refers to a value that contains it, so it never "
+                                  "ends; remove that alias")  # fmt: skip
+            open_nodes.add(id(node))
+            if isinstance(node, yaml.MappingNode):
+                self._refuse_duplicate_keys(node, path)
+            stack.append((node, path, True))
+            stack.extend((child, child_path, False) for child, child_path in children if id(child) not in size)
+
+    @staticmethod
+    def _children(node: yaml.Node, path: str) -> list[tuple[yaml.Node, str]]:
+        if isinstance(node, yaml.SequenceNode):
+            return [(child, f"{path}.{index}" if path else str(index)) for index, child in enumerate(node.value)]
+        if isinstance(node, yaml.MappingNode):
+            pairs = []
+            for key, value in node.value:
+                name = str(key.value) if isinstance(key, yaml.ScalarNode) else "?"
+                pairs += [(key, path), (value, f"{path}.{name}" if path else name)]
+            return pairs
+        return []
+
+    def _refuse_duplicate_keys(self, node: yaml.MappingNode, path: str) -> None:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # "<<: *base" merges keys that the mapping's own keys may then override
+            key = self.construct_object(key_node)
+            if key in seen:
+                dotted = f"{path}.{key}" if path else str(key)
+                second = _line(key_node)
+                lines = f"line {second}" if seen[key] == second else f"lines {seen[key]} and {second}"
+                raise RefusedYAML(f"key {dotted!r} is given twice ({lines}), and YAML would silently keep the later "
+                                  "one; keep one of them")  # fmt: skip
+            seen[key] = _line(key_node)
+
+
+def load_yaml(text: str) -> Any:
+    """One YAML document as Python data, read by ``_BoundedLoader`` (``RefusedYAML`` or another ``yaml.YAMLError``
+    when it is not one kdcli takes)."""
+    loader = _BoundedLoader(text)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A parser's error in one line: what is wrong and where (its first line is often only the context)."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
+        mark = exc.problem_mark
+        return exc.problem + (f" (line {mark.line + 1}, column {mark.column + 1})" if mark else "")
+    return str(exc).splitlines()[0]
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A configuration file or preset: at most ``MAX_CONFIG_BYTES`` read (so /dev/zero or an endless pipe cannot
+    exhaust memory), decoded as UTF-8, parsed by ``load_yaml``."""
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise UsageError(f"{path} is larger than {MAX_CONFIG_BYTES >> 20} MiB, so not a kdcli configuration (a run's "
+                         "config.yaml is a few KiB); pass a YAML configuration file")  # fmt: skip
+    try:
+        data = load_yaml(raw.decode("utf-8")) or {}
     except UnicodeDecodeError:
         raise UsageError(f"{path} is not a text file, so not a YAML configuration; pass a .yaml file") from None
+    except RefusedYAML as exc:
+        raise UsageError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
-        raise UsageError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise UsageError(f"{path} is not valid YAML: {_yaml_problem(exc)}") from None
     if not isinstance(data, dict):
         raise UsageError(f"{path} must hold a mapping of configuration sections, not a {type(data).__name__}")
     return data
@@ -295,13 +453,23 @@ def load_preset(name_or_path: str, chain: tuple[Path, ...] = ()) -> dict[str, An
 
 
 def resolve(layers: list[Layer]) -> ResolvedConfig:
-    """Merge the layers (lowest precedence first), validate, and record where every leaf came from."""
+    """Merge the layers (lowest precedence first), validate, and record where every leaf came from.
+
+    A layer that names another method than the layers below it starts that method from its own defaults: the
+    options below were set for the method they named (``--preset quickstart --method dkd`` is dkd with dkd's
+    defaults, not dkd refusing vanilla's ``kd_weight``)."""
     merged: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for source, tree in layers:
+        method = tree.get("method") if isinstance(tree.get("method"), dict) else {}
+        before = merged.get("method") if isinstance(merged.get("method"), dict) else {}
+        if "name" in method and "name" in before and method["name"] != before["name"]:
+            merged["method"] = {}
+            sources = {k: v for k, v in sources.items() if not k.startswith("method.")}
         merged = deep_merge(merged, tree)
         for key in flatten(tree):
             sources[key] = source
+    _refuse_non_finite(merged, "", sources)
     try:
         config = RunConfig.model_validate(merged)
     except ValidationError as exc:
@@ -324,6 +492,30 @@ def data_config(**values: Any) -> DataConfig:
         flag_names = {"name": "data", "dir": "data-dir"}
         flags = {f"data.{key}": "--" + flag_names.get(key, key.replace("_", "-")) for key in values}
         raise UsageError(_explain(exc, DataConfig, "data.", flags)) from None
+
+
+def _refuse_non_finite(tree: Any, key: str, sources: dict[str, str]) -> None:
+    """inf or nan anywhere (a method's or a model's options included, whatever their schema): one line naming the key.
+    Strings such as "inf" are left to the schema, whose float fields refuse them too (allow_inf_nan=False)."""
+    if isinstance(tree, float) and not math.isfinite(tree):
+        raise UsageError(f"invalid value for {key!r}{_origin(key, sources)}: {_NOT_FINITE} (got {tree!r})")
+    if isinstance(tree, dict):
+        for name, value in tree.items():
+            _refuse_non_finite(value, f"{key}.{name}" if key else str(name), sources)
+    elif isinstance(tree, list | tuple):
+        for index, value in enumerate(tree):
+            _refuse_non_finite(value, f"{key}.{index}", sources)
+
+
+_NOT_FINITE = "must be a finite number: inf and nan are refused, give an ordinary number"
+
+
+def _origin(key: str, sources: dict[str, str]) -> str:
+    """`` (from LAYER)`` for the layer that set ``key``, the nearest section above it (for a list item), or a key
+    below it (a mapping given where a value belongs)."""
+    origin = next((sources[k] for k in (key, *_prefixes(key)) if k in sources), None)
+    origin = origin or next((source for k, source in sources.items() if k.startswith(f"{key}.")), None)
+    return f" (from {origin})" if origin else ""
 
 
 def _prefixes(key: str) -> list[str]:
@@ -358,11 +550,12 @@ def _explain(
     error = exc.errors()[0]
     loc = tuple(error["loc"])
     key = prefix + ".".join(str(part) for part in loc)
-    origin = sources.get(key)
-    where = f" (from {origin})" if origin else ""
+    where = _origin(key, sources)
     if error["type"] == "extra_forbidden":
         valid = (fixed or []) + _section_fields(model, loc)
         hint = did_you_mean(str(loc[-1]), valid, n=1)
         return f"unknown configuration key {key!r}{where}; {hint}valid keys here: {', '.join(valid)}"
     message = error["msg"].removeprefix("Value error, ")  # pydantic's prefix for a validator's own message
+    if error["type"] == "finite_number":
+        message = _NOT_FINITE
     return f"invalid value for {key!r}{where}: {message} (got {error.get('input')!r})"

@@ -75,3 +75,16 @@ def test_preset_base_is_merged_first() -> None:
 def test_unknown_preset_suggests() -> None:
     with pytest.raises(UsageError, match="did you mean quickstart"):
         load_preset("quickstrat")
+
+
+def test_a_layer_naming_another_method_starts_it_from_its_defaults() -> None:
+    """`--preset quickstart --method dkd`: the preset's vanilla options (kd_weight) are not dkd's; dkd gets its own
+    defaults instead of an 'unknown key' refusal, and options given with or after the new name still count."""
+    preset = load_preset("quickstart")
+    resolved = resolve([("preset quickstart", preset), ("--method", {"method": {"name": "dkd"}}),
+                        ("--set", {"method": {"beta": 2.0}})])  # fmt: skip
+    options = resolved.config.method_options
+    assert resolved.config.method.name == "dkd" and options["beta"] == 2.0 and "kd_weight" not in options
+    assert resolved.sources["method.beta"] == "--set" and "method.alpha" not in resolved.sources  # a default
+    same = resolve([("preset quickstart", preset), ("--method", {"method": {"name": "vanilla"}})]).config
+    assert same.method_options["kd_weight"] == 0.9  # the same method keeps the preset's options

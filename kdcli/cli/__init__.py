@@ -35,8 +35,26 @@ def _speaks(error: KdcliError | None) -> bool:
     return error is not None and not isinstance(error, Interrupted)
 
 
+def _hold_closed_streams() -> None:
+    """A standard descriptor closed by the caller (`>&-`) would be handed to the next file kdcli opens (a model file,
+    a report being written), and whatever is written to that stream would land in the file. Each closed one is held
+    on /dev/null instead; ``sys.stdout`` stays None, so results meant for a closed stdout fail the command (exit 1,
+    kdcli.cli.output) rather than vanish."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            held = os.open(os.devnull, os.O_RDWR)
+            if held != fd:
+                os.dup2(held, fd)
+                os.close(held)
+    if sys.stderr is None:  # print(file=None) would write the error to stdout
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (for the whole process)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app and map errors to exit codes with one-line messages."""
+    _hold_closed_streams()
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args

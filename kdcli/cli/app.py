@@ -101,6 +101,9 @@ SetOpt = Annotated[
 ResumeOpt = Annotated[Path | None, typer.Option("--resume", metavar="DIR", help="continue the run in this directory")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print exactly one JSON document on stdout")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress or notes on stderr")]
+ForceOpt = Annotated[
+    bool, typer.Option("--force", help="write even where files kdcli did not write would be replaced (never an input)")
+]
 DataDirOpt = Annotated[str | None, typer.Option("--data-dir", metavar="DIR", help="folder holding the data set")]
 DeviceOpt = Annotated[str, typer.Option("--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps")]
 
@@ -130,21 +133,21 @@ def _reporter(quiet: bool) -> Reporter:
 
 
 def _resume(run_dir: Path, flags: Given, preset: str | None, config: Path | None, sets: list[str] | None,
-            quiet: bool, as_json: bool) -> None:  # fmt: skip
+            quiet: bool, as_json: bool, force: bool) -> None:  # fmt: skip
     """Continue a run with the configuration it started with; configuration options would silently differ."""
     from kdcli import api
 
     lr = flags.pop("--lr", (None, None))[1]
-    given = list(flags) + [name for name, value in (("--preset", preset), ("--config", config), ("--set", sets))
-                           if value]  # fmt: skip
+    given = list(flags) + [name for name, value in (("--preset", preset), ("--config", config), ("--set", sets),
+                                                    ("--force", force)) if value]  # fmt: skip
     if given:
         raise UsageError(
             f"--resume continues {run_dir} with its own config.yaml (only --lr may change); drop {', '.join(given)}"
         )
-    _print_result(api.resume(run_dir, _reporter(quiet), lr=lr), as_json)
+    _print_result(api.resume(run_dir, _reporter(quiet), lr=lr), as_json, quiet)
 
 
-def _print_result(result: RunResult, as_json: bool) -> None:
+def _print_result(result: RunResult, as_json: bool, quiet: bool = False) -> None:
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun, rank 0 prints for the whole run
     report = result.report
@@ -175,7 +178,7 @@ def _print_result(result: RunResult, as_json: bool) -> None:
                    f"images/s on {report.environment.device}; run directory {result.run_dir}")  # fmt: skip
         return [table(title, columns, rows, right=columns[2:]), summary]
 
-    emit(payload, as_json, render)
+    emit(payload, as_json, render, quiet=quiet)
 
 
 @app.command(
@@ -197,16 +200,17 @@ def distill(
     resume: ResumeOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
+    force: ForceOpt = False,
 ) -> None:
     """Distill a student from a frozen, trained teacher; writes a run directory with the student and a report."""
     from kdcli import api
 
     _check_teacher_flags(flags)
     if resume is not None:
-        _resume(resume, flags, preset, config, set_, quiet, json_)
+        _resume(resume, flags, preset, config, set_, quiet, json_, force)
         return
     resolved = resolve(_layers(preset, config, flags, set_))
-    _print_result(api.distill(resolved.config, _reporter(quiet)), json_)
+    _print_result(api.distill(resolved.config, _reporter(quiet), force=force), json_, quiet)
 
 
 @app.command(
@@ -225,15 +229,16 @@ def train(
     resume: ResumeOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
+    force: ForceOpt = False,
 ) -> None:
     """Train a model without a teacher: a teacher to distill from, or the student-alone baseline."""
     from kdcli import api
 
     if resume is not None:
-        _resume(resume, flags, preset, config, set_, quiet, json_)
+        _resume(resume, flags, preset, config, set_, quiet, json_, force)
         return
     resolved = resolve([*_layers(preset, config, flags, set_), ("kdcli train", {"method": {"name": "none"}})])
-    _print_result(api.train(resolved.config, _reporter(quiet)), json_)
+    _print_result(api.train(resolved.config, _reporter(quiet), force=force), json_, quiet)
 
 
 @app.command(
@@ -272,9 +277,12 @@ def eval_(
 ) -> None:
     """Evaluate model files: top-1/top-5, NLL, ECE, teacher agreement, parameters, MACs, file size, images/s."""
     from kdcli import api
+    from kdcli.io.model_file import require_card
 
     if split not in ("test", "val"):
         raise UsageError(f"--split must be test or val, not {split!r}")
+    for file in [*files, *([teacher] if teacher is not None else [])]:  # each readable, with metadata, before any work
+        require_card(file, "kdcli eval")
     summary = api.evaluate([str(f) for f in files], data=data, data_dir=data_dir, split=split, teacher=teacher,
                            device=device, batch_size=batch_size, min_top1=min_top1, train_subset=train_subset,
                            val_split=val_split)  # fmt: skip
@@ -289,7 +297,7 @@ def eval_(
         columns += ["agree"] if agreement else []
         return [table(f"kdcli eval — {split}", columns, rows, right=columns[2:])]
 
-    emit(summary, json_, render)
+    emit(summary, json_, render, quiet=quiet)
     if not summary["passed"]:
         failed = ", ".join(f"{r['path']} ({r['top1']:.2f}%)" for r in summary["results"] if not r["passed"])
         if not quiet:
@@ -323,18 +331,26 @@ def analyze(
     kd_weight: Annotated[float, typer.Option(metavar="α", help="α of the KD loss, for the gradient rescaling")] = 0.9,
     device: DeviceOpt = "auto",
     out: Annotated[
-        Path | None, typer.Option(metavar="DIR", help="write analysis.json, analysis.md and the PNG figures here")
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            help="write analysis.json, analysis.md and the PNG figures here: a new or empty folder, or a previous "
+            "analysis (replaced)",
+        ),
     ] = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
+    force: ForceOpt = False,
 ) -> None:
     """What the teacher teaches (Tang et al. 2020): universe, domain and instance knowledge, and the exact four-part
     decomposition of KL(teacher ‖ matched label smoothing), at τ = 1 and at T."""
     from kdcli import api
-    from kdcli.reporting.analysis import PARTS, write_analysis
+    from kdcli.reporting.analysis import PARTS, check_analysis_out, write_analysis
 
     if split not in ("train", "test", "val"):
         raise UsageError(f"--split must be train, test or val, not {split!r}")
+    if out is not None:  # before the analysis, which takes a while
+        check_analysis_out(out, [teacher, *([student] if student is not None else [])], force)
     analysis = api.analyze(teacher, data=data, data_dir=data_dir, student=student, split=split,
                            temperature=temperature, ce_weight=ce_weight, kd_weight=kd_weight,
                            train_subset=train_subset, device=device, reporter=_reporter(quiet))  # fmt: skip
@@ -353,7 +369,7 @@ def analyze(
         lines: list[Any] = [table(title, columns, rows, right=columns[:-1])]
         return lines + ([f"wrote {len(written)} files to {out}"] if written else [])
 
-    emit(analysis.model_dump(mode="json", by_alias=True), json_, render)
+    emit(analysis.model_dump(mode="json", by_alias=True), json_, render, quiet=quiet)
 
 
 @app.command(short_help="List the CIFAR zoo registered into timm.")
@@ -429,12 +445,27 @@ def compare(
     ],
     json_: JsonOpt = False,
 ) -> None:
-    """One table over runs: method, pair, top-1 last and best-on-val (mean ± std over seeds), size, wall time."""
+    """One table over runs: method, pair, top-1 last and best-on-val (mean ± std over seeds), size, wall time. A run
+    given twice (another spelling of its path, a link to it) is counted once, with a warning."""
+    from kdcli.cli.output import emit_text, note
     from kdcli.reporting.compare import compare as compare_runs
-    from kdcli.reporting.compare import markdown_table
+    from kdcli.reporting.compare import markdown_table, unique_runs
 
-    summary = compare_runs([str(r) for r in runs])
-    print(json.dumps(summary, indent=2) if json_ else markdown_table(summary), end="" if not json_ else "\n")
+    kept, dropped = unique_runs(list(runs))
+    if dropped:  # one line however many
+        again: dict[Path, list[Path]] = {}
+        for path, first in dropped:
+            again.setdefault(first, []).append(path)
+        told = []
+        for first, paths in again.items():
+            others = sorted({str(path) for path in paths if path != first})
+            told.append(f"{first} {len(paths) + 1} times" + (f" (also as {', '.join(others)})" if others else ""))
+        note(f"warning: a run given more than once is counted once, not as more seeds: {'; '.join(told)}")
+    summary = compare_runs(kept)
+    if json_:
+        emit(summary, True, lambda: [])
+    else:
+        emit_text(markdown_table(summary))
 
 
 @app.command(
@@ -442,7 +473,7 @@ def compare(
     name="import",
     epilog="Examples:\n\n"
     "  kdcli import resnet110_cifar100.pth --arch resnet110 --data cifar100 --out resnet110.safetensors\n\n"
-    "  kdcli import model_best.pth.tar --arch resnet18 --out r18.safetensors",
+    "  kdcli import model_best.pth.tar --arch resnet18 --default-normalization --out r18.safetensors",
 )
 def import_(
     source: Annotated[
@@ -454,12 +485,21 @@ def import_(
         str | None, typer.Option(metavar="NAME", help="the data set it was trained on (records normalization)")
     ] = None,
     num_classes: Annotated[int | None, typer.Option(metavar="N", help="default: read from the classifier")] = None,
+    default_normalization: Annotated[
+        bool,
+        typer.Option(
+            "--default-normalization",
+            help="without --data: record the architecture's own normalization (ImageNet's for timm weights)",
+        ),
+    ] = False,
     json_: JsonOpt = False,
+    force: ForceOpt = False,
 ) -> None:
     """Convert a PyTorch checkpoint to a kdcli safetensors file with metadata (read with weights_only=True)."""
     from kdcli.io.importer import import_checkpoint
 
-    card = import_checkpoint(source, arch, out, data=data, num_classes=num_classes)
+    card = import_checkpoint(source, arch, out, data=data, num_classes=num_classes,
+                             default_normalization=default_normalization, force=force)  # fmt: skip
     emit({"file": str(out), **card.model_dump(mode="json")}, json_,
          lambda: [f"wrote {out}: {card.arch}, {card.num_classes} classes, {card.in_chans} input channels"])  # fmt: skip
 
@@ -512,12 +552,13 @@ def export(
         bool, typer.Option("--dynamic-batch", help="ONNX: any batch size (default: batch 1)")
     ] = False,
     json_: JsonOpt = False,
+    force: ForceOpt = False,
 ) -> None:
     """Export a student for deployment: ONNX with its input normalization (checked against PyTorch in ONNX Runtime
     before it is kept), or a folder timm loads; written atomically."""
     from kdcli import api
 
-    summary = api.export(file, format=format_, out=out, opset=opset, dynamic_batch=dynamic_batch)
+    summary = api.export(file, format=format_, out=out, opset=opset, dynamic_batch=dynamic_batch, force=force)
 
     def render() -> list[Any]:
         shape = "×".join(str(d) for d in summary["input_shape"])

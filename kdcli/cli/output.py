@@ -1,8 +1,14 @@
-"""Results on stdout: exactly one JSON document with ``--json``, else a table; messages go to stderr."""
+"""Results on stdout: exactly one JSON document with ``--json``, else a table; messages go to stderr.
+
+A stdout that cannot take the results — a full device, a pipe whose reader has gone (``| head -c1``), a closed
+descriptor (``>&-``) — fails the command (exit 1) with one line on stderr, never a traceback and never a silent
+exit 0. JSON is always valid: a number that is not finite is written as the string "inf", "-inf" or "nan"
+(kdcli.reporting.finite), and a note on stderr names where.
+"""
 
 from __future__ import annotations
 
-import json
+import errno
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -12,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kdcli.errors import RunFailed
+from kdcli.reporting.finite import described, dumps
 
 
 def stdout() -> Console:
@@ -28,17 +35,50 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], rig
     return found
 
 
-def emit(payload: Any, as_json: bool, render: Callable[[], Sequence[Any]]) -> None:
-    """Print ``payload`` as one JSON document, or the renderables ``render()`` gives (tables, lines). A stdout that
-    cannot take them (a full device, a closed pipe) is a failed command (exit 1) with one line, not a traceback."""
+def stdout_failed(reason: str) -> RunFailed:
+    """The error for results that cannot reach stdout; stdout is pointed at /dev/null first, so that Python's own
+    flush at exit does not fail a second time (with a traceback-like "Exception ignored" message)."""
+    sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (nothing more can reach the real one; the exit must not try)
+    return RunFailed(f"cannot write the results to stdout ({reason}); they are incomplete or missing: send them to "
+                     "a file with room (> FILE), or to a reader that reads to the end")  # fmt: skip
+
+
+def note(text: str) -> None:
+    """One line on stderr (when there is a stderr)."""
+    if sys.stderr is not None:
+        print(f"kdcli: {text}", file=sys.stderr)
+
+
+def write(produce: Callable[[], None]) -> None:
+    """Run ``produce`` (which prints to stdout) and flush; any failure to write is a failed command (exit 1)."""
+    if sys.stdout is None:  # Python starts with no sys.stdout when descriptor 1 is closed (`>&-`)
+        raise stdout_failed("it is closed")
     try:
-        if as_json:
-            print(json.dumps(payload, indent=2))
-        else:
-            console = stdout()
-            for renderable in render():
-                console.print(renderable, highlight=False)
+        produce()
         sys.stdout.flush()
-    except OSError as exc:
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (nothing more can reach the real one; the exit must not try)
-        raise RunFailed(f"cannot write the results to stdout ({exc.strerror or exc})") from None
+    except OSError as exc:  # BrokenPipeError included
+        reason = "Broken pipe: its reader has exited" if exc.errno == errno.EPIPE else exc.strerror or str(exc)
+        raise stdout_failed(reason) from None
+
+
+def emit(payload: Any, as_json: bool, render: Callable[[], Sequence[Any]], quiet: bool = False) -> None:
+    """Print ``payload`` as one JSON document, or the renderables ``render()`` gives (tables, lines). A number in the
+    JSON that is not finite is written as "inf", "-inf" or "nan", with a note on stderr (unless ``quiet``)."""
+    if as_json:
+        text, found = dumps(payload)
+        if found and not quiet:
+            note(f"note: {described(found)}")
+        write(lambda: print(text))
+        return
+
+    def tables() -> None:
+        console = stdout()
+        for renderable in render():
+            console.print(renderable, highlight=False)
+
+    write(tables)
+
+
+def emit_text(text: str) -> None:
+    """Print ``text`` as it is (Markdown, say), with the failures of ``emit``."""
+    write(lambda: print(text, end=""))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,8 @@ class DataBundle:
     train: Loader
     test: Loader | None
     val: Loader | None
+    notes: list[str] = field(default_factory=list)
+    """What a user should know about the data as loaded (files of an image folder that were left out)."""
 
     @property
     def num_classes(self) -> int:
@@ -136,9 +138,14 @@ def build_data(
     )
 
 
+# PIL modes whose conversion to RGB keeps the picture; 16-bit and float images ("I;16", "I", "F") are clipped at 255.
+FAITHFUL_MODES = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"})
+
+
 class CheckedImages(torch.utils.data.Dataset):
     """timm's ImageDataset, with a file that cannot be decoded reported by name instead of a worker's traceback:
-    kdcli refuses a damaged image rather than skip it silently.
+    kdcli refuses a damaged image rather than skip it silently, and likewise an image whose pixels the conversion
+    to RGB would not keep (16-bit or float) and one larger than PIL's decompression-bomb limit.
 
     timm itself logs "Skipped sample" and serves the next image instead, up to ``timm.data.dataset._ERROR_RETRY``
     times in a row; kdcli sets that to 1 (read at each call by timm 1.0.10, at construction by later versions), so
@@ -152,28 +159,80 @@ class CheckedImages(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> Any:
+        from PIL import Image
+
+        name = self.dataset.filename(index, absolute=True)
         try:
+            with Image.open(name) as image:  # the header only: the mode, before timm converts to RGB
+                mode = image.mode
+            if mode not in FAITHFUL_MODES:
+                raise UsageError(f"{name} is a {mode!r} image, whose values converting to 8-bit RGB would clip; "
+                                 "convert it to 8-bit (RGB or grey) or remove it")  # fmt: skip
             return self.dataset[index]
+        except Image.DecompressionBombError as exc:
+            raise UsageError(f"{name} is too large to decode safely ({exc}); resize or remove it") from None
         except (OSError, SyntaxError, ValueError, RuntimeError) as exc:  # PIL's UnidentifiedImageError: OSError
-            name = self.dataset.filename(index, absolute=True)
             reason = f" ({exc})" if not isinstance(exc, RuntimeError) else ""  # timm's "Failed to load 1 ..." says less
             raise UsageError(f"{name} is not a readable image{reason}; remove or replace it") from None
 
 
-def _image_folder(dataset_class: Any, folder: Path, transform: Any) -> CheckedImages:
+def scan_image_folder(folder: Path) -> tuple[dict[str, int], list[str]]:
+    """The classes of an image folder, the folders directly under it that are not hidden, in timm's order; and a
+    note for each kind of file left out: hidden files and folders (``.ipynb_checkpoints``), files that are not
+    images, images directly in ``folder``. Images in a folder inside a class folder are refused: timm would label
+    them by that inner folder's name."""
+    from timm.data.readers.img_extensions import get_img_extensions
+    from timm.utils.misc import natural_key
+
+    extensions = get_img_extensions(as_set=True)
+    left_out: dict[str, list[str]] = {"hidden": [], "not an image": [], "outside a class folder": []}
+    classes = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
+            left_out["hidden"].append(entry.name)
+        elif entry.is_dir():
+            classes.append(entry.name)
+        elif entry.suffix.lower() in extensions:
+            left_out["outside a class folder"].append(entry.name)
+        else:
+            left_out["not an image"].append(entry.name)
+    for name in classes:
+        for root, folders, files in os.walk(folder / name, followlinks=True):
+            hidden = [f for f in folders if f.startswith(".")]
+            left_out["hidden"] += [str(Path(root, f).relative_to(folder)) for f in hidden]
+            folders[:] = [f for f in folders if not f.startswith(".")]
+            for file in files:
+                path = Path(root, file)
+                if file.startswith("."):
+                    left_out["hidden"].append(str(path.relative_to(folder)))
+                elif path.suffix.lower() not in extensions:
+                    left_out["not an image"].append(str(path.relative_to(folder)))
+                elif Path(root) != folder / name:
+                    raise UsageError(
+                        f"{path.parent} holds images inside the class folder {folder / name}; kdcli's classes are the "
+                        f"folders directly under {folder}: move them into {folder / name} or out of {folder}"
+                    )
+    notes = [f"left out of {folder}: {len(names)} {kind} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+             for kind, names in left_out.items() if names]  # fmt: skip
+    ordered = sorted(classes, key=natural_key)
+    return {name: index for index, name in enumerate(ordered)}, notes
+
+
+def _image_folder(dataset_class: Any, folder: Path, transform: Any) -> tuple[CheckedImages, list[str]]:
     import logging
 
     import timm.data.dataset
 
     timm.data.dataset._ERROR_RETRY = 1  # see CheckedImages
     logging.getLogger(timm.data.dataset.__name__).setLevel(logging.ERROR)  # its "Skipped sample" warning
+    class_map, notes = scan_image_folder(folder)
     try:
-        dataset = dataset_class(str(folder), transform=transform)
+        dataset = dataset_class(str(folder), transform=transform, class_map=class_map) if class_map else []
     except RuntimeError:  # timm: "Found 0 images in subfolders of ..."
         dataset = []
     if len(dataset) == 0:
         raise UsageError(f"{folder} holds no images (its class folders are empty); put images in {folder}/CLASS/")
-    return CheckedImages(dataset)
+    return CheckedImages(dataset), notes
 
 
 def _build_imagefolder(
@@ -195,8 +254,8 @@ def _build_imagefolder(
     size = config.image_size or 224
     # Prefetcher mode: the transforms stop at uint8 tensors; the loader scales on the device, the models normalize.
     train_transform = create_transform(size, is_training=True, use_prefetcher=True)
-    train_set = _image_folder(ImageDataset, root / "train", train_transform)
-    test_set = _image_folder(ImageDataset, eval_dir, create_transform(size, use_prefetcher=True))
+    train_set, train_notes = _image_folder(ImageDataset, root / "train", train_transform)
+    test_set, test_notes = _image_folder(ImageDataset, eval_dir, create_transform(size, use_prefetcher=True))
     classes = sorted(train_set.reader.class_to_idx, key=train_set.reader.class_to_idx.get)
     if test_set.reader.class_to_idx != train_set.reader.class_to_idx:
         found = sorted(test_set.reader.class_to_idx)
@@ -222,6 +281,7 @@ def _build_imagefolder(
         ),
         test=FolderLoader(test_set, eval_batch_size, device, shuffle=False, workers=workers, shard=shard),
         val=None,
+        notes=train_notes + test_notes,
     )
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import os
 import pickle
 import struct
@@ -42,6 +44,20 @@ STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
 }
+
+NATIVE_SIZE = {"fashion-mnist": 28, "embedded": 28, "cifar10": 32, "cifar100": 32}
+"""The side of each in-memory data set's images as stored; kdcli pads smaller ones with zeros (``data.image_size``)."""
+
+
+def input_preparation(dataset: str | None, input_size: tuple[int, ...]) -> str | None:
+    """How to turn a data set's stored images into a model's input when kdcli padded them (Fashion-MNIST's 28×28 to
+    the CIFAR zoo's 32×32): what a reader of an exported model must do instead of resizing (timm's default)."""
+    native = NATIVE_SIZE.get(dataset or "")
+    side = input_size[-1]
+    if native is None or native >= side:
+        return None
+    return (f"zero-pad each {native}x{native} image by {(side - native) // 2} pixels on each side to {side}x{side} "
+            "(no resize), values in [0, 1]")  # fmt: skip
 
 
 @dataclass
@@ -189,18 +205,24 @@ def load_cifar(name: str, data_dir: str | None, download: bool) -> tuple[ImageAr
         import torchvision.datasets as tv_datasets
 
         dataset_cls = tv_datasets.CIFAR10 if name == "cifar10" else tv_datasets.CIFAR100
+        chatter = io.StringIO()  # torchvision prints each try and each mirror; kdcli says one line
         try:
-            dataset_cls(str(root), download=True)
+            with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
+                dataset_cls(str(root), download=True)
         except Exception as exc:  # network errors come in many types
-            raise UsageError(f"cannot download {name} into {root}: {exc}") from None
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise UsageError(f"cannot download {name} into {root} ({reason}); check the network, or put the "
+                             f"python-pickle {folder_name}/ folder there by hand") from None  # fmt: skip
     if not (folder / test_file).is_file():
         raise UsageError(
             f"{name} not found: looked for {folder}/ (the python-pickle version). Pass --data-dir DIR that holds "
-            f"{folder_name}/, set KDCLI_DATA_DIR, or add --download when online"
+            f"{folder_name}/, set KDCLI_DATA_DIR, or download it with a train or distill run "
+            "(--set data.download=true) when online"
         )
     missing = [f for f in [*train_files, test_file, meta_file] if not (folder / f).is_file()]
     if missing:
-        raise UsageError(f"{folder} lacks {', '.join(missing)}; download {name} again (or pass --download)")
+        raise UsageError(f"{folder} lacks {', '.join(missing)}; download {name} again (a train or distill run with "
+                         "--set data.download=true fetches it)")  # fmt: skip
     parts = [_read_cifar_batch(folder / f, label_key) for f in train_files]
     train = ImageArrays(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]))
     test = _read_cifar_batch(folder / test_file, label_key)

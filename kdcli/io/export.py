@@ -49,8 +49,9 @@ from safetensors.torch import save_file
 from torch import nn
 
 from kdcli._version import __version__
+from kdcli.data.sources import input_preparation
 from kdcli.errors import RunFailed, UsageError
-from kdcli.io.files import atomic_write, sha256_file
+from kdcli.io.files import atomic_write, check_output_file, sha256_file
 from kdcli.io.model_file import ModelCard, load_model, read_card
 from kdcli.models.wrappers import NormalizedModel
 
@@ -103,12 +104,33 @@ def tolerance_for(reference: torch.Tensor) -> float:
     return RELATIVE_TOLERANCE * max(1.0, float(reference.abs().max()))
 
 
+def kdcli_onnx(path: Path) -> bool:
+    """Whether ``path`` is an ONNX file kdcli exported (its metadata names kdcli's version)."""
+    try:
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # not ONNX at all (or no onnx package): not kdcli's
+        return False
+    return any(prop.key == "kdcli.version" for prop in model.metadata_props)
+
+
+def kdcli_timm_folder(folder: Path) -> bool:
+    """Whether ``folder``'s ``config.json`` is one kdcli exported (it carries a ``kdcli`` section)."""
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and isinstance(config.get("kdcli"), dict)
+
+
 def check_request(
-    source: Path, format: str, out: Path | None, opset: int | None, dynamic_batch: bool
+    source: Path, format: str, out: Path | None, opset: int | None, dynamic_batch: bool, force: bool = False
 ) -> tuple[ModelCard, Path]:
     """Everything that can be refused before the model is built: the format and its options, the file (a kdcli
-    model file), the output path (by default next to the file), a transformed student for timm, and the ONNX
-    packages. Returns the card and the output path."""
+    model file), the output path (by default next to the file; never the file itself, and without ``force`` never a
+    file kdcli did not export), a transformed student for timm, and the ONNX packages. Returns the card and the
+    output path."""
     if format not in FORMATS:
         raise UsageError(f"--format must be {' or '.join(FORMATS)}, not {format!r}")
     if format == "timm" and (opset is not None or dynamic_batch):
@@ -130,10 +152,14 @@ def check_request(
         raise UsageError(f"cannot write {out}: {blocking} is a file, not a folder; choose another --out")
     if format == "onnx" and out.is_dir():
         raise UsageError(f"{out} is a directory; give --out a file path such as {out / (source.stem + '.onnx')}")
+    if format == "onnx":
+        check_output_file(out, [source], kdcli_onnx, force)
     if format == "timm":
         if out.exists() and not out.is_dir():
             raise UsageError(f"{out} is a file; --format timm writes a folder (config.json, model.safetensors): "
                              "give --out a folder path")  # fmt: skip
+        for name in TIMM_FILES:
+            check_output_file(out / name, [source], lambda _: kdcli_timm_folder(out), force)
         if card.student_transform is not None:
             raise UsageError(
                 f"{source} holds a student transformed by {card.student_transform['name']!r}, which plain timm "
@@ -147,12 +173,24 @@ def check_request(
 
 
 def export_model_file(
-    source: Path, format: str = "onnx", out: Path | None = None, opset: int | None = None, dynamic_batch: bool = False
+    source: Path,
+    format: str = "onnx",
+    out: Path | None = None,
+    opset: int | None = None,
+    dynamic_batch: bool = False,
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Export the kdcli model file ``source`` (checked, then written atomically); returns the JSON summary."""
-    card, out = check_request(source, format, out, opset, dynamic_batch)
+    """Export the kdcli model file ``source`` (checked, then written atomically); returns the JSON summary. Weights
+    that are not all finite (a run that diverged) are refused unless ``force``: such a model predicts nothing."""
+    card, out = check_request(source, format, out, opset, dynamic_batch, force)
     model, loaded = load_model(source)  # builds the architecture, applies the student transform, loads the weights
     assert loaded is not None
+    broken = [name for name, tensor in model.state_dict().items()
+              if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]  # fmt: skip
+    if broken and not force:
+        more = " and more" if len(broken) > 1 else ""
+        raise UsageError(f"{source} holds non-finite weights ({broken[0]}{more}), so the exported model would "
+                         "predict nothing; export a good checkpoint, or pass --force")  # fmt: skip
     wrapped = NormalizedModel(model, card.mean, card.std, card.in_chans, card.arch).eval()
     if format == "onnx":
         return export_onnx(wrapped, card, out, source=source, opset=opset, dynamic_batch=dynamic_batch)
@@ -320,6 +358,7 @@ def _onnx_metadata(card: ModelCard, shape: tuple[int, ...]) -> dict[str, str]:
         "kdcli.std": list(card.std),
         "kdcli.classes": card.classes,
         "kdcli.dataset": card.dataset,
+        "kdcli.preprocess": input_preparation(card.dataset, tuple(card.input_size)),
         "kdcli.method": card.method,
         "kdcli.version": __version__,
     }
@@ -359,6 +398,7 @@ def timm_config(model: nn.Module, card: ModelCard, source: Path | None = None) -
         "kdcli": {
             "source_sha256": sha256_file(source) if source is not None else None,
             "dataset": card.dataset,
+            "preprocess": input_preparation(card.dataset, tuple(card.input_size)),
             "method": card.method,
             "teacher_arch": card.teacher_arch,
             "teacher_sha256": card.teacher_sha256,

@@ -7,11 +7,15 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from kdcli.config import MAX_CONFIG_BYTES, load_yaml
 from kdcli.errors import UsageError
 
 
@@ -39,6 +43,37 @@ def _umask() -> int:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def same_file(path: Path, other: Path) -> bool:
+    """Whether the two paths name one file: the same path, a symbolic link to it, or a hard link (same inode)."""
+    try:
+        return os.path.samefile(path, other)
+    except OSError:  # either is missing (or unreadable): not one existing file
+        return False
+
+
+def check_output_file(
+    out: Path, inputs: Iterable[Path], ours: Callable[[Path], bool], force: bool = False, flag: str = "--out"
+) -> None:
+    """Refuse, before any work, to write ``out`` over a file kdcli did not write: never over one of the command's
+    ``inputs`` (by path, symbolic or hard link), and without ``force`` never over anything that is not a regular
+    file (a device, a pipe, a link) nor a regular file that ``ours`` does not recognise as kdcli's output."""
+    for source in inputs:
+        if same_file(out, source):
+            alias = "" if os.path.abspath(out) == os.path.abspath(source) else f" (the same file as {source})"
+            raise UsageError(f"{flag} {out} is an input of this command{alias}; writing would replace it: choose "
+                             "another path")  # fmt: skip
+    if force or not os.path.lexists(out):
+        return
+    mode = os.lstat(out).st_mode
+    if stat.S_ISLNK(mode) or not stat.S_ISREG(mode):
+        kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
+        raise UsageError(f"{flag} {out} is {kind}; kdcli would replace it with a file: choose another path, or "
+                         "pass --force to replace it")  # fmt: skip
+    if not ours(out):
+        raise UsageError(f"{flag} {out} already exists and was not written by kdcli; choose another path, or pass "
+                         "--force to replace it")  # fmt: skip
 
 
 def sha256_file(path: Path) -> str:
@@ -82,3 +117,54 @@ class RunDirectory:
         if self.handle is not None:
             fcntl.flock(self.handle, fcntl.LOCK_UN)
             self.handle.close()
+
+
+RUN_FILES = ("config.yaml", "checkpoint.pt", "metrics.jsonl", "student.safetensors", "student-best.safetensors",
+             "report.json", "report.md", "accuracy.png", "loss.png", "diagnostics.png",
+             RunDirectory.LOCK_NAME)  # fmt: skip
+"""Every file a run writes in its folder (its temporary files are ``.NAME.*.tmp`` beside them)."""
+
+RUN_SECTIONS = frozenset({"teacher", "student", "method", "data", "optim", "schedule", "train", "output"})
+
+
+def _is_run_file(entry: Path) -> bool:
+    """A file a run left: one of ``RUN_FILES`` (a ``config.yaml`` only when it is a whole run configuration, as
+    kdcli writes it, not a user's partial one), or an interrupted write's temporary file."""
+    name = entry.name
+    if name.startswith(".") and name.endswith(".tmp") and any(name.startswith(f".{n}.") for n in RUN_FILES):
+        return True
+    if name not in RUN_FILES or not entry.is_file() or entry.is_symlink():
+        return False
+    if name != "config.yaml":
+        return True
+    try:
+        with entry.open("rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
+        data = load_yaml(raw.decode()) if len(raw) <= MAX_CONFIG_BYTES else None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
+        return False
+    return isinstance(data, dict) and set(data) == RUN_SECTIONS
+
+
+def check_run_directory(path: Path, inputs: Iterable[Path], force: bool = False) -> None:
+    """Refuse, before any work, a new run's folder that holds files kdcli did not write there (a project folder, a
+    home folder) unless ``force``; and, forced or not, a folder where a run's file would replace one of its
+    ``inputs`` (the teacher's file in the folder it was trained in, say). A missing or empty folder, or one left by
+    a run stopped before its first checkpoint, is fine."""
+    for name in RUN_FILES:
+        check_output_file(path / name, inputs, lambda _: True, force=True)
+    if force or not path.is_dir():
+        return
+    try:
+        entries = sorted(path.iterdir())
+        foreign = [entry.name for entry in entries if not _is_run_file(entry)]
+        if entries and not _is_run_file(path / "config.yaml"):  # without kdcli's config.yaml none of it is kdcli's
+            foreign = [entry.name for entry in entries]
+    except OSError as exc:
+        reason = exc.strerror or exc
+        raise UsageError(f"cannot read the run directory {path} ({reason}); choose another --out") from None
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise UsageError(f"--out {path} already holds files that are not a kdcli run's ({shown}); a run writes "
+                         "config.yaml, report.md and student.safetensors there: choose a new or empty --out, or pass "
+                         "--force to write beside them")  # fmt: skip

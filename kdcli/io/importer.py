@@ -24,7 +24,6 @@ import argparse
 import os
 import pickle
 import re
-import stat
 import tempfile
 import warnings
 from collections.abc import Sequence
@@ -42,7 +41,8 @@ from kdcli.catalog import ZOO, ZooModel
 from kdcli.data.sources import STATS
 from kdcli.errors import UsageError
 from kdcli.interfaces import Reporter
-from kdcli.io.model_file import ModelCard, conv_in_chans, load_weights, save_model
+from kdcli.io.files import check_output_file
+from kdcli.io.model_file import ModelCard, conv_in_chans, load_weights, read_card, save_model
 from kdcli.models.factory import create_model, resolve_arch
 from kdcli.suggest import did_you_mean
 
@@ -360,16 +360,14 @@ def input_statistics(
 # --- the output --------------------------------------------------------------------------------------------------
 
 
-def check_output(out: Path, source: Path) -> None:
-    """Refuse an ``--out`` that cannot receive the file, before any work: a folder, a special file (a device would
-    be replaced), the checkpoint itself, a path below a regular file, or a place this process cannot write."""
+def check_output(out: Path, source: Path, force: bool = False) -> None:
+    """Refuse an ``--out`` that cannot receive the file, before any work: a folder, the checkpoint itself (by any
+    path or link), a path below a regular file, or a place this process cannot write; and without ``force`` a
+    special file (a device would be replaced) or a file that is not a kdcli model file."""
     if out.is_dir():
         example = out / f"{source.name.split('.')[0] or 'model'}.safetensors"
         raise UsageError(f"--out {out} is a folder; name the file to write, e.g. --out {example}")
-    if out.exists() and not stat.S_ISREG(out.stat().st_mode):
-        raise UsageError(f"--out {out} exists and is not a regular file; choose the path of a .safetensors file")
-    if out.exists() and source.exists() and out.samefile(source):
-        raise UsageError(f"--out {out} is the checkpoint being imported; choose another path")
+    check_output_file(out, [source], lambda path: _is_model_file(path), force)
     folder = out.absolute().parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
@@ -385,6 +383,13 @@ def check_output(out: Path, source: Path) -> None:
         ) from None
 
 
+def _is_model_file(path: Path) -> bool:
+    try:
+        return read_card(path) is not None
+    except UsageError:
+        return False
+
+
 # --- the command -------------------------------------------------------------------------------------------------
 
 
@@ -395,14 +400,18 @@ def import_checkpoint(
     data: str | None = None,
     num_classes: int | None = None,
     reporter: Reporter | None = None,
+    default_normalization: bool = False,
+    force: bool = False,
 ) -> ModelCard:
     """Convert ``source`` into a kdcli model file at ``out`` and return its card.
 
     ``arch`` may be RepDistiller's name (see ``choose_architecture``); the card names the architecture chosen.
     ``data`` (``cifar100``, ``fashion-mnist``, ...) records the data set and its normalization; without it the
     architecture's default config gives the input size, and its mean and std adapted to the model's input channels
-    (``input_statistics``). ``num_classes``, when given, must equal the classifier's rows in the file. Notes (the
-    architecture chosen for a RepDistiller name, adapted statistics) go to ``reporter``.
+    (``input_statistics``), which must then be asked for with ``default_normalization``: a model trained on
+    other data and recorded with ImageNet's statistics evaluates at chance. ``num_classes``, when given, must equal
+    the classifier's rows in the file. Notes (the architecture chosen for a RepDistiller name, adapted statistics)
+    go to ``reporter``. ``out`` is never the source; without ``force`` it replaces only a kdcli model file.
     """
     source, out = Path(source), Path(out)
     reporter = reporter or Reporter()
@@ -411,8 +420,14 @@ def import_checkpoint(
             f"--data must be one of {', '.join(STATS)} to record its normalization, not {data!r}; "
             f"{did_you_mean(data, STATS, n=1)}leave it out when the data set is none of these"
         )
+    if data is None and not default_normalization:
+        raise UsageError(
+            f"say what {source} was trained on: --data NAME ({', '.join(STATS)}) records that data set's "
+            "normalization, or --default-normalization records the architecture's own (ImageNet's for timm "
+            "weights); a model evaluated with another normalization than its training's scores near chance"
+        )
     architecture_candidates(arch)  # an unknown name fails before any file is touched
-    check_output(out, source)
+    check_output(out, source, force)
     checkpoint = _load(source)
     tensors = _state_dict(source, checkpoint)
     choice = choose_architecture(arch, tensors, source, num_classes, hint=_checkpoint_arch(checkpoint))

@@ -9,11 +9,12 @@ safetensors tools show readable values.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator, model_validator
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
@@ -51,6 +52,54 @@ class ModelCard(BaseModel):
     before loading the tensors, so a transformed student (Pea-KD's SPS, a plugin's) loads like any other."""
     kdcli_version: str = __version__
 
+    @field_validator("input_size", mode="before")
+    @classmethod
+    def _three(cls, value: Any) -> Any:
+        if not (isinstance(value, list | tuple) and len(value) == 3):
+            raise ValueError(f"must be [channels, height, width], not {value!r}")
+        return value
+
+    @field_validator("num_classes", "in_chans")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(f"must be 1 or more, not {value}")
+        return value
+
+    @field_validator("mean", "std")
+    @classmethod
+    def _finite(cls, values: tuple[float, ...], info: ValidationInfo) -> tuple[float, ...]:
+        if not values:
+            raise ValueError("is empty; it needs one value per input channel")
+        if not all(math.isfinite(v) for v in values):
+            raise ValueError(f"must be finite numbers, not {list(values)}")
+        if info.field_name == "std" and not all(v > 0 for v in values):
+            raise ValueError(f"must be positive (images are divided by it), not {list(values)}")
+        return values
+
+    @field_validator("student_transform")
+    @classmethod
+    def _named(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and not (
+            isinstance(value.get("name"), str) and isinstance(value.get("options", {}), dict)
+        ):
+            raise ValueError('must be {"name": NAME, "options": {...}}')
+        return value
+
+    @model_validator(mode="after")
+    def _shapes_fit(self) -> ModelCard:
+        """The channels agree: ``input_size`` is (in_chans, height, width) with a positive size, and mean and std
+        give one value per channel (or one for all, as for grey data fed to a three-channel model)."""
+        channels, height, width = self.input_size
+        if channels != self.in_chans or height < 1 or width < 1:
+            raise ValueError(f"input_size must be [in_chans, height, width] = [{self.in_chans}, H, W] with H and W "
+                             f"1 or more, not {list(self.input_size)}")  # fmt: skip
+        for name, values in (("mean", self.mean), ("std", self.std)):
+            if len(values) not in (1, self.in_chans):
+                raise ValueError(f"{name} has {len(values)} values for {self.in_chans}-channel input: "
+                                 f"{list(values)}")  # fmt: skip
+        return self
+
     @property
     def transform(self) -> StudentTransform | None:
         if self.student_transform is None:
@@ -78,11 +127,19 @@ def _decode_card(metadata: dict[str, str], path: Path) -> ModelCard:
                     f"{path}: kdcli metadata is damaged ({key!r} is not JSON); re-export the model"
                 ) from None
     if "sps" in metadata and "student_transform" not in values:  # files written before 0.2.0
-        values["student_transform"] = {"name": "sps", "options": json.loads(metadata["sps"])}
+        try:
+            values["student_transform"] = {"name": "sps", "options": json.loads(metadata["sps"])}
+        except ValueError:
+            raise UsageError(f"{path}: kdcli metadata is damaged ('sps' is not JSON); re-export the model") from None
     try:
         return ModelCard.model_validate(values)
     except ValidationError as exc:
-        raise UsageError(f"{path}: kdcli metadata is damaged ({exc.errors()[0]['loc']}); re-export the model") from None
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        raise UsageError(
+            f"{path}: kdcli metadata is damaged ({where + ': ' if where else ''}{message}); re-export the model"
+        ) from None
 
 
 def shared_aliases(model: nn.Module) -> set[str]:
@@ -130,6 +187,17 @@ def read_model_file(path: Path) -> tuple[dict[str, torch.Tensor], ModelCard | No
     return tensors, card
 
 
+def require_card(path: Path, command: str) -> ModelCard:
+    """The card of a model file that a command (``kdcli eval``) can only use with its metadata; refused before any
+    work, with the way to make such a file from plain weights."""
+    card = read_card(path)
+    if card is None:
+        raise UsageError(f"{path} has no kdcli metadata, so {command} cannot tell its architecture; give a model file "
+                         "kdcli wrote (train, distill), or convert the PyTorch checkpoint the weights came from: "
+                         "kdcli import CHECKPOINT --arch ARCH --data NAME --out F")  # fmt: skip
+    return card
+
+
 def read_card(path: Path) -> ModelCard | None:
     """Only the metadata of a model file (no tensors are read)."""
     require_file(path)
@@ -167,7 +235,9 @@ def load_model(
     """Build the model a file describes (or ``arch`` for a file without kdcli metadata) and load its weights."""
     tensors, card = read_model_file(path)
     if card is None and (arch is None or num_classes is None):
-        raise UsageError(f"{path} has no kdcli metadata; name its architecture (--teacher ARCH --teacher-ckpt FILE)")
+        raise UsageError(f"{path} has no kdcli metadata, so its architecture is unknown; give a model file kdcli wrote "
+                         "(train, distill, import), or, to distill from these weights, name their architecture: "
+                         "--teacher ARCH --teacher-ckpt FILE")  # fmt: skip
     in_chans = card.in_chans if card else conv_in_chans(tensors)
     model = create_model(
         arch or card.arch,  # type: ignore[union-attr]

@@ -25,8 +25,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from pydantic import ValidationError
 from torch import Tensor, nn
 
+from kdcli.catalog import SpsOptions
 from kdcli.errors import UsageError
 
 SUPPORTED = "ResNets with basic blocks (CIFAR zoo resnet*, timm resnet18/34-style) and ViTs with fused qkv"
@@ -121,8 +123,28 @@ def family(model: nn.Module) -> str | None:
     return None
 
 
-def apply_sps(model: nn.Module, shuffle: bool = True, share_norm: bool = False, tied: bool = True) -> nn.Module:
-    """Give ``model`` shared-weight second passes, in place; returns it."""
+def sps_options(**options: Any) -> SpsOptions:
+    """The transform's options, checked: they come from a model file's metadata as well as from the method, and an
+    unknown key or a value that is not a boolean is a damaged file, said in one line."""
+    try:
+        return SpsOptions.model_validate(options)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = ".".join(str(part) for part in error["loc"])
+        valid = ", ".join(SpsOptions.model_fields)
+        what = f"is not one of its options ({valid})" if error["type"] == "extra_forbidden" else "must be true or false"
+        raise UsageError(
+            f"the student transform 'sps' got option {name}={error.get('input')!r}, which {what}; the model file's "
+            "student_transform metadata is damaged: re-export the model (or rerun the run that wrote it)"
+        ) from None
+
+
+def apply_sps(model: nn.Module, shuffle: Any = True, share_norm: Any = False, tied: Any = True,
+              **unknown: Any) -> nn.Module:  # fmt: skip
+    """Give ``model`` shared-weight second passes, in place; returns it. The options are checked (``sps_options``),
+    unknown ones included, since a model file's metadata names them."""
+    options = sps_options(shuffle=shuffle, share_norm=share_norm, tied=tied, **unknown)
+    shuffle, share_norm, tied = options.shuffle, options.share_norm, options.tied
     kind = family(model)
     if kind is None:
         raise UsageError(

@@ -5,12 +5,16 @@ and the four-part decomposition as a bar (Tang et al. 2020; the quantities are d
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from kdcli.errors import RunFailed, UsageError
 from kdcli.io.files import atomic_write_text
 from kdcli.reporting.charts import pyplot, save_figure
+from kdcli.reporting.finite import dumps
 
 ANALYSIS_SCHEMA = "kdcli.analysis/1"
 
@@ -114,7 +118,9 @@ class Analysis(_Section):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     def to_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json", by_alias=True), indent=2) + "\n"
+        """The analysis as JSON; a number that is not finite as the string "inf", "-inf" or "nan"
+        (kdcli.reporting.finite)."""
+        return dumps(self.model_dump(mode="python", by_alias=True))[0] + "\n"
 
 
 PARTS = {
@@ -233,10 +239,91 @@ def figures(out: Path, analysis: Analysis) -> list[Path]:
     return written
 
 
+FIGURE = re.compile(r"(relationships|decomposition|confidence|rescaling)-t[0-9a-z.+-]+\.png")
+"""The figures' names: one of each kind per temperature (``relationships-t4.png``)."""
+
+
+def is_analysis_file(name: str) -> bool:
+    """A name ``write_analysis`` writes, or the temporary file of an interrupted write of one (``.NAME.XXXX.tmp``)."""
+    if name.startswith(".") and name.endswith(".tmp"):
+        name = name[1:].removesuffix(".tmp").rsplit(".", 1)[0]
+    return name in ("analysis.json", "analysis.md") or FIGURE.fullmatch(name) is not None
+
+
+def previous_analysis(out: Path) -> bool:
+    """Whether ``out`` holds an analysis kdcli wrote: an ``analysis.json`` (a regular file) of this schema."""
+    path = out / "analysis.json"
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        with open(path, "rb") as handle:
+            data = json.loads(handle.read(64 << 20))
+    except (OSError, ValueError):  # unreadable, not JSON (UnicodeDecodeError is a ValueError)
+        return False
+    return isinstance(data, dict) and data.get("schema") == ANALYSIS_SCHEMA
+
+
+def check_analysis_out(out: Path, inputs: list[Path], force: bool = False) -> None:
+    """Refuse, before any work, an ``--out`` that analyze would write into wrongly: a file (or a path below one); a
+    folder holding one of the command's ``inputs`` under a name it writes (even with ``force``); and, without
+    ``force``, a folder that is neither empty nor a previous analysis (``previous_analysis``), or whose file of a
+    name analyze writes is not a regular file (a link, a folder)."""
+    if os.path.lexists(out) and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder; analyze writes analysis.json, analysis.md and figures "
+                         "into a folder: choose another --out")  # fmt: skip
+    above = out
+    while not os.path.lexists(above) and above != above.parent:
+        above = above.parent
+    if not above.is_dir():
+        raise UsageError(f"--out {out} cannot be made: {above} is a file, not a folder; choose another --out")
+    if not out.is_dir():
+        return
+    for source in inputs:  # by name in the folder, or as a link to one of the names
+        named = is_analysis_file(source.name) and _same(source.parent, out)
+        if named or any(_same(source, out / name) for name in ("analysis.json", "analysis.md")):
+            raise UsageError(f"--out {out} holds {source}, an input of this command, under a name analyze writes; "
+                             "choose another --out")  # fmt: skip
+    if force:
+        return
+    try:
+        entries = sorted(out.iterdir())
+    except OSError as exc:
+        raise UsageError(f"cannot read --out {out} ({exc.strerror or exc}); choose another --out") from None
+    odd = [entry.name for entry in entries if is_analysis_file(entry.name)
+           and (entry.is_symlink() or not entry.is_file())]  # fmt: skip
+    if odd:
+        raise UsageError(f"--out {out} holds {odd[0]}, which is not a regular file; analyze would replace it: choose "
+                         "another --out, or pass --force to replace it")  # fmt: skip
+    if entries and not previous_analysis(out):
+        names = [entry.name for entry in entries]
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        raise UsageError(f"--out {out} already holds files that are not a kdcli analysis ({shown}); choose a new or "
+                         "empty --out (a previous analysis is replaced), or pass --force to write beside "
+                         "them")  # fmt: skip
+
+
+def _same(path: Path, other: Path) -> bool:
+    try:
+        return os.path.samefile(path, other)
+    except (OSError, ValueError):  # missing, unreadable, or a name with a NUL byte
+        return False
+
+
 def write_analysis(out: Path, analysis: Analysis) -> list[Path]:
-    """analysis.json, analysis.md and the figures under ``out``; returns every file written."""
-    out.mkdir(parents=True, exist_ok=True)
-    pictures = figures(out, analysis)
-    atomic_write_text(out / "analysis.json", analysis.to_json())
-    atomic_write_text(out / "analysis.md", markdown(analysis))
+    """analysis.json, analysis.md and the figures under ``out``, each written atomically; returns every file
+    written. Call ``check_analysis_out`` first. A write that fails (a full disk) is a failed run (exit 1) that names
+    the folder; the files already there stay whole. The figures of a previous analysis there at temperatures this
+    one has not are removed, so every figure in the folder belongs to its analysis.json."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        ours = previous_analysis(out)
+        earlier = [entry for entry in out.iterdir() if FIGURE.fullmatch(entry.name) and entry.is_file()] if ours else []
+        pictures = figures(out, analysis)
+        atomic_write_text(out / "analysis.json", analysis.to_json())
+        atomic_write_text(out / "analysis.md", markdown(analysis))
+        for stale in set(earlier) - set(pictures):
+            stale.unlink(missing_ok=True)
+    except OSError as exc:
+        raise RunFailed(f"cannot write the analysis to {out} ({exc.strerror or exc}); make room there or choose "
+                        "another --out, and run analyze again") from None  # fmt: skip
     return [out / "analysis.json", out / "analysis.md", *pictures]

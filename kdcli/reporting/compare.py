@@ -3,14 +3,68 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from kdcli.catalog import method_spec
+from kdcli.errors import UsageError
 from kdcli.reporting.report import Report, read_report
 
 COMPARE_SCHEMA = "kdcli.compare/1"
+
+
+def _config(report: Report, run_dir: Path) -> dict[str, Any]:
+    """The run's configuration, checked for what compare reads (method.name, train.seed, data.name): a report of
+    another shape is a usage error, not a KeyError."""
+    config = report.config
+    for section, key in (("method", "name"), ("train", "seed"), ("data", "name")):
+        value = config[section].get(key) if isinstance(config.get(section), dict) else None
+        if value is None or (key == "name" and not isinstance(value, str)):
+            raise UsageError(f"{run_dir / 'report.json'} is not a kdcli report (config lacks {section}.{key}); leave "
+                             f"{run_dir} out, or run it again")  # fmt: skip
+    return config
+
+
+def _check_figures(report: Report, run_dir: Path) -> None:
+    """The figures compare averages are numbers of their kind: a top-1 in percent, seconds. A NaN would turn its
+    group's mean into NaN and, written as JSON, into a token most parsers refuse."""
+    final, path = report.final, run_dir / "report.json"
+    figures: list[tuple[str, float | None, float]] = [
+        ("final.last_top1", final.last_top1, 100.0), ("final.best_top1", final.best_top1, 100.0),
+        ("final.max_test_top1", final.max_test_top1, 100.0),
+        ("timing.wall_seconds", report.timing.wall_seconds, math.inf),
+    ]  # fmt: skip
+    for name, value, most in figures:
+        if value is not None and not (0.0 <= value <= most):  # NaN fails both comparisons
+            kind = "a top-1 in percent" if most == 100.0 else "a duration in seconds"
+            raise UsageError(f"{path} gives {name} = {value}, not {kind}: the report is damaged; leave {run_dir} "
+                             "out, or run it again")  # fmt: skip
+
+
+def unique_runs(run_dirs: Sequence[str | Path]) -> tuple[list[Path], list[tuple[Path, Path]]]:
+    """The run folders with each run once: a folder given again — the same path, another spelling of it, a
+    symbolic link to it, a report.json hard-linked into another folder — is one run, not a second seed. Returns the
+    folders kept and, for each one dropped, ``(dropped, the folder kept for it)``."""
+    kept: list[Path] = []
+    dropped: list[tuple[Path, Path]] = []
+    seen: dict[tuple[int, int], Path] = {}
+    for run_dir in map(Path, run_dirs):
+        try:
+            info = os.stat(run_dir / "report.json")
+        except (OSError, ValueError):  # missing, unreadable, a NUL in the name: read_report says which
+            kept.append(run_dir)
+            continue
+        identity = (info.st_dev, info.st_ino)
+        if identity in seen:
+            dropped.append((run_dir, seen[identity]))
+        else:
+            seen[identity] = run_dir
+            kept.append(run_dir)
+    return kept, dropped
 
 
 def _arm(report: Report) -> str:
@@ -27,7 +81,7 @@ def _arm(report: Report) -> str:
 def _group_key(report: Report) -> str:
     config = json.loads(json.dumps(report.config))
     config["train"].pop("seed")
-    config.pop("output")
+    config.pop("output", None)
     return json.dumps(config, sort_keys=True)
 
 
@@ -59,12 +113,16 @@ def _settings(group_keys: list[str]) -> list[str]:
                       if json.dumps(config.get(key)) != usual[key]) for config in flat]  # fmt: skip
 
 
-def compare(run_dirs: list[str | Path]) -> dict[str, Any]:
+def compare(run_dirs: Sequence[str | Path]) -> dict[str, Any]:
     """Group runs that differ only in seed and output folder; report mean ± std of their figures. A row's
-    ``settings`` names what else sets its group apart from the others (empty when only the method does)."""
+    ``settings`` names what else sets its group apart from the others (empty when only the method does). A run given
+    more than once is counted once (``unique_runs``); a damaged report, or one whose top-1 is not a percentage (NaN),
+    is a usage error."""
     groups: dict[str, list[Report]] = {}
-    for run_dir in map(Path, run_dirs):
+    for run_dir in unique_runs(run_dirs)[0]:  # one run given twice is one seed, not two
         report = read_report(run_dir)
+        _config(report, run_dir)
+        _check_figures(report, run_dir)
         groups.setdefault(_group_key(report), []).append(report)
     settings = _settings(list(groups))
     rows = []

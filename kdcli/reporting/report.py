@@ -12,13 +12,13 @@ read and migrated, so old run directories still compare.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from kdcli.errors import UsageError
+from kdcli.reporting.finite import dumps
 
 REPORT_SCHEMA = "kdcli.report/2"
 
@@ -121,31 +121,46 @@ class Report(_Section):
     def _migrate(cls, data: Any) -> Any:
         if not (isinstance(data, dict) and data.get("schema") == "kdcli.report/1"):
             return data
+        if not isinstance(data.get("student"), dict):
+            return data  # a damaged report: validation says what is missing
         data = {**data, "schema": REPORT_SCHEMA, "method_report": data.get("strategy", {})}
         data.pop("strategy", None)
         student = dict(data["student"])
         sps = student.pop("sps", None)
-        if sps:
-            options = {k: v for k, v in data["config"]["method"].items() if k in ("shuffle", "share_norm", "tied")}
+        if isinstance(sps, dict):
+            method = (data.get("config") or {}).get("method") if isinstance(data.get("config"), dict) else None
+            method = method if isinstance(method, dict) else {}
+            options = {k: v for k, v in method.items() if k in ("shuffle", "share_norm", "tied")}
             student["transform"] = {"name": "sps", "options": options,
-                                    "parameters_plain": sps["parameters_without_sps"],
-                                    "macs_plain": sps["macs_without_sps"],
-                                    "parameters_unshared": sps["parameters_untied_same_depth"]}  # fmt: skip
+                                    "parameters_plain": sps.get("parameters_without_sps"),
+                                    "macs_plain": sps.get("macs_without_sps"),
+                                    "parameters_unshared": sps.get("parameters_untied_same_depth")}  # fmt: skip
         data["student"] = student
         return data
 
     def to_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json", by_alias=True), indent=2) + "\n"
+        """The report as JSON; a number that is not finite (an epoch's NLL, say) as the string "inf", "-inf" or
+        "nan" (kdcli.reporting.finite), never as null, which would read as "not measured"."""
+        return dumps(self.model_dump(mode="python", by_alias=True))[0] + "\n"
 
 
 def read_report(run_dir: Path) -> Report:
-    """A finished run's report.json, through the typed model (schema 1 migrated)."""
+    """A finished run's report.json, through the typed model (schema 1 migrated). A missing, unreadable or damaged
+    one (truncated, not JSON, another shape) is a usage error that names the file."""
     path = run_dir / "report.json"
     if not path.is_file():
         raise UsageError(f"{run_dir} has no report.json (not a finished kdcli run)")
+    way_out = f"leave {run_dir} out, or run it again"
     try:
-        return Report.model_validate_json(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read {path} ({exc.strerror or exc}); {way_out}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not a kdcli report (not text: damaged?); {way_out}") from None
+    try:
+        return Report.model_validate_json(text)
     except ValidationError as exc:
         error = exc.errors()[0]
         where = ".".join(str(part) for part in error["loc"])
-        raise UsageError(f"{path} is not a kdcli report ({where}: {error['msg']})") from None
+        raise UsageError(f"{path} is not a kdcli report ({where + ': ' if where else ''}{error['msg']}); "
+                         f"{way_out}") from None  # fmt: skip

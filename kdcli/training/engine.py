@@ -11,7 +11,6 @@ A non-finite loss stops the run before anything of that epoch is saved: the last
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import time
 from collections.abc import Callable
@@ -27,8 +26,9 @@ from kdcli.config import RunConfig, dump, read_yaml, resolve
 from kdcli.errors import Interrupted, RunFailed, UsageError
 from kdcli.interfaces import Reporter
 from kdcli.io.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from kdcli.io.files import RunDirectory, atomic_write_text
+from kdcli.io.files import RunDirectory, atomic_write_text, check_run_directory
 from kdcli.models.factory import shadow_hint
+from kdcli.reporting.finite import dumps as finite_dumps
 from kdcli.training.distributed import device_for, from_environment, initialize, leave
 from kdcli.training.evaluation import check_target, check_teacher, evaluate_epoch
 from kdcli.training.export import RunResult, finish
@@ -108,7 +108,7 @@ def run_epochs(run: Run, reporter: Reporter) -> None:
             }
         if run.place.is_main:
             checkpoint = run.state()
-            metrics = "".join(json.dumps(r) + "\n" for r in run.history)
+            metrics = "".join(finite_dumps(r, indent=None)[0] + "\n" for r in run.history)  # inf as "inf", never NaN
             writing(run, partial(atomic_write_text, run.run_dir / "metrics.jsonl", metrics))
             writing(run, partial(save_checkpoint, run.run_dir, checkpoint))
         reporter.end_epoch(record)
@@ -120,17 +120,23 @@ def execute(
     run_dir: Path | None = None,
     reporter: Reporter | None = None,
     resume_lr: float | None = None,
+    force: bool = False,
 ) -> RunResult:
     """Run (or, with ``resume``, continue) a training or distillation run and write its outputs. ``resume_lr``
     continues with a new learning rate (after a non-finite loss, say): every group keeps its ratio to the student's
-    and its place in the schedule. Under torchrun every process runs this; rank 0 alone writes files and reports
-    progress (the others are given a silent reporter), and every process returns rank 0's result."""
+    and its place in the schedule. A new run refuses a folder holding files it did not write unless ``force``, and
+    any folder where its files would replace its teacher's or student's weights. Under torchrun every process runs
+    this; rank 0 alone writes files and reports progress (the others are given a silent reporter), and every
+    process returns rank 0's result."""
     place = from_environment()
     joined = initialize(place, resolve_device(device_for(place, config.train.device)))
     reporter = (reporter or Reporter()) if place.is_main else Reporter()
     run_dir = run_dir or (Path(config.output.dir) if config.output.dir else None)
     if not resume and run_dir is not None and (run_dir / CHECKPOINT_NAME).exists():
         raise UsageError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
+    if not resume and run_dir is not None:
+        weights = (config.teacher.checkpoint, config.student.checkpoint)
+        check_run_directory(run_dir, [Path(w) for w in weights if w and not w.startswith("kdcli:")], force)
     state = load_checkpoint(run_dir) if resume and run_dir is not None else None  # before any work: is it there?
     hint = shadow_hint(config.student.arch or "") or shadow_hint(config.teacher.arch or "")
     if hint:
@@ -138,6 +144,8 @@ def execute(
     with contextlib.ExitStack() as held:
         try:
             run = setup(config, run_dir, place=place)
+            for note in run.data.notes:
+                reporter.note(f"note: {note}")
             if place.is_main:
                 held.enter_context(RunDirectory(run.run_dir))
             started = time.perf_counter()

@@ -155,7 +155,7 @@ def test_a_failed_check_keeps_nothing_and_leaves_the_old_file(
     if format == "onnx":
         out.write_text("old")
     with pytest.raises(RunFailed, match="nothing was written") as refused:
-        api.export(teacher_file, format=format, out=out)
+        api.export(teacher_file, format=format, out=out, force=True)  # force: "old" is not a kdcli export
     assert refused.value.exit_code == 1 and "tolerance" in str(refused.value)
     if format == "onnx":
         assert out.read_text() == "old"
@@ -239,3 +239,18 @@ def test_bad_requests_say_what_to_do(teacher_file: Path, tmp_path: Path, monkeyp
     with pytest.raises(UsageError, match=r"kdcli_no_such_package.*pip install 'kdcli\[onnx\]'"):
         api.export(teacher_file, out=tmp_path / "x.onnx")
     assert not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.parametrize("format", [pytest.param("onnx", marks=needs_onnx), "timm"])
+def test_exports_say_how_padded_images_are_prepared(tmp_path: Path, format: str) -> None:
+    """The Fashion-MNIST models take 28×28 images zero-padded to 32×32; timm's own eval transform would resize them
+    instead (the README's deployment section): the exported config and the ONNX metadata say so."""
+    out = tmp_path / ("m.onnx" if format == "onnx" else "m-timm")
+    api.export("kdcli:fmnist-mini-resnet20.safetensors", format=format, out=out)
+    if format == "timm":
+        said = json.loads((out / "config.json").read_text())["kdcli"]["preprocess"]
+    else:
+        import onnx
+
+        said = {p.key: p.value for p in onnx.load(str(out)).metadata_props}["kdcli.preprocess"]
+    assert said == "zero-pad each 28x28 image by 2 pixels on each side to 32x32 (no resize), values in [0, 1]"

@@ -117,7 +117,9 @@ def test_repdistiller_only_names_import(name: str, tmp_path: Path, capsys: pytes
     model = repdistiller_model(zoo_name)
     source = save_repdistiller(model, tmp_path / f"{name}.pth")
     out = tmp_path / f"{name}.safetensors"
-    code, stdout, err = run(capsys, "import", str(source), "--arch", name, "--out", str(out), "--json")
+    code, stdout, err = run(
+        capsys, "import", str(source), "--default-normalization", "--arch", name, "--out", str(out), "--json"
+    )
     assert code == 0, err
     assert json.loads(stdout)["arch"] == zoo_name
     assert_same_weights(out, model)
@@ -145,7 +147,9 @@ def test_ambiguous_name_that_fits_neither_names_both(tmp_path: Path, capsys: pyt
     source = tmp_path / "resnet8.pth"
     torch.save(timm.create_model("resnet8", num_classes=10).state_dict(), source)
     out = tmp_path / "x.safetensors"
-    code, stdout, err = run(capsys, "import", str(source), "--arch", "vgg13", "--out", str(out))
+    code, stdout, err = run(
+        capsys, "import", str(source), "--default-normalization", "--arch", "vgg13", "--out", str(out)
+    )
     assert code == 2 and stdout == "" and err.count("\n") == 1 and "Traceback" not in err
     assert f"{source} fits neither the CIFAR zoo's 'vgg13_cifar' (RepDistiller's vgg13; missing block0.0.weight" in err
     assert "nor timm's ImageNet 'vgg13'" in err and "missing features.0.weight" in err
@@ -161,7 +165,7 @@ def test_zoo_vgg_with_a_different_class_count_still_picks_the_zoo(tmp_path: Path
     card = import_checkpoint(source, "vgg11", tmp_path / "vgg11.safetensors", data="fashion-mnist")
     assert (card.arch, card.num_classes, card.in_chans) == ("vgg11_cifar", 10, 1)
     with pytest.raises(UsageError, match=r"classifier\.weight has 10 classes, not the 100 of --num-classes"):
-        import_checkpoint(source, "vgg11", tmp_path / "x.safetensors", num_classes=100)
+        import_checkpoint(source, "vgg11", tmp_path / "x.safetensors", num_classes=100, default_normalization=True)
 
 
 # --- 2: wrapper prefixes, through timm's clean_state_dict --------------------------------------------------------
@@ -224,11 +228,11 @@ def test_timm_checkpoint_saver_output_imports(tmp_path: Path, capsys: pytest.Cap
     source = tmp_path / "model_best.pth.tar"
     assert source.is_file()
     out = tmp_path / "r8.safetensors"
-    code, _, err = run(capsys, "import", str(source), "--arch", "resnet8", "--out", str(out))
+    code, _, err = run(capsys, "import", str(source), "--default-normalization", "--arch", "resnet8", "--out", str(out))
     assert code == 0, err
     assert_same_weights(out, model)
     with pytest.raises(UsageError, match="the checkpoint says it is a 'resnet8'"):
-        import_checkpoint(source, "resnet14", tmp_path / "x.safetensors")
+        import_checkpoint(source, "resnet14", tmp_path / "x.safetensors", default_normalization=True)
 
 
 def test_legacy_format_checkpoint_imports(tmp_path: Path) -> None:

@@ -86,19 +86,37 @@ def test_wrong_architecture_is_a_usage_error(tmp_path: Path, capsys: pytest.Capt
     source = tmp_path / "plain.pt"
     torch.save(timm.create_model("resnet8", num_classes=10).state_dict(), source)
     with pytest.raises(UsageError, match="does not fit"):
-        import_checkpoint(source, "resnet14", tmp_path / "x.safetensors")
-    err = fails(capsys, str(source), "--arch", "resnet14", "--out", str(tmp_path / "x.safetensors"))
+        import_checkpoint(source, "resnet14", tmp_path / "x.safetensors", default_normalization=True)
+    err = fails(
+        capsys, str(source), "--default-normalization", "--arch", "resnet14", "--out", str(tmp_path / "x.safetensors")
+    )
     assert "does not fit the CIFAR zoo's 'resnet14'" in err and "missing layer1.1.conv1.weight" in err
     assert "--arch" in err and not (tmp_path / "x.safetensors").exists()
 
 
 def test_unknown_architecture_suggests_names(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    err = fails(capsys, str(tmp_path / "none.pth"), "--arch", "resnet2O", "--out", str(tmp_path / "x.safetensors"))
+    err = fails(
+        capsys,
+        str(tmp_path / "none.pth"),
+        "--default-normalization",
+        "--arch",
+        "resnet2O",
+        "--out",
+        str(tmp_path / "x.safetensors"),
+    )
     assert "unknown architecture 'resnet2O'" in err and "resnet20" in err
 
 
 def test_missing_checkpoint_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    err = fails(capsys, str(tmp_path / "none.pth"), "--arch", "resnet8", "--out", str(tmp_path / "x.safetensors"))
+    err = fails(
+        capsys,
+        str(tmp_path / "none.pth"),
+        "--default-normalization",
+        "--arch",
+        "resnet8",
+        "--out",
+        str(tmp_path / "x.safetensors"),
+    )
     assert f"{tmp_path / 'none.pth'} does not exist" in err
 
 
@@ -110,11 +128,13 @@ def test_pickled_module_is_refused_in_one_plain_line(tmp_path: Path, capsys: pyt
     source = tmp_path / "code.pt"
     torch.save({"model": timm.create_model("resnet8", num_classes=10)}, source)  # a whole pickled module
     with pytest.raises(UsageError, match="weights_only=True"):
-        import_checkpoint(source, "resnet8", tmp_path / "x.safetensors")
+        import_checkpoint(source, "resnet8", tmp_path / "x.safetensors", default_normalization=True)
     with pytest.raises(pickle.UnpicklingError) as raw:  # the premise: torch's message carries escape codes
         torch.load(source, weights_only=True)
     assert "\x1b[" in str(raw.value)
-    err = fails(capsys, str(source), "--arch", "resnet8", "--out", str(tmp_path / "x.safetensors"))
+    err = fails(
+        capsys, str(source), "--default-normalization", "--arch", "resnet8", "--out", str(tmp_path / "x.safetensors")
+    )
     assert f"{source} pickles Python objects (kdcli.models." in err
     assert "re-save its weights as a plain state dict" in err and "torch.save(model.state_dict()" in err
     assert not (tmp_path / "x.safetensors").exists()
@@ -168,7 +188,15 @@ def test_malicious_pickle_is_refused_and_never_runs(
     assert not marker.exists()
     with warnings.catch_warnings(record=True) as caught:  # a warning would be more lines on stderr
         warnings.simplefilter("always")
-        err = fails(capsys, str(source), "--arch", "resnet8", "--out", str(tmp_path / "x.safetensors"))
+        err = fails(
+            capsys,
+            str(source),
+            "--default-normalization",
+            "--arch",
+            "resnet8",
+            "--out",
+            str(tmp_path / "x.safetensors"),
+        )
     assert not marker.exists(), "the pickle's payload ran"
     assert [str(w.message) for w in caught] == []
     assert str(source) in err and "weights_only=True" in err
@@ -179,14 +207,18 @@ def test_damaged_file_is_a_one_line_error(tmp_path: Path, capsys: pytest.Capture
     source = tmp_path / "cut.pth"
     torch.save(timm.create_model("resnet8", num_classes=10).state_dict(), source)
     source.write_bytes(source.read_bytes()[:2000])
-    err = fails(capsys, str(source), "--arch", "resnet8", "--out", str(tmp_path / "x.safetensors"))
+    err = fails(
+        capsys, str(source), "--default-normalization", "--arch", "resnet8", "--out", str(tmp_path / "x.safetensors")
+    )
     assert f"cannot read {source} as a PyTorch checkpoint" in err
 
 
 def test_file_without_state_dict_names_its_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     source = tmp_path / "meta.pth"
     torch.save({"epoch": 3, "optimizer": {"state": {}}}, source)
-    err = fails(capsys, str(source), "--arch", "resnet8", "--out", str(tmp_path / "x.safetensors"))
+    err = fails(
+        capsys, str(source), "--default-normalization", "--arch", "resnet8", "--out", str(tmp_path / "x.safetensors")
+    )
     assert "holds no state dict (a dict of epoch, optimizer" in err
 
 
@@ -198,10 +230,23 @@ def test_wrong_num_classes_names_the_real_count(
 ) -> None:
     source, _ = resnet8_file
     out = tmp_path / "x.safetensors"
-    err = fails(capsys, str(source), "--arch", "resnet8", "--num-classes", "100", "--out", str(out))
+    err = fails(
+        capsys, str(source), "--default-normalization", "--arch", "resnet8", "--num-classes", "100", "--out", str(out)
+    )
     assert "its classifier fc.weight has 10 classes, not the 100 of --num-classes" in err
     assert "--num-classes 10" in err and not out.exists()
-    code, stdout, _ = run(capsys, "import", str(source), "--arch", "resnet8", "--num-classes", "10", "--out", str(out))
+    code, stdout, _ = run(
+        capsys,
+        "import",
+        str(source),
+        "--default-normalization",
+        "--arch",
+        "resnet8",
+        "--num-classes",
+        "10",
+        "--out",
+        str(out),
+    )
     assert code == 0 and "10 classes" in stdout
 
 
@@ -213,7 +258,7 @@ def test_one_channel_model_without_data_records_grey_statistics(
 ) -> None:
     source, model = resnet8_file
     out = tmp_path / "r8.safetensors"
-    code, _, _ = run(capsys, "import", str(source), "--arch", "resnet8", "--out", str(out))
+    code, _, _ = run(capsys, "import", str(source), "--default-normalization", "--arch", "resnet8", "--out", str(out))
     assert code == 0
     card = read_card(out)
     assert card is not None and card.in_chans == 1 and card.dataset is None
@@ -227,7 +272,9 @@ def test_one_channel_model_without_data_records_grey_statistics(
 
 def test_statistics_note_goes_to_the_reporter(resnet8_file: tuple[Path, torch.nn.Module], tmp_path: Path) -> None:
     notes = Notes()
-    import_checkpoint(resnet8_file[0], "resnet8", tmp_path / "r8.safetensors", reporter=notes)
+    import_checkpoint(
+        resnet8_file[0], "resnet8", tmp_path / "r8.safetensors", reporter=notes, default_normalization=True
+    )
     assert len(notes.notes) == 1 and "no --data" in notes.notes[0] and "pass --data" in notes.notes[0]
     notes = Notes()
     import_checkpoint(resnet8_file[0], "resnet8", tmp_path / "r8.safetensors", data="fashion-mnist", reporter=notes)
@@ -291,7 +338,7 @@ def test_out_naming_a_folder(
 ) -> None:
     folder = tmp_path / "models"
     folder.mkdir()
-    err = fails(capsys, str(resnet8_file[0]), "--arch", "resnet8", "--out", str(folder))
+    err = fails(capsys, str(resnet8_file[0]), "--default-normalization", "--arch", "resnet8", "--out", str(folder))
     assert f"--out {folder} is a folder" in err and f"--out {folder / 'resnet8'}.safetensors" in err
     assert list(folder.iterdir()) == []
 
@@ -301,7 +348,15 @@ def test_out_below_a_regular_file(
 ) -> None:
     blocker = tmp_path / "notes.txt"
     blocker.write_text("a file, not a folder")
-    err = fails(capsys, str(resnet8_file[0]), "--arch", "resnet8", "--out", str(blocker / "sub" / "x.safetensors"))
+    err = fails(
+        capsys,
+        str(resnet8_file[0]),
+        "--default-normalization",
+        "--arch",
+        "resnet8",
+        "--out",
+        str(blocker / "sub" / "x.safetensors"),
+    )
     assert f"{blocker} is a file, not a folder" in err
     assert blocker.read_text() == "a file, not a folder"
 
@@ -312,7 +367,7 @@ def test_out_that_is_not_a_regular_file(
     """A special file (here a FIFO; /dev/null alike) would be replaced by the rename of an atomic write."""
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
-    err = fails(capsys, str(resnet8_file[0]), "--arch", "resnet8", "--out", str(fifo))
+    err = fails(capsys, str(resnet8_file[0]), "--default-normalization", "--arch", "resnet8", "--out", str(fifo))
     assert "is not a regular file" in err and stat.S_ISFIFO(fifo.stat().st_mode)
 
 
@@ -321,8 +376,8 @@ def test_out_that_is_the_checkpoint(
 ) -> None:
     source = resnet8_file[0]
     before = source.read_bytes()
-    err = fails(capsys, str(source), "--arch", "resnet8", "--out", str(source))
-    assert "is the checkpoint being imported" in err and source.read_bytes() == before
+    err = fails(capsys, str(source), "--default-normalization", "--arch", "resnet8", "--out", str(source))
+    assert "is an input of this command" in err and source.read_bytes() == before
 
 
 @pytest.mark.skipif(sys.platform != "linux" or os.geteuid() == 0, reason="root writes in read-only folders")
@@ -333,7 +388,15 @@ def test_out_in_a_read_only_folder(
     folder.mkdir()
     folder.chmod(0o555)
     try:
-        err = fails(capsys, str(resnet8_file[0]), "--arch", "resnet8", "--out", str(folder / "x.safetensors"))
+        err = fails(
+            capsys,
+            str(resnet8_file[0]),
+            "--default-normalization",
+            "--arch",
+            "resnet8",
+            "--out",
+            str(folder / "x.safetensors"),
+        )
     finally:
         folder.chmod(0o755)
     assert f"cannot write in {folder}" in err and "choose a writable location" in err
@@ -346,7 +409,7 @@ def test_out_where_even_root_cannot_write(
 ) -> None:
     """sysfs refuses new files to every user (root included, where chmod would not), so this runs anywhere."""
     out = Path("/sys/kdcli-import-test.safetensors")
-    err = fails(capsys, str(resnet8_file[0]), "--arch", "resnet8", "--out", str(out))
+    err = fails(capsys, str(resnet8_file[0]), "--default-normalization", "--arch", "resnet8", "--out", str(out))
     assert "cannot write in /sys" in err and not out.exists()
 
 
@@ -364,10 +427,10 @@ def test_failed_write_leaves_no_file(
 
     out = tmp_path / "x.safetensors"
     monkeypatch.setattr(kdcli.io.model_file, "save_file", half_then_full)
-    err = fails(capsys, str(resnet8_file[0]), "--arch", "resnet8", "--out", str(out))
+    err = fails(capsys, str(resnet8_file[0]), "--default-normalization", "--arch", "resnet8", "--out", str(out))
     assert f"cannot write {out}" in err and "No space left on device" in err and "nothing was written" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["resnet8.pth"]
     out.write_bytes(b"the previous model")
-    fails(capsys, str(resnet8_file[0]), "--arch", "resnet8", "--out", str(out))
+    fails(capsys, str(resnet8_file[0]), "--default-normalization", "--arch", "resnet8", "--out", str(out))
     assert out.read_bytes() == b"the previous model"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["resnet8.pth", "x.safetensors"]
