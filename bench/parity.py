@@ -147,7 +147,8 @@ class Bench:
         folder = self.out / f"{folder_name(label)}-s{seed}"
         report = folder / "report.json"
         if not report.is_file():
-            command = [sys.executable, "-m", "kdcli", "distill" if teacher else "train", "--preset",
+            verb = "distill" if teacher else "train"
+            command = [sys.executable, "-m", "kdcli", verb, "--preset",
                        KDCLI_PRESETS[role], "--data-dir", self.args.data_dir, "--seed", str(seed), "--device",
                        self.args.device, "--epochs", str(self.args.teacher_epochs if role == "teacher" else
                                                          self.args.epochs), "--quiet", "--json"]  # fmt: skip
@@ -155,8 +156,10 @@ class Bench:
             command += self.args.kdcli_args.split() if self.args.kdcli_args else []
             for item in overrides:
                 command += ["--set", item]
-            resume = folder.is_dir() and (folder / "checkpoint.pt").is_file()
-            command += ["--resume", str(folder)] if resume else ["--out", str(folder)]
+            if (folder / "checkpoint.pt").is_file():  # stopped: continue it with its own config.yaml
+                command = [sys.executable, "-m", "kdcli", verb, "--resume", str(folder), "--quiet", "--json"]
+            else:
+                command += ["--out", str(folder)]
             done = subprocess.run(command, capture_output=True, text=True, env=self.env, cwd=ROOT)
             if done.returncode != 0:
                 tail = (done.stderr.strip().splitlines() or ["no output"])[-1]

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import get_args
 
 import torch
 from torch import Tensor
 
 from kdcli._version import __version__
-from kdcli.config import TrainConfig, data_config
+from kdcli.config import DataName, TrainConfig, data_config
 from kdcli.data import DataBundle, Loader, TensorLoader, build_data
 from kdcli.errors import UsageError
 from kdcli.interfaces import Reporter
@@ -165,6 +166,9 @@ def analyze(
     data_name = data or card.dataset
     if data_name is None:
         raise UsageError(f"{teacher_path} does not record its data set; pass --data NAME")
+    if data is None and data_name not in get_args(DataName):  # the file's word, not a flag the user gave
+        raise UsageError(f"{teacher_path} records the data set {data_name!r}, which kdcli does not know; pass --data "
+                         f"NAME ({', '.join(get_args(DataName))})")  # fmt: skip
     config = data_config(name=data_name, dir=data_dir, train_subset=train_subset)
     bundle = build_data(config, torch_device, batch_size, batch_size, seed=0)
     if bundle.num_classes != card.num_classes:

@@ -9,15 +9,16 @@ print(result.report.final.last_top1)
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import torch
 from torch import nn
 
 from kdcli.analysis import analyze
-from kdcli.config import RunConfig, TrainConfig, data_config, resolve
+from kdcli.config import DataName, RunConfig, TrainConfig, data_config, resolve
 from kdcli.data import DataBundle, build_data
 from kdcli.errors import UsageError
 from kdcli.interfaces import Reporter
@@ -108,6 +109,9 @@ def evaluate(
         data_name = data or card.dataset
         if data_name is None:
             raise UsageError(f"{path} does not record its data set; pass --data NAME")
+        if data is None and data_name not in get_args(DataName):  # the file's word, not a flag the user gave
+            raise UsageError(f"{path} records the data set {data_name!r}, which kdcli does not know; pass --data NAME "
+                             f"({', '.join(get_args(DataName))})")  # fmt: skip
         if data_name not in bundles:  # files on the same data set share one loaded copy
             checked = data_config(name=data_name, dir=data_dir, train_subset=train_subset, val_split=val_split)
             bundles[data_name] = build_data(checked, torch_device, batch_size, batch_size, seed=0)
@@ -170,6 +174,9 @@ def export(
     Raises UsageError for a bad request (exit 2) and RunFailed when the check fails (exit 1; nothing is written).
     """
     reference = str(path)
+    if format == "onnx" and out is not None and str(out).endswith(("/", os.sep)):  # Path("dir/") drops the slash
+        raise UsageError(f"--out {out} names a folder; --format onnx writes a file: give --out a file path such as "
+                         f"{Path(out) / 'model.onnx'}")  # fmt: skip
     source = resolve_checkpoint_path(reference)
     if out is None and reference.startswith("kdcli:"):  # never write into the installed package
         out = default_output(Path(source.name), format)

@@ -180,6 +180,13 @@ class OutputConfig(Section):
     dir: str | None = Field(None, description="run directory; default: <root>/<time>-<method>-<teacher>-<student>")
     root: str = "runs"
 
+    @field_validator("dir", "root")
+    @classmethod
+    def _names_a_folder(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():  # `--out "$DIR"` with DIR unset: not "the default folder"
+            raise ValueError("an empty path names no folder; give a folder (or leave the key out for the default)")
+        return value
+
 
 class RunConfig(Section):
     """Everything a run needs; ``config.yaml`` in a run directory is this model, and repeats the run alone."""
@@ -257,6 +264,9 @@ def parse_set(assignment: str) -> dict[str, Any]:
     key, sep, raw = assignment.partition("=")
     if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
         raise UsageError(f"--set expects key.path=value, got {assignment!r} (example: --set optim.lr=0.1)")
+    if key.count(".") >= MAX_YAML_DEPTH:
+        raise UsageError(f"--set {key[:60]}...: the key nests deeper than {MAX_YAML_DEPTH} levels, and a configuration "
+                         "key has 2 or 3 (example: --set optim.lr=0.1)")  # fmt: skip
     try:
         value = load_yaml(raw) if raw.strip() else None
     except RefusedYAML as exc:
@@ -434,10 +444,12 @@ def read_yaml(path: Path) -> dict[str, Any]:
 def load_preset(name_or_path: str, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A preset by name (``kdcli presets`` lists them) or by YAML path, with its ``base`` chain merged in (``chain``:
     the presets that named this one as their base, so a loop is an error rather than an endless recursion)."""
+    if not name_or_path.strip():  # `--preset "$P"` with P unset: not "no preset"
+        raise UsageError("--preset is empty; give a preset name (`kdcli presets` lists them) or a YAML file")
     path = Path(name_or_path)
-    if not (path.suffix in (".yaml", ".yml") and path.is_file()):
+    if not (path.suffix in (".yaml", ".yml") and _is_file(path)):
         path = presets_dir() / f"{name_or_path}.yaml"
-        if not path.is_file():
+        if not _is_file(path):
             names = sorted(list_presets())
             hint = did_you_mean(name_or_path, names)
             raise UsageError(f"unknown preset {name_or_path!r}; {hint}`kdcli presets` lists the {len(names)} presets")
@@ -452,6 +464,14 @@ def load_preset(name_or_path: str, chain: tuple[Path, ...] = ()) -> dict[str, An
     return deep_merge(load_preset(base, (*chain, path.resolve())), data) if base else data
 
 
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False for a name the system refuses to look up (too long, say) instead of an error."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
 def resolve(layers: list[Layer]) -> ResolvedConfig:
     """Merge the layers (lowest precedence first), validate, and record where every leaf came from.
 
@@ -461,8 +481,8 @@ def resolve(layers: list[Layer]) -> ResolvedConfig:
     merged: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for source, tree in layers:
-        method = tree.get("method") if isinstance(tree.get("method"), dict) else {}
-        before = merged.get("method") if isinstance(merged.get("method"), dict) else {}
+        method: dict[str, Any] = tree["method"] if isinstance(tree.get("method"), dict) else {}
+        before: dict[str, Any] = merged["method"] if isinstance(merged.get("method"), dict) else {}
         if "name" in method and "name" in before and method["name"] != before["name"]:
             merged["method"] = {}
             sources = {k: v for k, v in sources.items() if not k.startswith("method.")}

@@ -7,6 +7,8 @@ on the line) shows tracebacks.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import signal
 import sys
@@ -16,10 +18,34 @@ import typer
 
 from kdcli.errors import Interrupted, KdcliError
 
+_signalled = False
+"""Set when SIGINT or SIGTERM arrived: an error that follows (a library's import cut short by the interruption and
+failing later) is the interruption's doing, and reported as it."""
+
 
 def _stop_on_sigterm(signum: int, frame: object) -> None:
     # Schedulers and CI runners stop jobs with SIGTERM: treat it like Ctrl-C, so the run says how to resume.
+    global _signalled
+    _signalled = True
     raise KeyboardInterrupt
+
+
+def _exit(code: int, process: bool) -> None:
+    """``sys.exit(code)``; for an interruption of the process itself, ``os._exit`` after flushing: CPython kills
+    itself with SIGINT at exit (whatever the code) once a KeyboardInterrupt has passed through a C extension's
+    ``PyRun_String`` (an import cut short), and a caller would then see no exit status at all."""
+    if code == 130 and process:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+def _interrupted(process: bool) -> None:
+    if _speaks(None):
+        print(f"kdcli{_rank()}: interrupted", file=sys.stderr)
+    _exit(130, process)
 
 
 def _rank() -> str:
@@ -42,12 +68,20 @@ def _hold_closed_streams() -> None:
     kdcli.cli.output) rather than vanish."""
     for fd in (0, 1, 2):
         try:
-            os.fstat(fd)
+            mode = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
         except OSError:
+            mode = None
+        # An output descriptor open for reading only is not the caller's stream either: a launcher that is a shell
+        # script (pyenv's shims) leaves its own script open there when the caller closed the stream (`2>&-`).
+        if mode is None or (fd > 0 and mode == os.O_RDONLY):
             held = os.open(os.devnull, os.O_RDWR)
             if held != fd:
                 os.dup2(held, fd)
                 os.close(held)
+            if fd == 1 and mode is not None:
+                sys.stdout = None  # as Python sets it for a closed descriptor
+            if fd == 2 and mode is not None:
+                sys.stderr = None
     if sys.stderr is None:  # print(file=None) would write the error to stdout
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (for the whole process)
 
@@ -56,6 +90,9 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app and map errors to exit codes with one-line messages."""
     _hold_closed_streams()
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where the caller ignores it (`nohup`, &)
+        signal.signal(signal.SIGINT, _stop_on_sigterm)
+    process = argv is None  # the command line of this process, not a call from Python (tests)
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
@@ -67,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
-        sys.exit(130)
+        _interrupted(process)
     except typer.TyperException as exc:  # usage errors of the vendored click (unknown flag, missing argument): exit 2
         context = getattr(exc, "ctx", None)
         message = exc.format_message()
@@ -81,11 +118,15 @@ def main(argv: list[str] | None = None) -> None:
             traceback.print_exc()
         if _speaks(exc):
             print(f"kdcli{_rank()}: error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+        _exit(exc.exit_code, process)
     except KeyboardInterrupt:
-        if _speaks(None):
-            print(f"kdcli{_rank()}: interrupted", file=sys.stderr)
-        sys.exit(130)
+        _interrupted(process)
+    except Exception:
+        if not _signalled or debug:
+            raise
+        _interrupted(process)
+    if code == 130:  # typer turns a KeyboardInterrupt inside a command into a silent exit code
+        _interrupted(process)
     sys.exit(code if isinstance(code, int) else 0)
 
 

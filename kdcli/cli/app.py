@@ -204,12 +204,15 @@ def distill(
 ) -> None:
     """Distill a student from a frozen, trained teacher; writes a run directory with the student and a report."""
     from kdcli import api
+    from kdcli.cli.options import check_config_inputs, check_preset
 
+    check_preset(preset)
     _check_teacher_flags(flags)
     if resume is not None:
         _resume(resume, flags, preset, config, set_, quiet, json_, force)
         return
     resolved = resolve(_layers(preset, config, flags, set_))
+    check_config_inputs(resolved.config.output.dir, preset, config)
     _print_result(api.distill(resolved.config, _reporter(quiet), force=force), json_, quiet)
 
 
@@ -233,11 +236,14 @@ def train(
 ) -> None:
     """Train a model without a teacher: a teacher to distill from, or the student-alone baseline."""
     from kdcli import api
+    from kdcli.cli.options import check_config_inputs, check_preset
 
+    check_preset(preset)
     if resume is not None:
         _resume(resume, flags, preset, config, set_, quiet, json_, force)
         return
     resolved = resolve([*_layers(preset, config, flags, set_), ("kdcli train", {"method": {"name": "none"}})])
+    check_config_inputs(resolved.config.output.dir, preset, config)
     _print_result(api.train(resolved.config, _reporter(quiet), force=force), json_, quiet)
 
 
@@ -480,7 +486,7 @@ def import_(
         Path, typer.Argument(metavar="FILE", help="PyTorch checkpoint: RepDistiller, timm .pth.tar or a state dict")
     ],
     arch: Annotated[str, typer.Option(metavar="ARCH", help="its architecture (timm or CIFAR zoo name)")],
-    out: Annotated[Path, typer.Option(metavar="FILE", help="the safetensors file to write")],
+    out: Annotated[str, typer.Option(metavar="FILE", help="the safetensors file to write")],
     data: Annotated[
         str | None, typer.Option(metavar="NAME", help="the data set it was trained on (records normalization)")
     ] = None,
@@ -498,6 +504,7 @@ def import_(
     """Convert a PyTorch checkpoint to a kdcli safetensors file with metadata (read with weights_only=True)."""
     from kdcli.io.importer import import_checkpoint
 
+    # --out stays a string to the check: Path would drop a trailing "/", which says a folder was meant
     card = import_checkpoint(source, arch, out, data=data, num_classes=num_classes,
                              default_normalization=default_normalization, force=force)  # fmt: skip
     emit({"file": str(out), **card.model_dump(mode="json")}, json_,
@@ -516,6 +523,9 @@ def config_show(
     json_: JsonOpt = False,
 ) -> None:
     """Print the resolved configuration and where each value came from (default, preset, config, flag, --set)."""
+    from kdcli.cli.options import check_preset
+
+    check_preset(preset)
     _check_teacher_flags(flags)
     rows = resolve(_layers(preset, config, flags, set_)).rows()
     payload = {key: {"value": value, "source": source} for key, value, source in rows}
@@ -545,7 +555,7 @@ def export(
         ),
     ] = "onnx",
     out: Annotated[
-        Path | None, typer.Option(metavar="FILE|DIR", help="default: FILE.onnx or FILE-timm/ next to FILE")
+        str | None, typer.Option(metavar="FILE|DIR", help="default: FILE.onnx or FILE-timm/ next to FILE")
     ] = None,
     opset: Annotated[int | None, typer.Option(metavar="N", help="ONNX opset, 18 or more; default: torch's")] = None,
     dynamic_batch: Annotated[

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ import typer
 from pydantic import BaseModel
 
 from kdcli.config import RunConfig
+from kdcli.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -99,9 +101,32 @@ Given = dict[str, tuple[str, Any]]
 
 
 def teacher_key(value: str) -> str:
-    """``--teacher`` names an architecture, or a kdcli model file (whose metadata names the architecture)."""
-    is_file = value.endswith(".safetensors") or value.startswith("kdcli:") or Path(value).is_file()
-    return "teacher.checkpoint" if is_file else "teacher.arch"
+    """``--teacher`` names an architecture, or a kdcli model file (whose metadata names the architecture): any path
+    that exists but a bare folder name (``resnet20/`` beside a ``--teacher resnet20`` is still the architecture), so
+    a folder, a pipe or a device given as the teacher is refused as a file, not taken for an architecture name."""
+    if value.endswith(".safetensors") or value.startswith("kdcli:"):
+        return "teacher.checkpoint"
+    try:
+        exists = os.path.lexists(value) and (os.sep in value or not os.path.isdir(value))
+    except (OSError, ValueError):  # a name the system cannot look up is no file
+        exists = False
+    return "teacher.checkpoint" if exists else "teacher.arch"
+
+
+def check_config_inputs(out: str | None, preset: str | None, config: Path | None) -> None:
+    """Refuse, forced or not, a run folder where the run's ``config.yaml`` would replace the ``--config`` or
+    ``--preset`` file the run was configured from (``--config out/config.yaml --out out --force``)."""
+    from kdcli.io.files import check_run_directory
+
+    inputs = [path for path in (config, Path(preset) if preset else None) if path is not None]
+    if out and inputs:
+        check_run_directory(Path(out).expanduser(), inputs, force=True)
+
+
+def check_preset(preset: str | None) -> None:
+    """``--preset ""`` (``--preset "$P"`` with P unset) is refused, not read as "no preset"."""
+    if preset is not None and not preset.strip():
+        raise UsageError("--preset is empty; give a preset name (`kdcli presets` lists them) or a YAML file")
 
 
 def with_flags(flags: tuple[Flag, ...]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

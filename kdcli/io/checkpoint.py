@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,8 @@ from kdcli.errors import UsageError
 from kdcli.io.files import atomic_write
 
 CHECKPOINT_NAME = "checkpoint.pt"
+RESUMABLE_KEYS = frozenset({"epoch", "student", "method", "optimizer", "scheduler", "scaler", "history", "rng"})
+"""What a checkpoint holds for a run to resume (kdcli.training.run.Run.state)."""
 
 
 def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
@@ -20,6 +24,9 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
 def load_checkpoint(run_dir: Path) -> dict[str, Any]:
     """A run's checkpoint, read with ``weights_only=True`` (tensors and plain data, never pickled code)."""
     path = run_dir / CHECKPOINT_NAME
+    if os.path.lexists(path) and not path.is_file():  # not "stopped before its first checkpoint": something is there
+        raise UsageError(f"{path} is not a regular file (a folder, a pipe or a broken link), so {run_dir} cannot "
+                         "resume: move it away and start the run again with a new --out")  # fmt: skip
     if not path.is_file():
         if (run_dir / "config.yaml").is_file():
             raise UsageError(
@@ -28,11 +35,16 @@ def load_checkpoint(run_dir: Path) -> dict[str, Any]:
             )
         raise UsageError(f"{run_dir} has no {CHECKPOINT_NAME}; --resume takes a run directory written by kdcli")
     try:
-        state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about a foreign pickle before failing on it: one line, not three
+            warnings.simplefilter("ignore")
+            state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncation and tampering come as many types (EOFError, RuntimeError, UnpicklingError)
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UsageError(
             f"{path} cannot be read ({reason[:160]}); it is damaged or not kdcli's, so this run cannot resume: "
             "start it again with a new --out"
         ) from None
+    if not isinstance(state, dict) or not set(state) >= RESUMABLE_KEYS:
+        raise UsageError(f"{path} is not a kdcli run's checkpoint (it lacks the training state), so this run cannot "
+                         "resume: start it again with a new --out")  # fmt: skip
     return state

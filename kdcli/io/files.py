@@ -4,6 +4,7 @@ directory is held by one run at a time (``RunDirectory``)."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import os
@@ -76,6 +77,29 @@ def check_output_file(
                          "--force to replace it")  # fmt: skip
 
 
+def probe_path(path: Path, what: str) -> None:
+    """Refuse, with one line, a path the operating system cannot even look up (a name too long, a loop of symbolic
+    links, a component that cannot be searched); a missing path, or one below a regular file, is left to the caller,
+    whose message says what it needed there."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return
+        raise UsageError(f"{what} {path} cannot be used ({exc.strerror or exc}); give another path") from None
+
+
+def check_run_path(path: Path, flag: str = "--out") -> None:
+    """Refuse, before any work, a run directory's path that cannot be a folder: one the system cannot look up, a
+    symbolic link to nothing (``mkdir`` would say "File exists", which misleads), or a file."""
+    probe_path(path, flag)
+    if path.is_symlink() and not path.exists():
+        raise UsageError(f"{flag} {path} is a symbolic link to nothing (its target is missing); remove the link, or "
+                         f"choose another {flag}")  # fmt: skip
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{flag} {path} is a file, not a folder; choose another {flag}")
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -96,8 +120,7 @@ class RunDirectory:
         self.handle: Any = None
 
     def __enter__(self) -> RunDirectory:
-        if self.path.exists() and not self.path.is_dir():
-            raise UsageError(f"--out {self.path} is a file, not a folder; choose another --out")
+        check_run_path(self.path)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             self.handle = open(self.path / self.LOCK_NAME, "a+")  # held open for the whole run

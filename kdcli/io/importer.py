@@ -21,6 +21,7 @@ checkpoint is read, and the output is written atomically, so a failed import lea
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import pickle
 import re
@@ -42,7 +43,7 @@ from kdcli.data.sources import STATS
 from kdcli.errors import UsageError
 from kdcli.interfaces import Reporter
 from kdcli.io.files import check_output_file
-from kdcli.io.model_file import ModelCard, conv_in_chans, load_weights, read_card, save_model
+from kdcli.io.model_file import ModelCard, conv_in_chans, load_weights, read_card, require_file, save_model
 from kdcli.models.factory import create_model, resolve_arch
 from kdcli.suggest import did_you_mean
 
@@ -92,10 +93,9 @@ def _refused(path: Path, error: BaseException) -> UsageError:
 
 
 def _load(path: Path) -> Any:
-    if path.is_dir():
+    if os.path.isdir(path):  # (os.path.isdir is False for a name the system cannot look up)
         raise UsageError(f"{path} is a folder; pass the checkpoint file inside it")
-    if not path.is_file():
-        raise UsageError(f"{path} does not exist; pass the checkpoint file to import")
+    require_file(path, "checkpoint", "pass the checkpoint file to import")  # missing, a device or pipe, a bad name
     try:
         # argparse.Namespace: timm's training checkpoints, as timm allows it. Warnings (a pickle protocol torch did
         # not expect) are dropped so that a failure stays the one line below.
@@ -364,9 +364,14 @@ def check_output(out: Path, source: Path, force: bool = False) -> None:
     """Refuse an ``--out`` that cannot receive the file, before any work: a folder, the checkpoint itself (by any
     path or link), a path below a regular file, or a place this process cannot write; and without ``force`` a
     special file (a device would be replaced) or a file that is not a kdcli model file."""
-    if out.is_dir():
-        example = out / f"{source.name.split('.')[0] or 'model'}.safetensors"
+    example = out / f"{source.name.split('.')[0] or 'model'}.safetensors"
+    if os.path.isdir(out):
         raise UsageError(f"--out {out} is a folder; name the file to write, e.g. --out {example}")
+    try:
+        os.lstat(out)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOENT, errno.ENOTDIR):  # a name too long, a link loop above it
+            raise UsageError(f"--out {out} cannot be used ({exc.strerror or exc}); choose another path") from None
     check_output_file(out, [source], lambda path: _is_model_file(path), force)
     folder = out.absolute().parent
     while not folder.exists() and folder != folder.parent:
@@ -413,7 +418,10 @@ def import_checkpoint(
     the classifier's rows in the file. Notes (the architecture chosen for a RepDistiller name, adapted statistics)
     go to ``reporter``. ``out`` is never the source; without ``force`` it replaces only a kdcli model file.
     """
+    folder_meant = str(out).endswith(("/", os.sep))  # Path("dir/") drops the slash that says a folder was meant
     source, out = Path(source), Path(out)
+    if folder_meant:
+        raise UsageError(f"--out {out}/ names a folder; name the file to write, e.g. --out {out / 'model.safetensors'}")
     reporter = reporter or Reporter()
     if data is not None and data not in STATS:
         raise UsageError(

@@ -8,8 +8,11 @@ safetensors tools show readable values.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,10 @@ from kdcli.io.files import atomic_write
 from kdcli.models.factory import create_model
 
 MODEL_FORMAT = "kdcli.model/1"
+MAX_CLASSES = 1_000_000
+MAX_CHANNELS = 1024
+MAX_SIDE = 8192
+"""Bounds on what a card may say: beyond them a model cannot be built or run (a damaged or forged card)."""
 
 
 class ModelCard(BaseModel):
@@ -61,9 +68,12 @@ class ModelCard(BaseModel):
 
     @field_validator("num_classes", "in_chans")
     @classmethod
-    def _positive(cls, value: int) -> int:
+    def _positive(cls, value: int, info: ValidationInfo) -> int:
         if value < 1:
             raise ValueError(f"must be 1 or more, not {value}")
+        most = MAX_CLASSES if info.field_name == "num_classes" else MAX_CHANNELS
+        if value > most:  # building such a layer would ask for terabytes
+            raise ValueError(f"must be at most {most:,}, not {value:,}")
         return value
 
     @field_validator("mean", "std")
@@ -91,13 +101,15 @@ class ModelCard(BaseModel):
         """The channels agree: ``input_size`` is (in_chans, height, width) with a positive size, and mean and std
         give one value per channel (or one for all, as for grey data fed to a three-channel model)."""
         channels, height, width = self.input_size
-        if channels != self.in_chans or height < 1 or width < 1:
+        if channels != self.in_chans or not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
             raise ValueError(f"input_size must be [in_chans, height, width] = [{self.in_chans}, H, W] with H and W "
-                             f"1 or more, not {list(self.input_size)}")  # fmt: skip
+                             f"from 1 to {MAX_SIDE}, not {list(self.input_size)}")  # fmt: skip
         for name, values in (("mean", self.mean), ("std", self.std)):
             if len(values) not in (1, self.in_chans):
                 raise ValueError(f"{name} has {len(values)} values for {self.in_chans}-channel input: "
                                  f"{list(values)}")  # fmt: skip
+        if self.classes is not None and len(self.classes) != self.num_classes:
+            raise ValueError(f"classes names {len(self.classes)} classes but num_classes is {self.num_classes}")
         return self
 
     @property
@@ -122,7 +134,7 @@ def _decode_card(metadata: dict[str, str], path: Path) -> ModelCard:
         if field is not None:
             try:
                 values[key] = raw if field.annotation in (str, str | None) else json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
                 raise UsageError(
                     f"{path}: kdcli metadata is damaged ({key!r} is not JSON); re-export the model"
                 ) from None
@@ -165,12 +177,25 @@ def save_model(path: Path, model: nn.Module, card: ModelCard) -> None:
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=_encode_card(card)))
 
 
-def require_file(path: Path) -> None:
-    """Refuse a path that is not a model file: missing, or a folder."""
-    if path.is_dir():
-        raise UsageError(f"{path} is a folder; give the path of a model file (.safetensors)")
-    if not path.is_file():
-        raise UsageError(f"model file {path} does not exist")
+def require_file(
+    path: Path, what: str = "model file", hint: str = "give the path of a model file (.safetensors)"
+) -> None:
+    """Refuse a path that is not a model file: missing, a folder, something that is not a regular file (a device, a
+    pipe: reading would block or never end), or a path the system cannot look up (a name too long, a link loop)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UsageError(f"{what} {path} is a loop of symbolic links; {hint}") from None
+        if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+            raise UsageError(f"{what} {path} cannot be used ({exc.strerror or exc}); {hint}") from None
+        raise UsageError(f"{what} {path} does not exist; {hint}") from None
+    except ValueError:  # a NUL byte in the name
+        raise UsageError(f"{what} {path!s:.200} is not a valid path; {hint}") from None
+    if stat.S_ISDIR(mode):
+        raise UsageError(f"{path} is a folder; {hint}")
+    if not stat.S_ISREG(mode):
+        raise UsageError(f"{what} {path} is not a regular file (a device, pipe or socket); {hint}")
 
 
 def read_model_file(path: Path) -> tuple[dict[str, torch.Tensor], ModelCard | None]:
@@ -211,7 +236,13 @@ def read_card(path: Path) -> ModelCard | None:
 
 def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
     """``load_state_dict(strict=True)`` with a one-line error that names the first mismatches; shared weights are
-    stored once, so their second names are not missing."""
+    stored once, so their second names are not missing. A floating-point weight stored as integers or booleans
+    (which ``load_state_dict`` would silently cast) is refused."""
+    expected = model.state_dict()
+    for name, tensor in tensors.items():
+        if name in expected and expected[name].is_floating_point() and not tensor.is_floating_point():
+            raise UsageError(f"{path} stores {name} as {str(tensor.dtype).removeprefix('torch.')}, not floating point "
+                             "(its values would be cast, not restored); pass the model's float weights")  # fmt: skip
     try:
         result = model.load_state_dict(tensors, strict=False)
     except RuntimeError as exc:  # a shape mismatch: another class count, width or input channels
@@ -239,12 +270,18 @@ def load_model(
                          "(train, distill, import), or, to distill from these weights, name their architecture: "
                          "--teacher ARCH --teacher-ckpt FILE")  # fmt: skip
     in_chans = card.in_chans if card else conv_in_chans(tensors)
-    model = create_model(
-        arch or card.arch,  # type: ignore[union-attr]
-        num_classes=num_classes or card.num_classes,  # type: ignore[union-attr]
-        in_chans=in_chans,
-        kwargs=card.model_kwargs if card else None,
-    )
+    try:
+        model = create_model(
+            arch or card.arch,  # type: ignore[union-attr]
+            num_classes=num_classes or card.num_classes,  # type: ignore[union-attr]
+            in_chans=in_chans,
+            kwargs=card.model_kwargs if card else None,
+        )
+    except (MemoryError, RuntimeError) as exc:  # a card whose sizes ask for more memory than there is
+        if not isinstance(exc, MemoryError) and "alloc" not in str(exc):
+            raise
+        raise UsageError(f"{path}: the model it describes does not fit in memory; its metadata is damaged or the "
+                         "model is too large for this machine") from None  # fmt: skip
     if card is not None and card.transform is not None:
         apply_transform(model, card.transform)
     try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import tempfile
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -277,6 +278,11 @@ def check_analysis_out(out: Path, inputs: list[Path], force: bool = False) -> No
     if not above.is_dir():
         raise UsageError(f"--out {out} cannot be made: {above} is a file, not a folder; choose another --out")
     if not out.is_dir():
+        try:  # the one reliable test that the folder can be made there (/proc, /sys, a read-only mount, root)
+            os.rmdir(tempfile.mkdtemp(prefix=".kdcli-probe.", dir=above))
+        except OSError as exc:
+            raise UsageError(f"--out {out} cannot be made in {above} ({exc.strerror or exc}); choose a writable "
+                             "--out") from None  # fmt: skip
         return
     for source in inputs:  # by name in the folder, or as a link to one of the names
         named = is_analysis_file(source.name) and _same(source.parent, out)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import statistics
 from collections.abc import Sequence
@@ -15,6 +14,10 @@ from kdcli.errors import UsageError
 from kdcli.reporting.report import Report, read_report
 
 COMPARE_SCHEMA = "kdcli.compare/1"
+MAX_SECONDS = 1e10
+"""A run's wall time beyond this (three centuries) is a damaged report; summing such figures would overflow."""
+MAX_COUNT = 10**18
+"""Parameters, MACs or epochs beyond this are a damaged report."""
 
 
 def _config(report: Report, run_dir: Path) -> dict[str, Any]:
@@ -23,9 +26,11 @@ def _config(report: Report, run_dir: Path) -> dict[str, Any]:
     config = report.config
     for section, key in (("method", "name"), ("train", "seed"), ("data", "name")):
         value = config[section].get(key) if isinstance(config.get(section), dict) else None
-        if value is None or (key == "name" and not isinstance(value, str)):
-            raise UsageError(f"{run_dir / 'report.json'} is not a kdcli report (config lacks {section}.{key}); leave "
-                             f"{run_dir} out, or run it again")  # fmt: skip
+        wrong = not isinstance(value, str) if key == "name" else not isinstance(value, int) or isinstance(value, bool)
+        if value is None or wrong:
+            lacks = f"lacks {section}.{key}" if value is None else f"gives {section}.{key} = {value!r}"
+            raise UsageError(f"{run_dir / 'report.json'} is not a kdcli report (config {lacks}); leave {run_dir} out, "
+                             "or run it again")  # fmt: skip
     return config
 
 
@@ -36,13 +41,20 @@ def _check_figures(report: Report, run_dir: Path) -> None:
     figures: list[tuple[str, float | None, float]] = [
         ("final.last_top1", final.last_top1, 100.0), ("final.best_top1", final.best_top1, 100.0),
         ("final.max_test_top1", final.max_test_top1, 100.0),
-        ("timing.wall_seconds", report.timing.wall_seconds, math.inf),
+        ("timing.wall_seconds", report.timing.wall_seconds, MAX_SECONDS),
     ]  # fmt: skip
     for name, value, most in figures:
         if value is not None and not (0.0 <= value <= most):  # NaN fails both comparisons
             kind = "a top-1 in percent" if most == 100.0 else "a duration in seconds"
             raise UsageError(f"{path} gives {name} = {value}, not {kind}: the report is damaged; leave {run_dir} "
                              "out, or run it again")  # fmt: skip
+    counts = [("student.parameters", report.student.parameters), ("student.macs", report.student.macs),
+              ("final.epochs", final.epochs)]  # fmt: skip
+    for name, count in counts:
+        if not 0 <= count <= MAX_COUNT:
+            shown = str(count) if len(str(count)) <= 24 else f"{str(count)[:8]}… ({len(str(count))} digits)"
+            raise UsageError(f"{path} gives {name} = {shown}, not a count: the report is damaged; leave "
+                             f"{run_dir} out, or run it again")  # fmt: skip
 
 
 def unique_runs(run_dirs: Sequence[str | Path]) -> tuple[list[Path], list[tuple[Path, Path]]]:
@@ -73,7 +85,10 @@ def _arm(report: Report) -> str:
     name = method.pop("name")
     if name == "none":
         return "no teacher (kdcli train)"
-    defaults = method_spec(name).options().model_dump(mode="json")
+    try:
+        defaults = method_spec(name).options().model_dump(mode="json")
+    except UsageError:  # a plugin's method that is not installed here: its run still compares, under its name
+        return name
     changed = [f"{k}={v}" for k, v in method.items() if k in defaults and defaults[k] != v]
     return f"{name} ({', '.join(changed)})" if changed else name
 

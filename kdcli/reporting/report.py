@@ -12,6 +12,8 @@ read and migrated, so old run directories still compare.
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -148,7 +150,17 @@ def read_report(run_dir: Path) -> Report:
     """A finished run's report.json, through the typed model (schema 1 migrated). A missing, unreadable or damaged
     one (truncated, not JSON, another shape) is a usage error that names the file."""
     path = run_dir / "report.json"
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):  # a name too long, a folder not searchable
+            raise UsageError(f"cannot read {path} ({exc.strerror or exc}); leave {run_dir} out") from None
     if not path.is_file():
+        if os.path.lexists(path):  # a folder, a pipe, a device, a link to nothing or into a loop
+            raise UsageError(f"{path} is not a regular file (a folder, device, pipe or broken link), so it is not a "
+                             f"kdcli report; leave {run_dir} out, or run it again")  # fmt: skip
+        if os.path.isfile(run_dir):
+            raise UsageError(f"{run_dir} is a file, not a run folder; give the folders kdcli train or distill wrote")
         raise UsageError(f"{run_dir} has no report.json (not a finished kdcli run)")
     way_out = f"leave {run_dir} out, or run it again"
     try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from collections.abc import Callable
 from functools import partial
@@ -26,7 +27,7 @@ from kdcli.config import RunConfig, dump, read_yaml, resolve
 from kdcli.errors import Interrupted, RunFailed, UsageError
 from kdcli.interfaces import Reporter
 from kdcli.io.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from kdcli.io.files import RunDirectory, atomic_write_text, check_run_directory
+from kdcli.io.files import RunDirectory, atomic_write_text, check_run_directory, check_run_path
 from kdcli.models.factory import shadow_hint
 from kdcli.reporting.finite import dumps as finite_dumps
 from kdcli.training.distributed import device_for, from_environment, initialize, leave
@@ -131,7 +132,9 @@ def execute(
     place = from_environment()
     joined = initialize(place, resolve_device(device_for(place, config.train.device)))
     reporter = (reporter or Reporter()) if place.is_main else Reporter()
-    run_dir = run_dir or (Path(config.output.dir) if config.output.dir else None)
+    run_dir = run_dir or (Path(config.output.dir).expanduser() if config.output.dir else None)
+    if run_dir is not None:
+        check_run_path(run_dir)
     if not resume and run_dir is not None and (run_dir / CHECKPOINT_NAME).exists():
         raise UsageError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
     if not resume and run_dir is not None:
@@ -150,7 +153,7 @@ def execute(
                 held.enter_context(RunDirectory(run.run_dir))
             started = time.perf_counter()
             if state is not None:
-                run.restore(state)
+                restore(run, state)
                 started -= sum(r["seconds"] for r in run.history)
                 if resume_lr is not None:
                     change_learning_rate(run, resume_lr)
@@ -210,6 +213,20 @@ def writing(run: Run, write: Callable[[], Written]) -> Written:
         ) from None
 
 
+def restore(run: Run, state: dict[str, Any]) -> None:
+    """The run's state from its checkpoint; a checkpoint that does not fit the run its config.yaml builds (edited,
+    copied from another run, or tampered with) is refused with one line."""
+    try:
+        run.restore(state)
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        path = run.run_dir / CHECKPOINT_NAME
+        raise UsageError(
+            f"{path} does not fit the run that {run.run_dir / 'config.yaml'} describes ({reason[:160]}); "
+            "it was edited or copied from another run: start the run again with a new --out"
+        ) from None
+
+
 def change_learning_rate(run: Run, lr: float) -> None:
     """Rescale every group's base and current rate by ``lr / optim.lr``, keeping each group's ratio to the student's
     and the schedule's position; the configuration (and config.yaml) then says the new rate."""
@@ -228,7 +245,15 @@ def change_learning_rate(run: Run, lr: float) -> None:
 
 def resume_config(run_dir: Path) -> RunConfig:
     """The configuration a run directory was started with."""
+    check_run_path(run_dir, "--resume")
     path = run_dir / "config.yaml"
     if not path.is_file():
         raise UsageError(f"{run_dir} is not a kdcli run directory (no config.yaml)")
-    return resolve([(f"config {path}", read_yaml(path))]).config
+    data = read_yaml(path)
+    missing = [section for section in RunConfig.model_fields if section not in data]
+    # A run writes every section: an emptied or cut file would resume as some other run. (Without a checkpoint the
+    # run stopped before its first one, and load_checkpoint says so.)
+    if missing and os.path.lexists(run_dir / CHECKPOINT_NAME):
+        raise UsageError(f"{path} is not a whole run configuration (no {', '.join(missing)}: it was emptied or "
+                         f"edited), so {run_dir} cannot resume; start the run again with a new --out")  # fmt: skip
+    return resolve([(f"config {path}", data)]).config

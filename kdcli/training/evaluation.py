@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from kdcli.errors import UsageError
 from kdcli.interfaces import ModelOutput, Reporter
 from kdcli.training.distributed import all_reduce_sum, gather_rows
 from kdcli.training.metrics import classification_metrics, count_macs, count_parameters, predict
@@ -38,6 +39,11 @@ def check_teacher(run: Run, reporter: Reporter) -> dict[str, Any]:
     split = run.config.data.eval_split
     logits = gather_rows(torch.cat([output.logits.float().cpu() for output in teacher_eval_outputs(run)]))
     labels = gather_rows(torch.cat([labels.cpu() for _, labels in run.data.split(split)]))
+    bad = int((~torch.isfinite(logits)).any(dim=1).sum())
+    if bad:  # NaN/inf weights: distilling would fail in the first epoch with advice (a lower rate) that cannot help
+        where = run.teacher.path or run.teacher.arch
+        raise UsageError(f"the teacher {where} gives non-finite outputs (NaN or inf) on {bad} of {len(logits)} {split} "
+                         "images: its weights are damaged; pass another teacher file")  # fmt: skip
     metrics = classification_metrics(logits, labels)
     teacher = run.teacher.module
     check = {

@@ -3,6 +3,8 @@ file opened for inference — one path from a file to a normalized model, for te
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +14,7 @@ import torch
 from kdcli.config import RunConfig, device_name
 from kdcli.data import DataBundle
 from kdcli.errors import UsageError
-from kdcli.io.files import sha256_file
+from kdcli.io.files import probe_path, sha256_file
 from kdcli.io.model_file import ModelCard, conv_in_chans, load_model, load_weights, read_card, read_model_file
 from kdcli.models.factory import resolve_arch, sized_model
 from kdcli.models.wrappers import FrozenTeacher, NormalizedModel
@@ -44,7 +46,12 @@ def resolve_checkpoint_path(reference: str) -> Path:
     """A checkpoint reference: a path, or ``kdcli:NAME`` for a model file shipped with kdcli."""
     if reference.startswith("kdcli:"):
         return ASSETS_DIR / reference.removeprefix("kdcli:")
-    return Path(reference).expanduser()
+    path = Path(reference).expanduser()
+    probe_path(path, "model file")
+    if path.exists() and not (path.is_dir() or stat.S_ISREG(os.stat(path).st_mode)):  # a pipe would block the read
+        raise UsageError(f"{path} is not a regular file (a pipe, socket or device); give the path of a model file "
+                         "(.safetensors)")  # fmt: skip
+    return path
 
 
 def open_model_file(

@@ -116,7 +116,7 @@ def default_run_dir(config: RunConfig, teacher_arch: str | None) -> Path:
         name = f"{stamp}-train-{config.student.arch}"
     else:
         name = f"{stamp}-{config.method.name}-{teacher_arch}-{config.student.arch}"
-    return Path(config.output.root) / name.replace("/", "_")
+    return Path(config.output.root).expanduser() / name.replace("/", "_")
 
 
 def setup(config: RunConfig, run_dir: Path | None, data: DataBundle | None = None, place: Distributed = SINGLE) -> Run:
@@ -133,6 +133,10 @@ def setup(config: RunConfig, run_dir: Path | None, data: DataBundle | None = Non
         train = config.train
         shard = (place.rank, place.world_size)
         data = build_data(config.data, device, train.batch_size, train.eval_batch_size, train.seed, shard)
+        available = data.train.num_samples + (data.val.num_samples if data.val is not None else 0)
+        if config.data.train_subset is not None and config.data.train_subset > available:
+            data.notes.append(f"--train-subset {config.data.train_subset} is more than the {available:,} training "
+                              f"images of {data.name}: all {available:,} are used")  # fmt: skip
     spec = method_spec(config.method.name)
     implementation = method_class(spec.name)
     teacher = load_teacher(config, data, device) if spec.needs_teacher else None

@@ -195,7 +195,7 @@ def test_timm_export_replaces_its_files_in_an_existing_folder(teacher_file: Path
     out = tmp_path / "folder"
     out.mkdir()
     (out / "README.md").write_text("mine")
-    (out / "config.json").write_text("{}")
+    (out / "config.json").write_text('{"kdcli": {}}')  # a previous kdcli export's (its own kdcli section)
     api.export(teacher_file, format="timm", out=out)
     assert (out / "README.md").read_text() == "mine" and json.loads((out / "config.json").read_text())["num_classes"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"]
