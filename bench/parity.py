@@ -250,7 +250,9 @@ def main() -> None:
     reference = Path(args.reference) if args.reference else next((p for p in REFERENCE_CANDIDATES if p.is_file()), None)
     if reference is None or not reference.is_file():
         parser.error(f"no reference loop at {args.reference or REFERENCE_CANDIDATES[0]}; pass --reference FILE")
-    out = Path(args.out)
+    # absolute: the reference loop runs in its run's folder and kdcli in the checkout, not in the caller's folder
+    args.data_dir = str(Path(args.data_dir).resolve())
+    out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     index_file, index_digest = subset_file(args.data_dir, out)
     threads = max(1, (os.cpu_count() or 1) // args.jobs)

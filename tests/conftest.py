@@ -54,3 +54,21 @@ def build_method(name: str, classes: int, teacher_width: int = 0, **options: Any
 
 ZERO = torch.zeros(())
 """The training progress of a unit test's step: the start."""
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``kdcli ARGS`` in this process: its exit code, stdout and stderr."""
+    from kdcli.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    captured = capsys.readouterr()
+    return int(exit_info.value.code or 0), captured.out, captured.err
+
+
+def refused(capsys: pytest.CaptureFixture[str], code: int, *args: str) -> str:
+    """The command exits ``code`` with exactly one line on stderr and no traceback; returns that line."""
+    got, _, err = run(capsys, *args)
+    assert got == code, err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err

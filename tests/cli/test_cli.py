@@ -13,14 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdcli.cli import main
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    captured = capsys.readouterr()
-    return int(exit_info.value.code or 0), captured.out, captured.err
+from ..conftest import run
 
 
 def test_unknown_architecture_exits_2_with_suggestions(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

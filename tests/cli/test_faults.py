@@ -16,26 +16,12 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from kdcli.cli import main
 from kdcli.data.sources import EMBEDDED_DIR
+
+from ..conftest import refused, run
 
 ASSET = Path(__file__).resolve().parents[2] / "kdcli" / "assets" / "fmnist-mini-resnet20.safetensors"
 QUICK = ["--epochs", "1", "--train-subset", "100", "--device", "cpu", "--quiet"]
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    captured = capsys.readouterr()
-    return int(exit_info.value.code or 0), captured.out, captured.err
-
-
-def refused(capsys: pytest.CaptureFixture[str], code: int, *args: str) -> str:
-    """The command exits ``code`` with exactly one line on stderr and no traceback; returns that line."""
-    got, _, err = run(capsys, *args)
-    assert got == code, err
-    assert err.count("\n") == 1 and "Traceback" not in err, err
-    return err
 
 
 # --- input files ---------------------------------------------------------------------------------------------------

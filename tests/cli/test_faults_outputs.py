@@ -19,20 +19,14 @@ import pytest
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from kdcli.cli import main
 from kdcli.reporting.report import read_report
+
+from ..conftest import run
 
 ROOT = Path(__file__).resolve().parents[2]
 ASSET = ROOT / "kdcli" / "assets" / "fmnist-mini-resnet20.safetensors"
 RUNS = ROOT / "bench" / "results" / "gpu-2026-11-30" / "fmnist5k"
 ANALYZE = ["--train-subset", "100", "--device", "cpu", "--quiet"]
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    captured = capsys.readouterr()
-    return int(exit_info.value.code or 0), captured.out, captured.err
 
 
 def one_line(code: int, got: int, err: str) -> str:

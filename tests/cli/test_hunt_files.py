@@ -17,25 +17,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from kdcli.cli import main
+from ..conftest import refused, run
 
 ASSET = Path(__file__).resolve().parents[2] / "kdcli" / "assets" / "fmnist-mini-resnet20.safetensors"
 LONG = "b" * 300  # over NAME_MAX (255)
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    captured = capsys.readouterr()
-    return int(exit_info.value.code or 0), captured.out, captured.err
-
-
-def refused(capsys: pytest.CaptureFixture[str], code: int, *args: str) -> str:
-    """The command exits ``code`` with exactly one line on stderr and no traceback; returns that line."""
-    got, _, err = run(capsys, *args)
-    assert got == code, err
-    assert err.count("\n") == 1 and "Traceback" not in err, err
-    return err
 
 
 def process(*args: str, cwd: Path) -> tuple[int, str]:

@@ -11,16 +11,9 @@ import pytest
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from kdcli.cli import main
+from ..conftest import run
 
 ASSET = Path(__file__).resolve().parents[2] / "kdcli" / "assets" / "fmnist-mini-resnet20.safetensors"
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    captured = capsys.readouterr()
-    return int(exit_info.value.code or 0), captured.out, captured.err
 
 
 def test_export_of_non_finite_weights_is_refused_unless_forced(

@@ -12,19 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from kdcli.cli import main
+from ..conftest import run
 
 ASSET = Path(__file__).resolve().parents[2] / "kdcli" / "assets" / "fmnist-mini-resnet20.safetensors"
 QUICK = ["--epochs", "1", "--train-subset", "100", "--device", "cpu", "--quiet"]
 TRAIN = ["train", "--model", "resnet8", "--data", "embedded", *QUICK]
 NEEDS_ONNX = pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="the kdcli[onnx] extra")
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    captured = capsys.readouterr()
-    return int(exit_info.value.code or 0), captured.out, captured.err
 
 
 def refused(capsys: pytest.CaptureFixture[str], *args: str) -> str:

@@ -15,22 +15,16 @@ from torch import nn
 
 import kdcli.io.export as export_module
 from kdcli import api
-from kdcli.cli import main
 from kdcli.errors import RunFailed, UsageError
 from kdcli.io.model_file import ModelCard, save_model
 from kdcli.models.sps import apply_sps
+
+from ..conftest import run
 
 MISSING = [name for name in export_module.ONNX_PACKAGES if importlib.util.find_spec(name) is None]
 needs_onnx = pytest.mark.skipif(
     bool(MISSING), reason=f"{', '.join(MISSING)} not installed: pip install 'kdcli[onnx]' for the ONNX tests"
 )
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    captured = capsys.readouterr()
-    return int(exit_info.value.code or 0), captured.out, captured.err
 
 
 def onnx_logits(path: Path, images: torch.Tensor) -> torch.Tensor:

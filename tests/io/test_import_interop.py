@@ -20,23 +20,17 @@ from timm.utils import CheckpointSaver, ModelEmaV3
 from torch import nn
 
 from kdcli.catalog import ZOO, ZOO_ALIASES, ZooModel
-from kdcli.cli import main
 from kdcli.errors import UsageError
 from kdcli.interfaces import Reporter
 from kdcli.io.importer import architecture_candidates, choose_architecture, import_checkpoint, read_state_dict
 from kdcli.io.model_file import load_model
 
+from ..conftest import run
+
 REFERENCE = json.loads((Path(__file__).parents[1] / "models" / "data" / "repdistiller_state_dicts.json").read_text())[
     "models"
 ]
 REPDISTILLER_NAME = {model.name: model.repdistiller_name for model in ZOO}
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    captured = capsys.readouterr()
-    return int(exit_info.value.code or 0), captured.out, captured.err
 
 
 class Notes(Reporter):

@@ -19,7 +19,6 @@ import timm
 import torch
 
 import kdcli.io.model_file
-from kdcli.cli import main
 from kdcli.errors import UsageError
 from kdcli.interfaces import Reporter
 from kdcli.io.importer import import_checkpoint, input_statistics, one_line
@@ -27,12 +26,7 @@ from kdcli.io.model_file import load_model, read_card
 from kdcli.models import CIFAR100_MEAN, CIFAR100_STD
 from kdcli.training.loading import open_model_file
 
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    captured = capsys.readouterr()
-    return int(exit_info.value.code or 0), captured.out, captured.err
+from ..conftest import run
 
 
 def fails(capsys: pytest.CaptureFixture[str], *args: str) -> str:
