@@ -37,8 +37,8 @@ from kdcli.data import DataBundle, TensorLoader
 from kdcli.data.sources import STATS
 from kdcli.errors import RunFailed, UsageError
 from kdcli.interfaces import Reporter
+from kdcli.runtime.metrics import count_macs
 from kdcli.training.engine import train_epoch
-from kdcli.training.metrics import count_macs
 from kdcli.training.run import setup
 from kdcli.training.step import GraphedStep
 
@@ -69,7 +69,8 @@ def synthetic_data(images: int, batch_size: int, device: torch.device) -> DataBu
     labels = torch.randint(0, 100, (images,), generator=generator)
     mean, std = STATS["cifar100"]
     train = TensorLoader(pixels, labels, batch_size, device, shuffle=True, crop_padding=4, hflip=True)
-    return DataBundle("synthetic", [str(i) for i in range(100)], 3, (32, 32), mean, std, train, None, None)
+    return DataBundle(name="synthetic", classes=[str(i) for i in range(100)], in_chans=3, image_size=(32, 32),
+                      mean=mean, std=std, train=train, test=None, val=None)  # fmt: skip
 
 
 def measure(name: str, images: int, device: str) -> dict[str, Any]:

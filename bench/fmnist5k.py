@@ -33,7 +33,8 @@ from typing import Any
 import torch
 
 import kdcli
-from kdcli.config import load_preset, parse_set, resolve
+from kdcli.cli.options import parse_set
+from kdcli.config import load_preset, resolve
 from kdcli.reporting.compare import mean_std
 
 EAGER_ENGINE = {"precision": "fp32", "compile": False, "cuda_graphs": False, "channels_last": False}

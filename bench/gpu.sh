@@ -6,7 +6,7 @@
 #   bash bench/gpu.sh OUT --dry-run    # here, on the CPU: every stage, tiny, to check the script itself
 #
 # Stages, each under its own time limit so that one slow stage cannot take the others' results with it:
-#   1. the CUDA tests (tests/training/test_acceleration.py -k cuda; its CPU tests run in CI): graphs equal eager,
+#   1. the CUDA tests (tests/runtime/test_acceleration.py -k cuda; its CPU tests run in CI): graphs equal eager,
 #      no host sync in an epoch (114 s alone on an H200, 2026-11-30). They check results, not speed, so they run in
 #      the background beside stage 2 (whose wall times then include sharing the machine with them);
 #   2. parity with the plain reference loop (bench/parity.py, issue 19): the loop (.data/reference/, copied there
@@ -90,7 +90,7 @@ DATA=.data/fashion-mnist
 rm -rf /tmp/kdcli-runs && mkdir -p /tmp/kdcli-runs
 
 say "1/4 CUDA tests in the background, beside the benchmarks (limit ${TEST_LIMIT}s; log cuda-tests.log)"
-timeout "$TEST_LIMIT" python3 -m pytest -v -rs -p no:cacheprovider tests/training/test_acceleration.py -k cuda \
+timeout "$TEST_LIMIT" python3 -m pytest -v -rs -p no:cacheprovider tests/runtime/test_acceleration.py -k cuda \
     --junitxml "$OUT/cuda-tests.xml" >"$OUT/cuda-tests.log" 2>&1 &
 TESTS_PID=$!
 

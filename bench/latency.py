@@ -34,7 +34,7 @@ import torch
 
 import kdcli
 from kdcli import api
-from kdcli.training.loading import open_model_file, resolve_checkpoint_path
+from kdcli.runtime.loading import open_model_file, resolve_checkpoint_path
 
 DEFAULT_MODEL = "kdcli:fmnist-mini-resnet20.safetensors"
 

@@ -1,6 +1,6 @@
 """kdcli: knowledge distillation for image classifiers, from the command line or from Python.
 
-``import kdcli`` is light (no torch, no timm): the command line answers ``--help`` at once. The API's names load on
+``import kdcli`` is light (no torch, no timm): the command line answers its help at once. The API's names load on
 first use::
 
     import kdcli

@@ -2,10 +2,12 @@
 where the code lives, known without importing torch or timm (so ``kdcli methods``, ``kdcli models`` and
 ``kdcli config show`` answer at once).
 
-Methods come from the entry-point group ``kdcli.methods`` (the old name ``kdcli.strategies`` is still read). An entry
-names either a ``MethodSpec`` — name, summary, options model, and the import path of the implementation, imported
-only when a run builds the method — or a ``kdcli.methods.Method`` subclass, whose module is then imported to read the
-same facts. Student transforms come from ``kdcli.student_transforms``: an entry names a function
+A method is described once, by a ``MethodSpec`` — name, summary, options model, whether it needs a teacher, and the
+import path of the implementation, imported only when a run builds the method. The implementation, a
+``kdcli.methods.Method`` subclass, declares ``spec = ITS_SPEC`` and reads those facts from it. Built-in and
+third-party methods register the same way, through the entry-point group ``kdcli.methods`` (the old name
+``kdcli.strategies`` is still read): an entry names the spec, or the method class, which is then read through its own
+``spec``. Student transforms come from ``kdcli.student_transforms``: an entry names a function
 ``transform(model, **options) -> model``. A plugin that fails to load is listed as broken with its one-line reason
 and never breaks another command.
 
@@ -16,15 +18,14 @@ The options of the built-in methods are defined here, next to their specs; each 
 from __future__ import annotations
 
 import importlib
-import types
-import typing
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from kdcli.errors import UsageError
+from kdcli.errors import UsageError, one_line
+from kdcli.records import Settings
 from kdcli.suggest import did_you_mean
 
 METHOD_GROUPS = ("kdcli.methods", "kdcli.strategies")
@@ -41,78 +42,59 @@ class ZooModel:
     parameters_100_classes: int
 
 
-ZOO: tuple[ZooModel, ...] = tuple(ZooModel(*row) for row in (
-    ("resnet8", "resnet8", 83_892), ("resnet14", "resnet14", 181_108), ("resnet20", "resnet20", 278_324),
-    ("resnet32", "resnet32", 472_756), ("resnet44", "resnet44", 667_188), ("resnet56", "resnet56", 861_620),
-    ("resnet110", "resnet110", 1_736_564), ("resnet8x4", "resnet8x4", 1_233_540),
-    ("resnet32x4", "resnet32x4", 7_433_860), ("wrn_16_1", "wrn_16_1", 180_916), ("wrn_16_2", "wrn_16_2", 703_284),
-    ("wrn_40_1", "wrn_40_1", 569_780), ("wrn_40_2", "wrn_40_2", 2_255_156), ("vgg8_cifar", "vgg8", 3_965_028),
-    ("vgg11_cifar", "vgg11", 9_277_284), ("vgg13_cifar", "vgg13", 9_462_180), ("vgg16_cifar", "vgg16", 14_774_436),
-    ("vgg19_cifar", "vgg19", 20_086_692), ("mobilenetv2_cifar", "MobileNetV2", 812_836),
-    ("shufflenetv1_cifar", "ShuffleV1", 949_258), ("shufflenetv2_cifar", "ShuffleV2", 1_355_528),
-))  # fmt: skip
+ZOO: tuple[ZooModel, ...] = tuple(
+    ZooModel(*row)
+    for row in (
+        ("resnet8", "resnet8", 83_892),
+        ("resnet14", "resnet14", 181_108),
+        ("resnet20", "resnet20", 278_324),
+        ("resnet32", "resnet32", 472_756),
+        ("resnet44", "resnet44", 667_188),
+        ("resnet56", "resnet56", 861_620),
+        ("resnet110", "resnet110", 1_736_564),
+        ("resnet8x4", "resnet8x4", 1_233_540),
+        ("resnet32x4", "resnet32x4", 7_433_860),
+        ("wrn_16_1", "wrn_16_1", 180_916),
+        ("wrn_16_2", "wrn_16_2", 703_284),
+        ("wrn_40_1", "wrn_40_1", 569_780),
+        ("wrn_40_2", "wrn_40_2", 2_255_156),
+        ("vgg8_cifar", "vgg8", 3_965_028),
+        ("vgg11_cifar", "vgg11", 9_277_284),
+        ("vgg13_cifar", "vgg13", 9_462_180),
+        ("vgg16_cifar", "vgg16", 14_774_436),
+        ("vgg19_cifar", "vgg19", 20_086_692),
+        ("mobilenetv2_cifar", "MobileNetV2", 812_836),
+        ("shufflenetv1_cifar", "ShuffleV1", 949_258),
+        ("shufflenetv2_cifar", "ShuffleV2", 1_355_528),
+    )
+)
 ZOO_MODELS: tuple[str, ...] = tuple(model.name for model in ZOO)
-ZOO_ALIASES: dict[str, str] = {m.repdistiller_name: m.name for m in ZOO if m.repdistiller_name != m.name
-                               and not m.repdistiller_name.startswith("vgg1")}  # fmt: skip
+ZOO_ALIASES: dict[str, str] = {
+    m.repdistiller_name: m.name
+    for m in ZOO
+    if m.repdistiller_name != m.name and not m.repdistiller_name.startswith("vgg1")
+}
 """RepDistiller's own spellings that timm does not know, mapped to the zoo's names."""
 TIMM_SHADOWED: dict[str, str] = {m.repdistiller_name: m.name for m in ZOO if m.repdistiller_name.startswith("vgg1")}
 """RepDistiller's spellings that are timm's ImageNet models; a user typing one may have meant the CIFAR model."""
 
 
-def _leaf_types(annotation: Any) -> set[Any]:
-    """The types a field's annotation admits, through ``Annotated``, unions, ``Literal`` and containers."""
-    origin = typing.get_origin(annotation)
-    if origin is Literal:
-        return {type(value) for value in typing.get_args(annotation)}
-    if origin is Annotated:
-        return _leaf_types(typing.get_args(annotation)[0])
-    if origin in (typing.Union, types.UnionType) or origin in (list, tuple, set, frozenset, dict):
-        return set().union(*(_leaf_types(arg) for arg in typing.get_args(annotation) if arg is not Ellipsis))
-    return {annotation}
-
-
-def _holds_a_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return True
-    if isinstance(value, list | tuple | set | frozenset):
-        return any(_holds_a_bool(item) for item in value)
-    return isinstance(value, dict) and any(_holds_a_bool(item) for item in value.values())
-
-
-def no_bool_for_a_number(model: type[BaseModel], info: ValidationInfo, value: Any) -> Any:
-    """``value`` unless it is (or holds) a boolean for a field of numbers: pydantic would take ``true`` as 1, so a
-    YAML ``epochs: true`` would train one epoch. Fields that admit a boolean (or anything) are left alone; numbers
-    written as strings ("1e-3", which PyYAML reads as a string) stay accepted."""
-    field = model.model_fields.get(info.field_name or "")
-    if field is None or not _holds_a_bool(value):
-        return value
-    admitted = _leaf_types(field.annotation)
-    if admitted & {int, float} and not admitted & {bool, Any, object}:
-        raise ValueError("expected a number, not a boolean (true/false)")
-    return value
-
-
-class MethodOptions(BaseModel):
+class MethodOptions(Settings):
     """Base of a method's options (``method.*`` in the configuration): unknown keys are errors, numbers are finite,
     and a boolean is not a number."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
-        return no_bool_for_a_number(cls, info, value)
 
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A method as the catalog knows it, before its code is imported."""
+    """A method's one description, known before its code is imported: the ``Method`` subclass that implements it
+    declares ``spec = THIS_SPEC`` and reads its name, summary, options model and ``needs_teacher`` from here."""
 
     name: str
     summary: str
     options: type[MethodOptions]
     implementation: str
-    """``"package.module:Class"``, a ``kdcli.methods.Method`` subclass."""
+    """``"package.module:Class"``, a ``kdcli.methods.Method`` subclass whose ``spec`` is this one."""
+    _: KW_ONLY
     needs_teacher: bool = True
 
     def load(self) -> Any:
@@ -122,7 +104,7 @@ class MethodSpec:
             return getattr(importlib.import_module(module_name), attribute)
         except (ImportError, AttributeError) as error:
             raise UsageError(
-                f"method {self.name!r}: cannot import {self.implementation} ({_one_line(error)})"
+                f"method {self.name!r}: cannot import {self.implementation} ({one_line(error, named=True)})"
             ) from None
 
 
@@ -266,10 +248,19 @@ class FitnetOptions(MethodOptions):
         return value
 
 
-SUPERVISED = MethodSpec("none", "no distillation: cross-entropy with the labels (kdcli train)", SupervisedOptions,
-                        "kdcli.methods.supervised:Supervised", needs_teacher=False)  # fmt: skip
-VANILLA = MethodSpec("vanilla", "Hinton et al. 2015: cross-entropy plus T²-scaled KL to the teacher's softened logits",
-                     VanillaOptions, "kdcli.methods.vanilla:Vanilla")  # fmt: skip
+SUPERVISED = MethodSpec(
+    "none",
+    "no distillation: cross-entropy with the labels (kdcli train)",
+    SupervisedOptions,
+    "kdcli.methods.supervised:Supervised",
+    needs_teacher=False,
+)
+VANILLA = MethodSpec(
+    "vanilla",
+    "Hinton et al. 2015: cross-entropy plus T²-scaled KL to the teacher's softened logits",
+    VanillaOptions,
+    "kdcli.methods.vanilla:Vanilla",
+)
 PESF = MethodSpec(
     "pesf",
     "Rao et al. 2022: a small adapter on the frozen teacher makes its soft labels student-friendly "
@@ -284,12 +275,24 @@ SKD = MethodSpec(
     SkdOptions,
     "kdcli.methods.skd:Skd",
 )
-PEA = MethodSpec("pea", "Cho & Kang 2020: shuffled parameter sharing in the student + pretraining on the teacher's "
-                 "predictions", PeaOptions, "kdcli.methods.pea:Pea")  # fmt: skip
-DKD = MethodSpec("dkd", "Zhao et al. 2022: KD decoupled into target-class and non-target-class terms, with warm-up",
-                 DkdOptions, "kdcli.methods.dkd:Dkd")  # fmt: skip
-FITNET = MethodSpec("fitnet", "Romero et al. 2015: a regressor maps a student stage onto the teacher's (hint)",
-                    FitnetOptions, "kdcli.methods.fitnet:Fitnet")  # fmt: skip
+PEA = MethodSpec(
+    "pea",
+    "Cho & Kang 2020: shuffled parameter sharing in the student + pretraining on the teacher's predictions",
+    PeaOptions,
+    "kdcli.methods.pea:Pea",
+)
+DKD = MethodSpec(
+    "dkd",
+    "Zhao et al. 2022: KD decoupled into target-class and non-target-class terms, with warm-up",
+    DkdOptions,
+    "kdcli.methods.dkd:Dkd",
+)
+FITNET = MethodSpec(
+    "fitnet",
+    "Romero et al. 2015: a regressor maps a student stage onto the teacher's (hint)",
+    FitnetOptions,
+    "kdcli.methods.fitnet:Fitnet",
+)
 
 
 # --- discovery ---------------------------------------------------------------------------------------------------
@@ -303,19 +306,16 @@ def _method_entries() -> dict[str, EntryPoint]:
 
 
 def _spec_of(entry: EntryPoint) -> MethodSpec:
+    """The spec an entry point names: a ``MethodSpec``, or a ``Method`` subclass read through the spec it declares."""
     loaded = entry.load()
-    if isinstance(loaded, MethodSpec):
-        return loaded
-    options = getattr(loaded, "Options", None)  # a Method subclass, read by its class attributes
-    if isinstance(loaded, type) and isinstance(options, type) and issubclass(options, MethodOptions):
-        return MethodSpec(entry.name, str(getattr(loaded, "summary", "")), options, entry.value,
-                          bool(getattr(loaded, "needs_teacher", True)))  # fmt: skip
-    raise TypeError(f"{entry.value} is neither a kdcli MethodSpec nor a Method subclass")
-
-
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+    spec = vars(loaded).get("spec") if isinstance(loaded, type) else loaded
+    if not isinstance(spec, MethodSpec):
+        raise TypeError(f"{entry.value} is neither a kdcli MethodSpec nor a Method subclass that declares its spec")
+    if spec.name != entry.name:
+        raise ValueError(f"the entry point {entry.name!r} names the spec of {spec.name!r}; give both the same name")
+    if isinstance(loaded, type) and spec.load() is not loaded:
+        raise TypeError(f"the spec of {entry.value} names another class as its implementation: {spec.implementation}")
+    return spec
 
 
 def catalog() -> dict[str, MethodSpec | BrokenPlugin]:
@@ -325,7 +325,7 @@ def catalog() -> dict[str, MethodSpec | BrokenPlugin]:
         try:
             specs[name] = _spec_of(entry)
         except Exception as error:  # a third-party plugin can fail in any way; it is reported, not raised
-            specs[name] = BrokenPlugin(name, entry.value, _one_line(error))
+            specs[name] = BrokenPlugin(name, entry.value, one_line(error, named=True))
     return specs
 
 
@@ -340,7 +340,8 @@ def method_spec(name: str) -> MethodSpec:
     try:
         return _spec_of(entries[name])
     except Exception as error:
-        raise UsageError(f"the method plugin {name!r} ({entries[name].value}) is broken: {_one_line(error)}") from None
+        reason = one_line(error, named=True)
+        raise UsageError(f"the method plugin {name!r} ({entries[name].value}) is broken: {reason}") from None
 
 
 def student_transform(name: str) -> Any:
@@ -354,4 +355,4 @@ def student_transform(name: str) -> Any:
     try:
         return entries[name].load()
     except Exception as error:
-        raise UsageError(f"the student transform {name!r} is broken: {_one_line(error)}") from None
+        raise UsageError(f"the student transform {name!r} is broken: {one_line(error, named=True)}") from None

@@ -1,11 +1,12 @@
 """Run configuration. The pydantic models below are the one source of truth for every setting.
 
 Layers are merged in this order, later ones winning (product.md):
-defaults < preset < ``--config FILE`` < command-line flags < ``--set key.path=value``.
+defaults < preset < a configuration file < the command's own options < ``key.path=value`` assignments (the CLI's
+layers; kdcli.cli.options).
 Every leaf remembers the layer that set it, so ``kdcli config show`` can say where each value came from,
 and a validation error can say which layer gave the bad value.
 
-Presets, config files and ``--set`` values are plain YAML read by a bounded ``yaml.SafeLoader``: no tags, nothing
+Presets, config files and assigned values are plain YAML read by a bounded ``yaml.SafeLoader``: no tags, nothing
 that runs code, at most 1 MiB, no key twice in one mapping, and no anchors and aliases that expand past
 100,000 values or 32 levels ("billion laughs"). A preset may name another preset as its ``base`` (merged first) and
 carry a one-line ``description``. Numbers are finite, and a boolean is never taken for a number.
@@ -20,10 +21,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from kdcli.catalog import method_spec, no_bool_for_a_number
-from kdcli.errors import UsageError
+from kdcli.catalog import method_spec
+from kdcli.errors import UsageError, option
+from kdcli.records import Settings
 from kdcli.suggest import did_you_mean
 
 DataName = Literal["embedded", "fashion-mnist", "cifar10", "cifar100", "imagefolder"]
@@ -38,15 +40,8 @@ MAX_IMAGE_SIZE = 2048
 """``data.image_size`` at most: twice the largest input of timm's pretrained models (1024, SAM's ViTs)."""
 
 
-class Section(BaseModel):
+class Section(Settings):
     """A configuration section: unknown keys are errors, numbers are finite, and a boolean is not a number."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
-        return no_bool_for_a_number(cls, info, value)
 
 
 class ModelSpec(Section):
@@ -183,7 +178,7 @@ class OutputConfig(Section):
     @field_validator("dir", "root")
     @classmethod
     def _names_a_folder(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():  # `--out "$DIR"` with DIR unset: not "the default folder"
+        if value is not None and not value.strip():  # an output folder "$DIR" with DIR unset: not "the default folder"
             raise ValueError("an empty path names no folder; give a folder (or leave the key out for the default)")
         return value
 
@@ -259,23 +254,6 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def parse_set(assignment: str) -> dict[str, Any]:
-    """``a.b.c=value`` as a nested mapping; the value is read as YAML (numbers, booleans, lists)."""
-    key, sep, raw = assignment.partition("=")
-    if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
-        raise UsageError(f"--set expects key.path=value, got {assignment!r} (example: --set optim.lr=0.1)")
-    if key.count(".") >= MAX_YAML_DEPTH:
-        raise UsageError(f"--set {key[:60]}...: the key nests deeper than {MAX_YAML_DEPTH} levels, and a configuration "
-                         "key has 2 or 3 (example: --set optim.lr=0.1)")  # fmt: skip
-    try:
-        value = load_yaml(raw) if raw.strip() else None
-    except RefusedYAML as exc:
-        raise UsageError(f"--set {key}: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise UsageError(f"--set {key}: cannot read {raw!r} as a value ({exc.__class__.__name__})") from None
-    return nested(key.strip(), value)
-
-
 def nested(key: str, value: Any) -> dict[str, Any]:
     """``nested("a.b", 1) == {"a": {"b": 1}}``: one dotted key as a configuration layer."""
     tree: dict[str, Any] = {}
@@ -324,8 +302,10 @@ class _BoundedLoader(yaml.SafeLoader):
         self._depth += 1  # the composer recurses per level: bound it before Python's recursion limit does
         try:
             if self._depth > MAX_YAML_DEPTH:
-                raise RefusedYAML(f"nests deeper than {MAX_YAML_DEPTH} levels (line {_line(self.peek_event())}); "
-                                  "a configuration nests a few levels: flatten it")  # fmt: skip
+                raise RefusedYAML(
+                    f"nests deeper than {MAX_YAML_DEPTH} levels (line {_line(self.peek_event())}); "
+                    "a configuration nests a few levels: flatten it"
+                )
             self._aliases += self.check_event(yaml.AliasEvent)
             return super().compose_node(parent, index)
         finally:
@@ -352,11 +332,16 @@ class _BoundedLoader(yaml.SafeLoader):
                 size[id(node)] = 1 + sum(size[id(child)] for child, _ in children)
                 depth[id(node)] = 1 + max((depth[id(child)] for child, _ in children), default=0)
                 if size[id(node)] > MAX_YAML_VALUES or depth[id(node)] > MAX_YAML_DEPTH:
-                    what = (f"more than {MAX_YAML_VALUES:,} values" if size[id(node)] > MAX_YAML_VALUES
-                            else f"more than {MAX_YAML_DEPTH} levels deep")  # fmt: skip
+                    what = (
+                        f"more than {MAX_YAML_VALUES:,} values"
+                        if size[id(node)] > MAX_YAML_VALUES
+                        else f"more than {MAX_YAML_DEPTH} levels deep"
+                    )
                     if not self._aliases:
-                        raise RefusedYAML(f"holds {what} (line {_line(node)}), far more than a configuration holds; "
-                                          "pass a kdcli configuration")  # fmt: skip
+                        raise RefusedYAML(
+                            f"holds {what} (line {_line(node)}), far more than a configuration holds; "
+                            "pass a kdcli configuration"
+                        )
                     raise RefusedYAML(
                         f"expands to {what} through its anchors and aliases (&name, *name: each alias repeats what it "
                         f"names; line {_line(node)}), far more than a configuration holds; write the values out "
@@ -364,8 +349,10 @@ class _BoundedLoader(yaml.SafeLoader):
                     )
                 continue
             if id(node) in open_nodes:
-                raise RefusedYAML(f"an alias at line {_line(node)} refers to a value that contains it, so it never "
-                                  "ends; remove that alias")  # fmt: skip
+                raise RefusedYAML(
+                    f"an alias at line {_line(node)} refers to a value that contains it, so it never "
+                    "ends; remove that alias"
+                )
             open_nodes.add(id(node))
             if isinstance(node, yaml.MappingNode):
                 self._refuse_duplicate_keys(node, path)
@@ -394,8 +381,10 @@ class _BoundedLoader(yaml.SafeLoader):
                 dotted = f"{path}.{key}" if path else str(key)
                 second = _line(key_node)
                 lines = f"line {second}" if seen[key] == second else f"lines {seen[key]} and {second}"
-                raise RefusedYAML(f"key {dotted!r} is given twice ({lines}), and YAML would silently keep the later "
-                                  "one; keep one of them")  # fmt: skip
+                raise RefusedYAML(
+                    f"key {dotted!r} is given twice ({lines}), and YAML would silently keep the later "
+                    "one; keep one of them"
+                )
             seen[key] = _line(key_node)
 
 
@@ -426,8 +415,10 @@ def read_yaml(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
     if len(raw) > MAX_CONFIG_BYTES:
-        raise UsageError(f"{path} is larger than {MAX_CONFIG_BYTES >> 20} MiB, so not a kdcli configuration (a run's "
-                         "config.yaml is a few KiB); pass a YAML configuration file")  # fmt: skip
+        raise UsageError(
+            f"{path} is larger than {MAX_CONFIG_BYTES >> 20} MiB, so not a kdcli configuration (a run's "
+            "config.yaml is a few KiB); pass a YAML configuration file"
+        )
     try:
         data = load_yaml(raw.decode("utf-8")) or {}
     except UnicodeDecodeError:
@@ -444,8 +435,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
 def load_preset(name_or_path: str, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A preset by name (``kdcli presets`` lists them) or by YAML path, with its ``base`` chain merged in (``chain``:
     the presets that named this one as their base, so a loop is an error rather than an endless recursion)."""
-    if not name_or_path.strip():  # `--preset "$P"` with P unset: not "no preset"
-        raise UsageError("--preset is empty; give a preset name (`kdcli presets` lists them) or a YAML file")
+    if not name_or_path.strip():  # a preset "$P" with P unset: not "no preset"
+        raise UsageError(f"{option('preset')} is empty; give a preset name (`kdcli presets` lists them) or a YAML file")
     path = Path(name_or_path)
     if not (path.suffix in (".yaml", ".yml") and _is_file(path)):
         path = presets_dir() / f"{name_or_path}.yaml"
@@ -476,7 +467,7 @@ def resolve(layers: list[Layer]) -> ResolvedConfig:
     """Merge the layers (lowest precedence first), validate, and record where every leaf came from.
 
     A layer that names another method than the layers below it starts that method from its own defaults: the
-    options below were set for the method they named (``--preset quickstart --method dkd`` is dkd with dkd's
+    options below were set for the method they named (preset quickstart with method dkd is dkd with dkd's
     defaults, not dkd refusing vanilla's ``kd_weight``)."""
     merged: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -504,14 +495,13 @@ def resolve(layers: list[Layer]) -> ResolvedConfig:
 
 
 def data_config(**values: Any) -> DataConfig:
-    """A ``DataConfig`` from a command's own flags (``eval``, ``analyze``): a bad value is a one-line usage error
-    that names the flag, as ``resolve`` does for a run's configuration."""
+    """A ``DataConfig`` from a command's own arguments (``eval``, ``analyze``): a bad value is a one-line usage error
+    that names the option, as ``resolve`` does for a run's configuration."""
     try:
         return DataConfig.model_validate(values)
     except ValidationError as exc:
-        flag_names = {"name": "data", "dir": "data-dir"}
-        flags = {f"data.{key}": "--" + flag_names.get(key, key.replace("_", "-")) for key in values}
-        raise UsageError(_explain(exc, DataConfig, "data.", flags)) from None
+        sources = {f"data.{key}": option(f"data.{key}") for key in values}  # a bad value names its option
+        raise UsageError(_explain(exc, DataConfig, "data.", sources)) from None
 
 
 def _refuse_non_finite(tree: Any, key: str, sources: dict[str, str]) -> None:

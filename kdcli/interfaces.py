@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from torch import Tensor
+    from torch.nn import Parameter
+
+    from kdcli.records import EpochRecord
 
 PRE_LOGITS = "pre_logits"
 """The feature request for a model's pooled pre-logit features (timm's ``forward_head(x, pre_logits=True)``)."""
@@ -62,6 +65,19 @@ class MethodContext:
     student: ModelInfo
     teacher: ModelInfo | None
     epochs: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParamGroup:
+    """An optimizer group of a method's own trainable parts (``Method.parameter_groups``). The engine gives it the
+    run's optimizer and schedule at ``lr_ratio`` × the student's rate, with a rate of 0 during the first
+    ``frozen_epochs`` (a transform kept still while the student is random)."""
+
+    name: str
+    params: list[Parameter]
+    weight_decay: float = 0.0
+    lr_ratio: float = 1.0
+    frozen_epochs: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -115,7 +131,8 @@ class Reporter:
     is silent unless given one."""
 
     def note(self, message: str) -> None:
-        """A one-line remark for the user (a warning, the teacher check)."""
+        """A one-line remark for the user (a warning, the teacher check); options it names are references
+        (kdcli.errors.option), for the reporter to spell (``kdcli.errors.spell``)."""
 
     def begin(self, description: str, steps: int) -> None:
         """A task of ``steps`` steps starts (``advance`` marks each); the command line shows a progress bar."""
@@ -124,6 +141,6 @@ class Reporter:
 
     def advance(self) -> None: ...
 
-    def end_epoch(self, record: dict[str, Any]) -> None: ...
+    def end_epoch(self, record: EpochRecord) -> None: ...
 
     def close(self) -> None: ...

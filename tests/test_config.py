@@ -1,6 +1,7 @@
 import pytest
 
-from kdcli.config import list_presets, load_preset, parse_set, resolve
+from kdcli.cli.options import parse_set
+from kdcli.config import list_presets, load_preset, resolve
 from kdcli.errors import UsageError
 
 

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from kdcli.config import load_preset, nested, parse_set, read_yaml, resolve
+from kdcli.cli.options import parse_set
+from kdcli.config import load_preset, nested, read_yaml, resolve
 from kdcli.errors import UsageError
 
 

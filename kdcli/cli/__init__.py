@@ -114,10 +114,13 @@ def main(argv: list[str] | None = None) -> None:
             print(f"kdcli: error: {message.rstrip('.')} (see '{context.command_path} -h')", file=sys.stderr)
         sys.exit(exc.exit_code)
     except KdcliError as exc:
+        from kdcli.cli.options import cli_spelling
+
         if debug:
             traceback.print_exc()
         if _speaks(exc):
-            print(f"kdcli{_rank()}: error: {exc}", file=sys.stderr)
+            command = next((arg for arg in args if not arg.startswith("-")), None)
+            print(f"kdcli{_rank()}: error: {exc.spelled(lambda ref: cli_spelling(ref, command))}", file=sys.stderr)
         _exit(exc.exit_code, process)
     except KeyboardInterrupt:
         _interrupted(process)

@@ -6,7 +6,6 @@ when it runs, so ``kdcli --help``, ``--version``, ``methods``, ``models`` and ``
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from pathlib import Path
@@ -15,14 +14,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from kdcli._version import __version__
-from kdcli.cli.options import CONFIG_FLAGS, DISTILL_FLAGS, TRAIN_FLAGS, Given, with_flags
+from kdcli.cli.help import KdcliCommand, KdcliGroup
+from kdcli.cli.options import CONFIG_FLAGS, DISTILL_FLAGS, TRAIN_FLAGS, Given, parse_set, with_flags
 from kdcli.cli.output import emit, table
-from kdcli.config import Layer, list_presets, load_preset, nested, parse_set, read_yaml, resolve
+from kdcli.config import Layer, data_config, list_presets, load_preset, nested, read_yaml, resolve
 from kdcli.errors import UsageError
 
 if TYPE_CHECKING:
+    from kdcli.api import RunResult
     from kdcli.interfaces import Reporter
-    from kdcli.training.export import RunResult
 
 
 def _version(value: bool) -> None:
@@ -31,40 +31,9 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-if hasattr(typer.core.TyperArgument, "display_type_rich"):
-    # typer prints a Python type after an argument's name in help ("FILE <list[Path]>"); an argument with a metavar
-    # shows the metavar alone, as an option does.
-    _argument_type = typer.core.TyperArgument.display_type_rich
-
-    def _named_argument_type(self: typer.core.TyperArgument, ctx: Any) -> str | None:
-        return None if self.metavar else _argument_type(self, ctx)
-
-    typer.core.TyperArgument.display_type_rich = _named_argument_type  # type: ignore[method-assign, assignment]
-
-
-def _usage_pieces(self: typer.core.TyperArgument, ctx: Any) -> list[str]:
-    """A required argument as "FILE" in the usage line (typer writes "{FILE}", which reads like shell brace
-    expansion), an optional one as "[FILE]", as click and most CLIs do."""
-    name = self.metavar or (self.name or "").upper()
-    return [(name if self.required else f"[{name}]") + ("..." if self.nargs != 1 else "")]
-
-
-typer.core.TyperArgument.get_usage_pieces = _usage_pieces  # type: ignore[method-assign]
-
-with contextlib.suppress(ImportError):  # typer's vendored click; plain click wraps help with textwrap the same way
-    from typer._click import _textwrap
-
-    class _WholeWords(_textwrap.TextWrapper):
-        """Help wrapped at spaces only, so no option name (--train-subset) or path is cut at its hyphen."""
-
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **{**kwargs, "break_on_hyphens": False})
-
-    _textwrap.TextWrapper = _WholeWords  # type: ignore[misc]
-
-
 app = typer.Typer(
     name="kdcli",
+    cls=KdcliGroup,
     help="Distill image classifiers: any timm teacher and student, safetensors in and out.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -72,7 +41,7 @@ app = typer.Typer(
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-config_app = typer.Typer(help="Inspect the resolved configuration.", no_args_is_help=True)
+config_app = typer.Typer(cls=KdcliGroup, help="Inspect the resolved configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
 
@@ -126,20 +95,31 @@ def _check_teacher_flags(flags: Given) -> None:
 
 
 def _reporter(quiet: bool) -> Reporter:
+    from kdcli.cli.progress import RichReporter
     from kdcli.interfaces import Reporter
-    from kdcli.reporting.progress import RichReporter
 
     return Reporter() if quiet else RichReporter()
 
 
-def _resume(run_dir: Path, flags: Given, preset: str | None, config: Path | None, sets: list[str] | None,
-            quiet: bool, as_json: bool, force: bool) -> None:  # fmt: skip
+def _resume(
+    run_dir: Path,
+    flags: Given,
+    preset: str | None,
+    config: Path | None,
+    sets: list[str] | None,
+    quiet: bool,
+    as_json: bool,
+    force: bool,
+) -> None:
     """Continue a run with the configuration it started with; configuration options would silently differ."""
     from kdcli import api
 
     lr = flags.pop("--lr", (None, None))[1]
-    given = list(flags) + [name for name, value in (("--preset", preset), ("--config", config), ("--set", sets),
-                                                    ("--force", force)) if value]  # fmt: skip
+    given = list(flags) + [
+        name
+        for name, value in (("--preset", preset), ("--config", config), ("--set", sets), ("--force", force))
+        if value
+    ]
     if given:
         raise UsageError(
             f"--resume continues {run_dir} with its own config.yaml (only --lr may change); drop {', '.join(given)}"
@@ -164,24 +144,45 @@ def _print_result(result: RunResult, as_json: bool, quiet: bool = False) -> None
         title = f"kdcli {report.kind}" + (f" — {report.method}" if report.kind == "distill" else "")
         rows = []
         if teacher:
-            rows.append(["teacher", teacher.arch, f"{teacher.parameters:,}", f"{teacher.macs / 1e6:.1f} M",
-                         f"{teacher.top1:.2f}", "", f"{teacher.top5:.2f}"])  # fmt: skip
+            rows.append(
+                [
+                    "teacher",
+                    teacher.arch,
+                    f"{teacher.parameters:,}",
+                    f"{teacher.macs / 1e6:.1f} M",
+                    f"{teacher.top1:.2f}",
+                    "",
+                    f"{teacher.top5:.2f}",
+                ]
+            )
 
         def percent(value: float | None) -> str:
             return "–" if value is None else f"{value:.2f}"
 
-        rows.append(["student", student.arch, f"{student.parameters:,}", f"{student.macs / 1e6:.1f} M",
-                     percent(final.last_top1), percent(final.best_top1), percent(final.last_top5)])  # fmt: skip
+        rows.append(
+            [
+                "student",
+                student.arch,
+                f"{student.parameters:,}",
+                f"{student.macs / 1e6:.1f} M",
+                percent(final.last_top1),
+                percent(final.best_top1),
+                percent(final.last_top5),
+            ]
+        )
         columns = ("model", "arch", "params", "MACs", "top-1", "top-1 (best val)", "top-5")
         timing = report.timing
-        summary = (f"{final.epochs} epochs, {timing.seconds_per_epoch:.1f} s/epoch, {timing.images_per_second:.0f} "
-                   f"images/s on {report.environment.device}; run directory {result.run_dir}")  # fmt: skip
+        summary = (
+            f"{final.epochs} epochs, {timing.seconds_per_epoch:.1f} s/epoch, {timing.images_per_second:.0f} "
+            f"images/s on {report.environment.device}; run directory {result.run_dir}"
+        )
         return [table(title, columns, rows, right=columns[2:]), summary]
 
     emit(payload, as_json, render, quiet=quiet)
 
 
 @app.command(
+    cls=KdcliCommand,
     short_help="Distill a student from a trained teacher into a run folder.",
     epilog="Examples:\n\n"
     "  kdcli distill --preset quickstart\n\n"
@@ -217,6 +218,7 @@ def distill(
 
 
 @app.command(
+    cls=KdcliCommand,
     short_help="Train a model alone (a teacher, or the student-alone control).",
     epilog="Examples:\n\n"
     "  kdcli train --model resnet56 --data fashion-mnist --train-subset 5000 --epochs 40\n\n"
@@ -243,11 +245,14 @@ def train(
         _resume(resume, flags, preset, config, set_, quiet, json_, force)
         return
     resolved = resolve([*_layers(preset, config, flags, set_), ("kdcli train", {"method": {"name": "none"}})])
+    if resolved.config.student.arch is None:  # the engine would ask for the student, which train calls the model
+        raise UsageError("name the architecture to train: --model ARCH")
     check_config_inputs(resolved.config.output.dir, preset, config)
     _print_result(api.train(resolved.config, _reporter(quiet), force=force), json_, quiet)
 
 
 @app.command(
+    cls=KdcliCommand,
     short_help="Evaluate model files: accuracy, NLL, ECE; a --min-top1 gate.",
     name="eval",
     epilog="Examples:\n\n"
@@ -283,35 +288,53 @@ def eval_(
 ) -> None:
     """Evaluate model files: top-1/top-5, NLL, ECE, teacher agreement, parameters, MACs, file size, images/s."""
     from kdcli import api
-    from kdcli.io.model_file import require_card
 
     if split not in ("test", "val"):
         raise UsageError(f"--split must be test or val, not {split!r}")
-    for file in [*files, *([teacher] if teacher is not None else [])]:  # each readable, with metadata, before any work
-        require_card(file, "kdcli eval")
-    summary = api.evaluate([str(f) for f in files], data=data, data_dir=data_dir, split=split, teacher=teacher,
-                           device=device, batch_size=batch_size, min_top1=min_top1, train_subset=train_subset,
-                           val_split=val_split)  # fmt: skip
+    given = {"name": data, "dir": data_dir, "train_subset": train_subset, "val_split": val_split or None}
+    data_settings = data_config(**{key: value for key, value in given.items() if value is not None})
+    summary = api.evaluate(
+        [str(f) for f in files],
+        data_settings,
+        split=split,
+        teacher=teacher,
+        device=device,
+        batch_size=batch_size,
+        min_top1=min_top1,
+    )
 
     def render() -> list[Any]:
-        agreement = any("teacher_agreement" in r for r in summary["results"])
+        agreement = any(r.teacher_agreement is not None for r in summary.results)
         columns = ["file", "arch", "top-1", "top-5", "NLL", "ECE", "params", "MACs", "MB", "img/s"]
-        rows = [[r["path"], r["arch"], f"{r['top1']:.2f}", f"{r['top5']:.2f}", f"{r['nll']:.3f}", f"{r['ece']:.2f}",
-                 f"{r['parameters']:,}", f"{r['macs'] / 1e6:.1f} M", f"{r['file_bytes'] / 1e6:.2f}",
-                 f"{r['images_per_second']:.0f}"] + ([f"{r.get('teacher_agreement', 0):.2f}"] if agreement else [])
-                for r in summary["results"]]  # fmt: skip
+        rows = [
+            [
+                r.path,
+                r.arch,
+                f"{r.top1:.2f}",
+                f"{r.top5:.2f}",
+                f"{r.nll:.3f}",
+                f"{r.ece:.2f}",
+                f"{r.parameters:,}",
+                f"{r.macs / 1e6:.1f} M",
+                f"{r.file_bytes / 1e6:.2f}",
+                f"{r.images_per_second:.0f}",
+            ]
+            + ([f"{r.teacher_agreement or 0:.2f}"] if agreement else [])
+            for r in summary.results
+        ]
         columns += ["agree"] if agreement else []
         return [table(f"kdcli eval — {split}", columns, rows, right=columns[2:])]
 
-    emit(summary, json_, render, quiet=quiet)
-    if not summary["passed"]:
-        failed = ", ".join(f"{r['path']} ({r['top1']:.2f}%)" for r in summary["results"] if not r["passed"])
+    emit(summary.document(), json_, render, quiet=quiet)
+    if not summary.passed:
+        failed = ", ".join(f"{r.path} ({r.top1:.2f}%)" for r in summary.results if r.passed is False)
         if not quiet:
             typer.echo(f"kdcli: gate failed: top-1 below {min_top1}: {failed}", err=True)
         raise typer.Exit(1)
 
 
 @app.command(
+    cls=KdcliCommand,
     short_help="What the teacher teaches (Tang et al. 2020): knowledge and parts.",
     epilog="Examples:\n\n"
     "  kdcli analyze --teacher runs/teacher/student.safetensors --data fashion-mnist --train-subset 5000 --out an/\n\n"
@@ -351,16 +374,26 @@ def analyze(
     """What the teacher teaches (Tang et al. 2020): universe, domain and instance knowledge, and the exact four-part
     decomposition of KL(teacher ‖ matched label smoothing), at τ = 1 and at T."""
     from kdcli import api
-    from kdcli.reporting.analysis import PARTS, check_analysis_out, write_analysis
+    from kdcli.analysis.report import PARTS
 
     if split not in ("train", "test", "val"):
         raise UsageError(f"--split must be train, test or val, not {split!r}")
-    if out is not None:  # before the analysis, which takes a while
-        check_analysis_out(out, [teacher, *([student] if student is not None else [])], force)
-    analysis = api.analyze(teacher, data=data, data_dir=data_dir, student=student, split=split,
-                           temperature=temperature, ce_weight=ce_weight, kd_weight=kd_weight,
-                           train_subset=train_subset, device=device, reporter=_reporter(quiet))  # fmt: skip
-    written = write_analysis(out, analysis) if out is not None else []
+    given = {"name": data, "dir": data_dir, "train_subset": train_subset}
+    data_settings = data_config(**{key: value for key, value in given.items() if value is not None})
+    analysis = api.analyze(
+        teacher,
+        data_settings,
+        student=student,
+        split=split,
+        temperature=temperature,
+        ce_weight=ce_weight,
+        kd_weight=kd_weight,
+        device=device,
+        reporter=_reporter(quiet),
+        out=out,
+        force=force,
+    )
+    written = analysis.written
 
     def render() -> list[Any]:
         columns = ["τ", "ε", "class conf.", "inst. conf.", "class rel.", "inst. rel.", "total (nats)", "most related"]
@@ -368,9 +401,15 @@ def analyze(
         for result in analysis.results:
             parts = result.decomposition
             pair = result.domain.most_related[0] if result.domain.most_related else None
-            rows.append([f"{result.temperature:g}", f"{result.universe.matched_smoothing:.4f}",
-                         *(f"{getattr(parts, key):.4f}" for key in PARTS), f"{parts.total:.4f}",
-                         f"{pair.first} – {pair.second}" if pair else ""])  # fmt: skip
+            rows.append(
+                [
+                    f"{result.temperature:g}",
+                    f"{result.universe.matched_smoothing:.4f}",
+                    *(f"{getattr(parts, key):.4f}" for key in PARTS),
+                    f"{parts.total:.4f}",
+                    f"{pair.first} – {pair.second}" if pair else "",
+                ]
+            )
         title = f"kdcli analyze — {analysis.teacher_arch} on {analysis.data} {analysis.split} ({analysis.samples:,})"
         lines: list[Any] = [table(title, columns, rows, right=columns[:-1])]
         return lines + ([f"wrote {len(written)} files to {out}"] if written else [])
@@ -378,7 +417,7 @@ def analyze(
     emit(analysis.model_dump(mode="json", by_alias=True), json_, render, quiet=quiet)
 
 
-@app.command(short_help="List the CIFAR zoo registered into timm.")
+@app.command(cls=KdcliCommand, short_help="List the CIFAR zoo registered into timm.")
 def models(
     pattern: Annotated[
         str | None,
@@ -389,8 +428,10 @@ def models(
     """List the CIFAR zoo (registered into timm) with parameter counts; with a pattern, timm's matching names."""
     from kdcli.catalog import ZOO
 
-    zoo = [{"name": m.name, "parameters_100_classes": m.parameters_100_classes,
-            "repdistiller_name": m.repdistiller_name} for m in ZOO]  # fmt: skip
+    zoo = [
+        {"name": m.name, "parameters_100_classes": m.parameters_100_classes, "repdistiller_name": m.repdistiller_name}
+        for m in ZOO
+    ]
     matched: list[str] = []
     if pattern:
         import timm
@@ -408,7 +449,7 @@ def models(
     emit({"zoo": zoo, "timm": matched}, json_, render)
 
 
-@app.command(short_help="List the distillation methods and their options.")
+@app.command(cls=KdcliCommand, short_help="List the distillation methods and their options.")
 def methods(json_: JsonOpt = False) -> None:
     """List the distillation methods and their options with defaults; a broken plugin is listed with its reason."""
     from kdcli.catalog import BrokenPlugin, catalog
@@ -434,7 +475,7 @@ def methods(json_: JsonOpt = False) -> None:
     emit(payload, json_, render)
 
 
-@app.command(short_help="List the shipped presets (use with --preset NAME).")
+@app.command(cls=KdcliCommand, short_help="List the shipped presets (use with --preset NAME).")
 def presets(json_: JsonOpt = False) -> None:
     """List the shipped presets (use with --preset NAME)."""
     found = list_presets()
@@ -442,6 +483,7 @@ def presets(json_: JsonOpt = False) -> None:
 
 
 @app.command(
+    cls=KdcliCommand,
     short_help="One table over run folders: method, pair, top-1, time.",
     epilog="Examples:\n\n  kdcli compare runs/*/\n\n  kdcli compare runs/bench-*/ --json > table.json",
 )
@@ -453,28 +495,18 @@ def compare(
 ) -> None:
     """One table over runs: method, pair, top-1 last and best-on-val (mean ± std over seeds), size, wall time. A run
     given twice (another spelling of its path, a link to it) is counted once, with a warning."""
-    from kdcli.cli.output import emit_text, note
-    from kdcli.reporting.compare import compare as compare_runs
-    from kdcli.reporting.compare import markdown_table, unique_runs
+    from kdcli import api
+    from kdcli.cli.output import NoteReporter, emit_text
 
-    kept, dropped = unique_runs(list(runs))
-    if dropped:  # one line however many
-        again: dict[Path, list[Path]] = {}
-        for path, first in dropped:
-            again.setdefault(first, []).append(path)
-        told = []
-        for first, paths in again.items():
-            others = sorted({str(path) for path in paths if path != first})
-            told.append(f"{first} {len(paths) + 1} times" + (f" (also as {', '.join(others)})" if others else ""))
-        note(f"warning: a run given more than once is counted once, not as more seeds: {'; '.join(told)}")
-    summary = compare_runs(kept)
+    summary = api.compare(runs, NoteReporter())
     if json_:
         emit(summary, True, lambda: [])
     else:
-        emit_text(markdown_table(summary))
+        emit_text(api.markdown_table(summary))
 
 
 @app.command(
+    cls=KdcliCommand,
     short_help="Convert a PyTorch checkpoint to a kdcli model file.",
     name="import",
     epilog="Examples:\n\n"
@@ -502,17 +534,31 @@ def import_(
     force: ForceOpt = False,
 ) -> None:
     """Convert a PyTorch checkpoint to a kdcli safetensors file with metadata (read with weights_only=True)."""
-    from kdcli.io.importer import import_checkpoint
+    from kdcli import api
+    from kdcli.cli.output import NoteReporter
 
     # --out stays a string to the check: Path would drop a trailing "/", which says a folder was meant
-    card = import_checkpoint(source, arch, out, data=data, num_classes=num_classes,
-                             default_normalization=default_normalization, force=force)  # fmt: skip
-    emit({"file": str(out), **card.model_dump(mode="json")}, json_,
-         lambda: [f"wrote {out}: {card.arch}, {card.num_classes} classes, {card.in_chans} input channels"])  # fmt: skip
+    card = api.import_checkpoint(
+        source,
+        arch,
+        out,
+        data=data,
+        num_classes=num_classes,
+        reporter=NoteReporter(),
+        default_normalization=default_normalization,
+        force=force,
+    )
+    emit(
+        {"file": str(out), **card.model_dump(mode="json")},
+        json_,
+        lambda: [f"wrote {out}: {card.arch}, {card.num_classes} classes, {card.in_chans} input channels"],
+    )
 
 
 @config_app.command(
-    "show", epilog="Example:\n\n  kdcli config show --preset fmnist5k-vanilla --epochs 10 --set method.temperature=2"
+    "show",
+    cls=KdcliCommand,
+    epilog="Example:\n\n  kdcli config show --preset fmnist5k-vanilla --epochs 10 --set method.temperature=2",
 )
 @with_flags(CONFIG_FLAGS)
 def config_show(
@@ -529,11 +575,17 @@ def config_show(
     _check_teacher_flags(flags)
     rows = resolve(_layers(preset, config, flags, set_)).rows()
     payload = {key: {"value": value, "source": source} for key, value, source in rows}
-    emit(payload, json_, lambda: [table("resolved configuration", ("key", "value", "source"),
-                                        [(k, json.dumps(v), s) for k, v, s in rows])])  # fmt: skip
+    emit(
+        payload,
+        json_,
+        lambda: [
+            table("resolved configuration", ("key", "value", "source"), [(k, json.dumps(v), s) for k, v, s in rows])
+        ],
+    )
 
 
 @app.command(
+    cls=KdcliCommand,
     short_help="Export a student: ONNX, or a timm folder.",
     epilog="Examples:\n\n"
     "  kdcli export runs/r1/student.safetensors --format onnx --dynamic-batch --out student.onnx\n\n"
@@ -571,12 +623,16 @@ def export(
     summary = api.export(file, format=format_, out=out, opset=opset, dynamic_batch=dynamic_batch, force=force)
 
     def render() -> list[Any]:
-        shape = "×".join(str(d) for d in summary["input_shape"])
-        check = f"max |difference| {summary['max_abs_diff']:.1e} ≤ tolerance {summary['tolerance']:.1e}"
-        if summary["format"] == "onnx":
-            return [f"wrote {summary['path']}: {summary['arch']} as ONNX opset {summary['opset']}, input float32 "
-                    f"{shape} in [0, 1] (normalization included); ONNX Runtime vs PyTorch {check}"]  # fmt: skip
-        return [f"wrote {summary['path']}/ (config.json, model.safetensors): {summary['arch']}, input {shape} "
-                f"normalized with the config's mean/std; timm's rebuild vs the file {check}"]  # fmt: skip
+        shape = "×".join(str(d) for d in summary.input_shape)
+        check = f"max |difference| {summary.max_abs_diff:.1e} ≤ tolerance {summary.tolerance:.1e}"
+        if summary.format == "onnx":
+            return [
+                f"wrote {summary.path}: {summary.arch} as ONNX opset {summary.opset}, input float32 "
+                f"{shape} in [0, 1] (normalization included); ONNX Runtime vs PyTorch {check}"
+            ]
+        return [
+            f"wrote {summary.path}/ (config.json, model.safetensors): {summary.arch}, input {shape} "
+            f"normalized with the config's mean/std; timm's rebuild vs the file {check}"
+        ]
 
-    emit(summary, json_, render)
+    emit(summary.document(), json_, render)

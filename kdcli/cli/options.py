@@ -8,15 +8,16 @@ import functools
 import inspect
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import yaml
 from pydantic import BaseModel
 
-from kdcli.config import RunConfig
-from kdcli.errors import UsageError
+from kdcli.config import MAX_YAML_DEPTH, RefusedYAML, RunConfig, load_yaml, nested
+from kdcli.errors import OptionRef, UsageError
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class Flag:
     key: str
     kind: type
     help: str | None = None
+    _: KW_ONLY
     presence: bool = False
     """A flag that only turns something on (``--allow-untrained-teacher``): absent means unset, not false."""
     metavar: str | None = None
@@ -65,11 +67,13 @@ TEACHER = (
     Flag(
         "--teacher-ckpt", "teacher.checkpoint", str, "teacher weights (safetensors) for --teacher ARCH", metavar="FILE"
     ),
-    Flag("--teacher-pretrained", "teacher.pretrained", bool, "timm hub weights for the teacher (online)", True),
+    Flag(
+        "--teacher-pretrained", "teacher.pretrained", bool, "timm hub weights for the teacher (online)", presence=True
+    ),
     Flag("--student", "student.arch", str, "student architecture (timm or CIFAR zoo)", metavar="ARCH"),
     Flag("--student-ckpt", "student.checkpoint", str, "initial student weights (safetensors)", metavar="FILE"),
     Flag("--method", "method.name", str, "distillation method (see `kdcli methods`)", metavar="NAME"),
-    Flag("--allow-untrained-teacher", "train.allow_untrained_teacher", bool, None, True),
+    Flag("--allow-untrained-teacher", "train.allow_untrained_teacher", bool, presence=True),
 )
 MODEL = (
     Flag("--model", "student.arch", str, "architecture to train (timm or CIFAR zoo)", metavar="ARCH"),
@@ -98,6 +102,52 @@ CONFIG_FLAGS = DISTILL_FLAGS
 
 Given = dict[str, tuple[str, Any]]
 """The flags a command was given: flag name → (configuration key, value); unset flags are left out."""
+
+
+FLAG_OF_KEY: dict[str, Flag] = {flag.key: flag for flag in RUN + TEACHER}
+"""The flag that sets a configuration key, where one does (``--model`` is ``kdcli train``'s ``--student``)."""
+
+
+def cli_spelling(reference: OptionRef, command: str | None = None) -> str:
+    """An option named in a message (kdcli.errors.option) as the command line writes it: a configuration key as its
+    flag (``output.dir`` → ``--out``) or as ``--set key=value`` where no flag sets it, an API argument as its flag
+    (``min_top1`` → ``--min-top1``); a suggested value follows the flag. ``kdcli.resume`` is the command that
+    continues the run, ``kdcli train --resume DIR`` when ``command`` (the one that failed) is train or distill."""
+    name, value = reference.name, reference.value
+    if name == "run_dir":  # kdcli.resume's folder
+        return "--resume" if value is None else f"--resume {value}"
+    if name == "kdcli.resume":
+        resume = "--resume" if value is None else f"--resume {value}"
+        return f"kdcli {command} {resume}" if command in ("train", "distill") and value is not None else resume
+    if name in FLAG_OF_KEY:
+        setting = FLAG_OF_KEY[name]
+        if setting.kind is bool and value is not None:  # a switch: --compile / --no-compile
+            on, _, off = setting.decls.partition("/")
+            return on if value.lower() == "true" else off or on
+        return setting.name if value is None else f"{setting.name} {value}"
+    if "." in name:
+        return f"--set {name}={'VALUE' if value is None else value}"
+    flag_name = "--" + name.replace("_", "-")
+    return flag_name if value is None else f"{flag_name} {value}"
+
+
+def parse_set(assignment: str) -> dict[str, Any]:
+    """``--set a.b.c=value`` as a nested mapping; the value is read as YAML (numbers, booleans, lists)."""
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
+        raise UsageError(f"--set expects key.path=value, got {assignment!r} (example: --set optim.lr=0.1)")
+    if key.count(".") >= MAX_YAML_DEPTH:
+        raise UsageError(
+            f"--set {key[:60]}...: the key nests deeper than {MAX_YAML_DEPTH} levels, and a configuration "
+            "key has 2 or 3 (example: --set optim.lr=0.1)"
+        )
+    try:
+        value = load_yaml(raw) if raw.strip() else None
+    except RefusedYAML as exc:
+        raise UsageError(f"--set {key}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise UsageError(f"--set {key}: cannot read {raw!r} as a value ({exc.__class__.__name__})") from None
+    return nested(key.strip(), value)
 
 
 def teacher_key(value: str) -> str:
@@ -146,8 +196,9 @@ def with_flags(flags: tuple[Flag, ...]) -> Callable[[Callable[..., Any]], Callab
                 option = typer.Option(flag.decls, help=help_text, metavar=None if flag.kind is bool else metavar)
                 annotation = Annotated[flag.kind | None, option]
                 default = None
-            generated.append(inspect.Parameter(flag.param, inspect.Parameter.KEYWORD_ONLY, default=default,
-                                               annotation=annotation))  # fmt: skip
+            generated.append(
+                inspect.Parameter(flag.param, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+            )
 
         @functools.wraps(command)
         def run(**kwargs: Any) -> Any:

@@ -17,7 +17,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from kdcli.errors import RunFailed
+from kdcli.cli.options import cli_spelling
+from kdcli.errors import RunFailed, spell
+from kdcli.interfaces import Reporter
 from kdcli.reporting.finite import described, dumps
 
 
@@ -39,14 +41,24 @@ def stdout_failed(reason: str) -> RunFailed:
     """The error for results that cannot reach stdout; stdout is pointed at /dev/null first, so that Python's own
     flush at exit does not fail a second time (with a traceback-like "Exception ignored" message)."""
     sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (nothing more can reach the real one; the exit must not try)
-    return RunFailed(f"cannot write the results to stdout ({reason}); they are incomplete or missing: send them to "
-                     "a file with room (> FILE), or to a reader that reads to the end")  # fmt: skip
+    return RunFailed(
+        f"cannot write the results to stdout ({reason}); they are incomplete or missing: send them to "
+        "a file with room (> FILE), or to a reader that reads to the end"
+    )
 
 
 def note(text: str) -> None:
     """One line on stderr (when there is a stderr)."""
     if sys.stderr is not None:
         print(f"kdcli: {text}", file=sys.stderr)
+
+
+class NoteReporter(Reporter):
+    """A reporter for commands without progress (compare, import): each note one ``kdcli:`` line on stderr, its
+    options spelled as flags."""
+
+    def note(self, message: str) -> None:
+        note(spell(message, cli_spelling))
 
 
 def write(produce: Callable[[], None]) -> None:

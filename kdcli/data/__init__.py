@@ -13,10 +13,10 @@ import torch.nn.functional as F
 from kdcli.config import DataConfig
 from kdcli.data.loaders import FolderLoader, Loader, TensorLoader, crop_flip
 from kdcli.data.sources import STATS, ImageArrays, load_cifar, load_embedded, load_fashion_mnist
-from kdcli.errors import UsageError
+from kdcli.errors import UsageError, option
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DataBundle:
     """Loaders for one run plus what models and reports need to know about the data."""
 
@@ -39,7 +39,7 @@ class DataBundle:
     def split(self, name: str) -> Loader:
         loader = {"train": self.train, "test": self.test, "val": self.val}[name]
         if loader is None:
-            hint = " (add --val-split F)" if name == "val" else ""
+            hint = f" (add {option('data.val_split', 'F')})" if name == "val" else ""
             raise UsageError(f"the {self.name} data has no {name} split{hint}")
         return loader
 
@@ -78,9 +78,13 @@ def _default_image_size(name: str) -> int | None:
 
 
 def build_data(
-    config: DataConfig, device: torch.device, batch_size: int, eval_batch_size: int, seed: int,
+    config: DataConfig,
+    device: torch.device,
+    batch_size: int,
+    eval_batch_size: int,
+    seed: int,
     shard: tuple[int, int] = (0, 1),
-) -> DataBundle:  # fmt: skip
+) -> DataBundle:
     """Load the configured data set, cut the subset and the validation split, and make the loaders; ``shard`` is this
     process's rank and the number of processes under torchrun (every rank loads the whole set)."""
     if config.name == "imagefolder":
@@ -103,12 +107,14 @@ def build_data(
         train, val = train.select(keep.nonzero().squeeze(1)), train.select(held_out)
         if len(val) == 0 or len(train) < len(classes):
             raise UsageError(
-                f"--val-split {config.val_split} leaves {len(train)} training and {len(val)} validation images of "
-                f"{len(train) + len(val)}; choose a fraction that keeps both (0.1 is usual)"
+                f"{option('data.val_split', config.val_split)} leaves {len(train)} training and {len(val)} "
+                f"validation images of {len(train) + len(val)}; choose a fraction that keeps both (0.1 is usual)"
             )
     if config.drop_last and len(train) < batch_size:
-        raise UsageError(f"data.drop_last with a batch of {batch_size} leaves no training step on {len(train)} images; "
-                         "lower the batch size or keep the last batch")  # fmt: skip
+        raise UsageError(
+            f"data.drop_last with a batch of {batch_size} leaves no training step on {len(train)} images; "
+            "lower the batch size or keep the last batch"
+        )
     mean, std = STATS[config.name]
 
     def eval_loader(arrays: ImageArrays) -> TensorLoader:
@@ -143,13 +149,11 @@ FAITHFUL_MODES = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "C
 
 
 class CheckedImages(torch.utils.data.Dataset):
-    """timm's ImageDataset, with a file that cannot be decoded reported by name instead of a worker's traceback:
-    kdcli refuses a damaged image rather than skip it silently, and likewise an image whose pixels the conversion
-    to RGB would not keep (16-bit or float) and one larger than PIL's decompression-bomb limit.
-
-    timm itself logs "Skipped sample" and serves the next image instead, up to ``timm.data.dataset._ERROR_RETRY``
-    times in a row; kdcli sets that to 1 (read at each call by timm 1.0.10, at construction by later versions), so
-    timm gives up on the first failure and the error reaches this wrapper, which names the file."""
+    """The images of timm's ImageDataset (its reader's files and labels, its transform), each decoded here: a file
+    that cannot be decoded is refused by name rather than skipped, and likewise an image whose pixels the conversion
+    to RGB would not keep (16-bit or float) and one larger than PIL's decompression-bomb limit. (timm's own
+    ``__getitem__`` logs "Skipped sample" and serves the next image instead, which would train on a data set other
+    than the one given.)"""
 
     def __init__(self, dataset: Any) -> None:
         self.dataset = dataset
@@ -162,18 +166,21 @@ class CheckedImages(torch.utils.data.Dataset):
         from PIL import Image
 
         name = self.dataset.filename(index, absolute=True)
+        source, target = self.reader[index][:2]
         try:
-            with Image.open(name) as image:  # the header only: the mode, before timm converts to RGB
-                mode = image.mode
-            if mode not in FAITHFUL_MODES:
-                raise UsageError(f"{name} is a {mode!r} image, whose values converting to 8-bit RGB would clip; "
-                                 "convert it to 8-bit (RGB or grey) or remove it")  # fmt: skip
-            return self.dataset[index]
+            with source, Image.open(source) as image:
+                if image.mode not in FAITHFUL_MODES:  # the header's mode, before any pixel is decoded
+                    raise UsageError(
+                        f"{name} is a {image.mode!r} image, whose values converting to 8-bit RGB would "
+                        "clip; convert it to 8-bit (RGB or grey) or remove it"
+                    )
+                picture = image.convert("RGB")  # decodes the pixels: a damaged file fails here
         except Image.DecompressionBombError as exc:
             raise UsageError(f"{name} is too large to decode safely ({exc}); resize or remove it") from None
-        except (OSError, SyntaxError, ValueError, RuntimeError) as exc:  # PIL's UnidentifiedImageError: OSError
-            reason = f" ({exc})" if not isinstance(exc, RuntimeError) else ""  # timm's "Failed to load 1 ..." says less
-            raise UsageError(f"{name} is not a readable image{reason}; remove or replace it") from None
+        except (OSError, SyntaxError, ValueError) as exc:  # PIL's UnidentifiedImageError is an OSError
+            raise UsageError(f"{name} is not a readable image ({exc}); remove or replace it") from None
+        transform = self.dataset.transform
+        return (transform(picture) if transform is not None else picture), target
 
 
 def scan_image_folder(folder: Path) -> tuple[dict[str, int], list[str]]:
@@ -212,19 +219,16 @@ def scan_image_folder(folder: Path) -> tuple[dict[str, int], list[str]]:
                         f"{path.parent} holds images inside the class folder {folder / name}; kdcli's classes are the "
                         f"folders directly under {folder}: move them into {folder / name} or out of {folder}"
                     )
-    notes = [f"left out of {folder}: {len(names)} {kind} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
-             for kind, names in left_out.items() if names]  # fmt: skip
+    notes = [
+        f"left out of {folder}: {len(names)} {kind} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+        for kind, names in left_out.items()
+        if names
+    ]
     ordered = sorted(classes, key=natural_key)
     return {name: index for index, name in enumerate(ordered)}, notes
 
 
 def _image_folder(dataset_class: Any, folder: Path, transform: Any) -> tuple[CheckedImages, list[str]]:
-    import logging
-
-    import timm.data.dataset
-
-    timm.data.dataset._ERROR_RETRY = 1  # see CheckedImages
-    logging.getLogger(timm.data.dataset.__name__).setLevel(logging.ERROR)  # its "Skipped sample" warning
     class_map, notes = scan_image_folder(folder)
     try:
         dataset = dataset_class(str(folder), transform=transform, class_map=class_map) if class_map else []
@@ -236,20 +240,30 @@ def _image_folder(dataset_class: Any, folder: Path, transform: Any) -> tuple[Che
 
 
 def _build_imagefolder(
-    config: DataConfig, device: torch.device, batch_size: int, eval_batch_size: int, seed: int,
+    config: DataConfig,
+    device: torch.device,
+    batch_size: int,
+    eval_batch_size: int,
+    seed: int,
     shard: tuple[int, int],
-) -> DataBundle:  # fmt: skip
+) -> DataBundle:
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, ImageDataset, create_transform
 
     if config.dir is None or not (Path(config.dir) / "train").is_dir():
-        raise UsageError(f"imagefolder needs --data-dir DIR with train/ and val/ class folders (got {config.dir})")
+        raise UsageError(
+            f"imagefolder needs {option('data.dir', 'DIR')} with train/ and val/ class folders (got {config.dir})"
+        )
     # the evaluation folder: val/ (ImageNet's layout) or test/; without one a run would report no accuracy at all
     eval_dir = next((Path(config.dir) / name for name in ("val", "test") if (Path(config.dir) / name).is_dir()), None)
     if eval_dir is None:
-        raise UsageError(f"{config.dir} has train/ but no val/ (or test/) folder to evaluate on; add one with the "
-                         "same class folders")  # fmt: skip
+        raise UsageError(
+            f"{config.dir} has train/ but no val/ (or test/) folder to evaluate on; add one with the same class folders"
+        )
     if config.train_subset is not None or config.val_split > 0:
-        raise UsageError("--train-subset and --val-split work on in-memory data sets; split the folders instead")
+        raise UsageError(
+            f"{option('data.train_subset')} and {option('data.val_split')} work on in-memory data sets; "
+            "split the folders instead"
+        )
     root = Path(config.dir)
     size = config.image_size or 224
     # Prefetcher mode: the transforms stop at uint8 tensors; the loader scales on the device, the models normalize.
@@ -259,8 +273,10 @@ def _build_imagefolder(
     classes = sorted(train_set.reader.class_to_idx, key=train_set.reader.class_to_idx.get)
     if test_set.reader.class_to_idx != train_set.reader.class_to_idx:
         found = sorted(test_set.reader.class_to_idx)
-        raise UsageError(f"{eval_dir} and {root / 'train'} hold different class folders ({found} vs {classes}); "
-                         "give both the same classes")  # fmt: skip
+        raise UsageError(
+            f"{eval_dir} and {root / 'train'} hold different class folders ({found} vs {classes}); "
+            "give both the same classes"
+        )
     workers = min(config.workers, os.cpu_count() or 1)  # more workers than cores only adds contention
     return DataBundle(
         name="imagefolder",

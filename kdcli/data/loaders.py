@@ -2,7 +2,7 @@
 conversion to float happen there, in whole-batch tensor operations, with no DataLoader and no host round trip.
 
 Randomness comes from a generator seeded by (seed, epoch), so an epoch draws the same batches and augmentations
-whether the run went straight through or was resumed: that is what makes ``--resume`` reproduce a run exactly.
+whether the run went straight through or was resumed: that is what makes a resumed run reproduce the run exactly.
 
 Under torchrun (``shard``: this process's rank and the number of processes) ``batch_size`` is the global batch: every
 rank draws the same permutation and the same augmentation for the whole global batch and keeps its own contiguous,
@@ -25,8 +25,16 @@ class Loader:
     """What the engine iterates: float images in [0, 1] and int64 labels, both on the training device, in batches
     whose order (and augmentation) is a function of ``(seed, epoch)``."""
 
-    def __init__(self, num_samples: int, batch_size: int, device: torch.device, shuffle: bool, seed: int,
-                 shard: tuple[int, int] = (0, 1), drop_last: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        num_samples: int,
+        batch_size: int,
+        device: torch.device,
+        shuffle: bool,
+        seed: int,
+        shard: tuple[int, int] = (0, 1),
+        drop_last: bool = False,
+    ) -> None:
         self.num_samples = num_samples
         """Images in the split, over every rank."""
         self.batch_size = batch_size

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from kdcli.errors import UsageError
+from kdcli.errors import UsageError, option
 
 FASHION_MNIST_CLASSES = [
     "T-shirt/top",
@@ -56,8 +56,10 @@ def input_preparation(dataset: str | None, input_size: tuple[int, ...]) -> str |
     side = input_size[-1]
     if native is None or native >= side:
         return None
-    return (f"zero-pad each {native}x{native} image by {(side - native) // 2} pixels on each side to {side}x{side} "
-            "(no resize), values in [0, 1]")  # fmt: skip
+    return (
+        f"zero-pad each {native}x{native} image by {(side - native) // 2} pixels on each side to {side}x{side} "
+        "(no resize), values in [0, 1]"
+    )
 
 
 @dataclass
@@ -97,7 +99,7 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 def fashion_mnist_search_path(data_dir: str | None) -> list[Path]:
-    """Where Fashion-MNIST is looked for: --data-dir, $KDCLI_DATA_DIR, Debian's folder (each also with a
+    """Where Fashion-MNIST is looked for: ``data.dir``, $KDCLI_DATA_DIR, Debian's folder (each also with a
     ``fashion-mnist`` subfolder)."""
     roots = [Path(p) for p in (data_dir, os.environ.get("KDCLI_DATA_DIR")) if p]
     candidates = []
@@ -126,7 +128,8 @@ def find_fashion_mnist(data_dir: str | None) -> Path:
         if all((folder / name).is_file() for name in FASHION_MNIST_FILES["train"] + FASHION_MNIST_FILES["test"]):
             return folder
     raise UsageError(
-        f"fashion-mnist not found; looked in {', '.join(map(str, searched))}. Pass --data-dir DIR with the four "
+        f"fashion-mnist not found; looked in {', '.join(map(str, searched))}. Pass {option('data.dir', 'DIR')} with "
+        "the four "
         "IDX .gz files, set KDCLI_DATA_DIR, or `apt-get install dataset-fashion-mnist`"
     )
 
@@ -163,10 +166,14 @@ class _CifarUnpickler(pickle.Unpickler):
     """The official CIFAR files are Python pickles: dictionaries of bytes, lists and numpy arrays. This unpickler
     rebuilds exactly those and refuses every other class, so a doctored file cannot run code."""
 
-    ALLOWED: ClassVar[frozenset[tuple[str, str]]] = frozenset({
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-    })  # fmt: skip
+    ALLOWED: ClassVar[frozenset[tuple[str, str]]] = frozenset(
+        {
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+        }
+    )
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in self.ALLOWED:
@@ -211,18 +218,22 @@ def load_cifar(name: str, data_dir: str | None, download: bool) -> tuple[ImageAr
                 dataset_cls(str(root), download=True)
         except Exception as exc:  # network errors come in many types
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-            raise UsageError(f"cannot download {name} into {root} ({reason}); check the network, or put the "
-                             f"python-pickle {folder_name}/ folder there by hand") from None  # fmt: skip
+            raise UsageError(
+                f"cannot download {name} into {root} ({reason}); check the network, or put the "
+                f"python-pickle {folder_name}/ folder there by hand"
+            ) from None
     if not (folder / test_file).is_file():
         raise UsageError(
-            f"{name} not found: looked for {folder}/ (the python-pickle version). Pass --data-dir DIR that holds "
-            f"{folder_name}/, set KDCLI_DATA_DIR, or download it with a train or distill run "
-            "(--set data.download=true) when online"
+            f"{name} not found: looked for {folder}/ (the python-pickle version). Pass {option('data.dir', 'DIR')} "
+            f"that holds {folder_name}/, set KDCLI_DATA_DIR, or download it with a train or distill run "
+            f"({option('data.download', 'true')}) when online"
         )
     missing = [f for f in [*train_files, test_file, meta_file] if not (folder / f).is_file()]
     if missing:
-        raise UsageError(f"{folder} lacks {', '.join(missing)}; download {name} again (a train or distill run with "
-                         "--set data.download=true fetches it)")  # fmt: skip
+        raise UsageError(
+            f"{folder} lacks {', '.join(missing)}; download {name} again (a train or distill run with "
+            f"{option('data.download', 'true')} fetches it)"
+        )
     parts = [_read_cifar_batch(folder / f, label_key) for f in train_files]
     train = ImageArrays(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]))
     test = _read_cifar_batch(folder / test_file, label_key)

@@ -1,1 +1,2 @@
-"""Files kdcli reads and writes: model files, run checkpoints, other people's checkpoints; all writes atomic."""
+"""Files kdcli reads and writes: model files and run checkpoints; every write atomic, nothing replaced that kdcli did
+not write."""

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from kdcli.config import MAX_CONFIG_BYTES, load_yaml
-from kdcli.errors import UsageError
+from kdcli.errors import UsageError, option
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
@@ -30,13 +30,15 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
         write(tmp)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
-        tmp.chmod(0o666 & ~_umask())  # mkstemp makes the file private; give it the usual permissions
+        tmp.chmod(0o666 & ~umask())  # mkstemp makes the file private; give it the usual permissions
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def _umask() -> int:
+def umask() -> int:
+    """The process's file mode creation mask (read by setting it and putting it back): what to clear from 0o666 or
+    0o777 to give a file or folder made private by ``tempfile`` the permissions an ordinary one would get."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -55,26 +57,33 @@ def same_file(path: Path, other: Path) -> bool:
 
 
 def check_output_file(
-    out: Path, inputs: Iterable[Path], ours: Callable[[Path], bool], force: bool = False, flag: str = "--out"
+    out: Path, inputs: Iterable[Path], ours: Callable[[Path], bool], force: bool = False, name: str = "out"
 ) -> None:
     """Refuse, before any work, to write ``out`` over a file kdcli did not write: never over one of the command's
     ``inputs`` (by path, symbolic or hard link), and without ``force`` never over anything that is not a regular
-    file (a device, a pipe, a link) nor a regular file that ``ours`` does not recognise as kdcli's output."""
+    file (a device, a pipe, a link) nor a regular file that ``ours`` does not recognise as kdcli's output. ``name``
+    is the option that gave ``out`` (kdcli.errors.option)."""
+    given = option(name, out)
     for source in inputs:
         if same_file(out, source):
             alias = "" if os.path.abspath(out) == os.path.abspath(source) else f" (the same file as {source})"
-            raise UsageError(f"{flag} {out} is an input of this command{alias}; writing would replace it: choose "
-                             "another path")  # fmt: skip
+            raise UsageError(
+                f"{given} is an input of this command{alias}; writing would replace it: choose another path"
+            )
     if force or not os.path.lexists(out):
         return
     mode = os.lstat(out).st_mode
     if stat.S_ISLNK(mode) or not stat.S_ISREG(mode):
         kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
-        raise UsageError(f"{flag} {out} is {kind}; kdcli would replace it with a file: choose another path, or "
-                         "pass --force to replace it")  # fmt: skip
+        raise UsageError(
+            f"{given} is {kind}; kdcli would replace it with a file: choose another path, or "
+            f"pass {option('force')} to replace it"
+        )
     if not ours(out):
-        raise UsageError(f"{flag} {out} already exists and was not written by kdcli; choose another path, or pass "
-                         "--force to replace it")  # fmt: skip
+        raise UsageError(
+            f"{given} already exists and was not written by kdcli; choose another path, or pass "
+            f"{option('force')} to replace it"
+        )
 
 
 def probe_path(path: Path, what: str) -> None:
@@ -89,15 +98,23 @@ def probe_path(path: Path, what: str) -> None:
         raise UsageError(f"{what} {path} cannot be used ({exc.strerror or exc}); give another path") from None
 
 
-def check_run_path(path: Path, flag: str = "--out") -> None:
+def check_run_path(path: Path, name: str = "output.dir") -> None:
     """Refuse, before any work, a run directory's path that cannot be a folder: one the system cannot look up, a
-    symbolic link to nothing (``mkdir`` would say "File exists", which misleads), or a file."""
-    probe_path(path, flag)
+    symbolic link to nothing (``mkdir`` would say "File exists", which misleads), or a file. ``name`` is the option
+    that gave the path (kdcli.errors.option): ``output.dir`` for a new run, ``run_dir`` for one to resume."""
+    given = option(name, path)
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+            raise UsageError(f"{given} cannot be used ({exc.strerror or exc}); give another path") from None
     if path.is_symlink() and not path.exists():
-        raise UsageError(f"{flag} {path} is a symbolic link to nothing (its target is missing); remove the link, or "
-                         f"choose another {flag}")  # fmt: skip
+        raise UsageError(
+            f"{given} is a symbolic link to nothing (its target is missing); remove the link, or "
+            f"choose another {option(name)}"
+        )
     if path.exists() and not path.is_dir():
-        raise UsageError(f"{flag} {path} is a file, not a folder; choose another {flag}")
+        raise UsageError(f"{given} is a file, not a folder; choose another {option(name)}")
 
 
 def sha256_file(path: Path) -> str:
@@ -125,14 +142,16 @@ class RunDirectory:
             self.path.mkdir(parents=True, exist_ok=True)
             self.handle = open(self.path / self.LOCK_NAME, "a+")  # held open for the whole run
         except OSError as exc:
-            raise UsageError(f"cannot write the run directory {self.path} ({exc.strerror or exc}); pass --out DIR "
-                             "in a writable place") from None  # fmt: skip
+            raise UsageError(
+                f"cannot write the run directory {self.path} ({exc.strerror or exc}); pass "
+                f"{option('output.dir', 'DIR')} in a writable place"
+            ) from None
         try:
             fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self.handle.close()
             raise UsageError(
-                f"{self.path} is in use by another kdcli run; wait for it, or choose another --out"
+                f"{self.path} is in use by another kdcli run; wait for it, or choose another {option('output.dir')}"
             ) from None
         return self
 
@@ -142,9 +161,19 @@ class RunDirectory:
             self.handle.close()
 
 
-RUN_FILES = ("config.yaml", "checkpoint.pt", "metrics.jsonl", "student.safetensors", "student-best.safetensors",
-             "report.json", "report.md", "accuracy.png", "loss.png", "diagnostics.png",
-             RunDirectory.LOCK_NAME)  # fmt: skip
+RUN_FILES = (
+    "config.yaml",
+    "checkpoint.pt",
+    "metrics.jsonl",
+    "student.safetensors",
+    "student-best.safetensors",
+    "report.json",
+    "report.md",
+    "accuracy.png",
+    "loss.png",
+    "diagnostics.png",
+    RunDirectory.LOCK_NAME,
+)
 """Every file a run writes in its folder (its temporary files are ``.NAME.*.tmp`` beside them)."""
 
 RUN_SECTIONS = frozenset({"teacher", "student", "method", "data", "optim", "schedule", "train", "output"})
@@ -185,9 +214,13 @@ def check_run_directory(path: Path, inputs: Iterable[Path], force: bool = False)
             foreign = [entry.name for entry in entries]
     except OSError as exc:
         reason = exc.strerror or exc
-        raise UsageError(f"cannot read the run directory {path} ({reason}); choose another --out") from None
+        raise UsageError(
+            f"cannot read the run directory {path} ({reason}); choose another {option('output.dir')}"
+        ) from None
     if foreign:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-        raise UsageError(f"--out {path} already holds files that are not a kdcli run's ({shown}); a run writes "
-                         "config.yaml, report.md and student.safetensors there: choose a new or empty --out, or pass "
-                         "--force to write beside them")  # fmt: skip
+        raise UsageError(
+            f"{option('output.dir', path)} already holds files that are not a kdcli run's ({shown}); a "
+            "run writes config.yaml, report.md and student.safetensors there: choose a new or empty "
+            f"{option('output.dir')}, or pass {option('force')} to write beside them"
+        )

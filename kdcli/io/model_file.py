@@ -24,7 +24,7 @@ from torch import nn
 
 from kdcli._version import __version__
 from kdcli.catalog import student_transform
-from kdcli.errors import UsageError
+from kdcli.errors import UsageError, option
 from kdcli.interfaces import StudentTransform
 from kdcli.io.files import atomic_write
 from kdcli.models.factory import create_model
@@ -54,9 +54,9 @@ class ModelCard(BaseModel):
     teacher_sha256: str | None = None
     metrics: dict[str, float] = {}
     model_kwargs: dict[str, Any] = {}
-    student_transform: dict[str, Any] | None = None
-    """``{"name": ..., "options": {...}}`` of a registered student transform (kdcli.catalog): kdcli applies it again
-    before loading the tensors, so a transformed student (Pea-KD's SPS, a plugin's) loads like any other."""
+    student_transform: StudentTransform | None = None
+    """A registered student transform (kdcli.catalog), stored as ``{"name": ..., "options": {...}}``: kdcli applies it
+    again before loading the tensors, so a transformed student (Pea-KD's SPS, a plugin's) loads like any other."""
     kdcli_version: str = __version__
 
     @field_validator("input_size", mode="before")
@@ -87,14 +87,19 @@ class ModelCard(BaseModel):
             raise ValueError(f"must be positive (images are divided by it), not {list(values)}")
         return values
 
-    @field_validator("student_transform")
+    @field_validator("student_transform", mode="before")
     @classmethod
-    def _named(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None and not (
-            isinstance(value.get("name"), str) and isinstance(value.get("options", {}), dict)
+    def _named(cls, value: Any) -> Any:
+        if isinstance(value, StudentTransform) or value is None:
+            return value
+        if not (
+            isinstance(value, dict)
+            and isinstance(value.get("name"), str)
+            and isinstance(value.get("options", {}), dict)
+            and set(value) <= {"name", "options"}
         ):
             raise ValueError('must be {"name": NAME, "options": {...}}')
-        return value
+        return StudentTransform(value["name"], dict(value.get("options", {})))
 
     @model_validator(mode="after")
     def _shapes_fit(self) -> ModelCard:
@@ -102,21 +107,16 @@ class ModelCard(BaseModel):
         give one value per channel (or one for all, as for grey data fed to a three-channel model)."""
         channels, height, width = self.input_size
         if channels != self.in_chans or not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
-            raise ValueError(f"input_size must be [in_chans, height, width] = [{self.in_chans}, H, W] with H and W "
-                             f"from 1 to {MAX_SIDE}, not {list(self.input_size)}")  # fmt: skip
+            raise ValueError(
+                f"input_size must be [in_chans, height, width] = [{self.in_chans}, H, W] with H and W "
+                f"from 1 to {MAX_SIDE}, not {list(self.input_size)}"
+            )
         for name, values in (("mean", self.mean), ("std", self.std)):
             if len(values) not in (1, self.in_chans):
-                raise ValueError(f"{name} has {len(values)} values for {self.in_chans}-channel input: "
-                                 f"{list(values)}")  # fmt: skip
+                raise ValueError(f"{name} has {len(values)} values for {self.in_chans}-channel input: {list(values)}")
         if self.classes is not None and len(self.classes) != self.num_classes:
             raise ValueError(f"classes names {len(self.classes)} classes but num_classes is {self.num_classes}")
         return self
-
-    @property
-    def transform(self) -> StudentTransform | None:
-        if self.student_transform is None:
-            return None
-        return StudentTransform(self.student_transform["name"], dict(self.student_transform.get("options", {})))
 
 
 def _encode_card(card: ModelCard) -> dict[str, str]:
@@ -217,9 +217,12 @@ def require_card(path: Path, command: str) -> ModelCard:
     work, with the way to make such a file from plain weights."""
     card = read_card(path)
     if card is None:
-        raise UsageError(f"{path} has no kdcli metadata, so {command} cannot tell its architecture; give a model file "
-                         "kdcli wrote (train, distill), or convert the PyTorch checkpoint the weights came from: "
-                         "kdcli import CHECKPOINT --arch ARCH --data NAME --out F")  # fmt: skip
+        raise UsageError(
+            f"{path} has no kdcli metadata, so {command} cannot tell its architecture; give a model file "
+            "kdcli wrote (train, distill), or convert the PyTorch checkpoint the weights came from: "
+            f"kdcli import CHECKPOINT {option('arch', 'ARCH')} {option('data', 'NAME')} "
+            f"{option('out', 'F')}"
+        )
     return card
 
 
@@ -241,8 +244,10 @@ def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path)
     expected = model.state_dict()
     for name, tensor in tensors.items():
         if name in expected and expected[name].is_floating_point() and not tensor.is_floating_point():
-            raise UsageError(f"{path} stores {name} as {str(tensor.dtype).removeprefix('torch.')}, not floating point "
-                             "(its values would be cast, not restored); pass the model's float weights")  # fmt: skip
+            raise UsageError(
+                f"{path} stores {name} as {str(tensor.dtype).removeprefix('torch.')}, not floating point "
+                "(its values would be cast, not restored); pass the model's float weights"
+            )
     try:
         result = model.load_state_dict(tensors, strict=False)
     except RuntimeError as exc:  # a shape mismatch: another class count, width or input channels
@@ -266,9 +271,11 @@ def load_model(
     """Build the model a file describes (or ``arch`` for a file without kdcli metadata) and load its weights."""
     tensors, card = read_model_file(path)
     if card is None and (arch is None or num_classes is None):
-        raise UsageError(f"{path} has no kdcli metadata, so its architecture is unknown; give a model file kdcli wrote "
-                         "(train, distill, import), or, to distill from these weights, name their architecture: "
-                         "--teacher ARCH --teacher-ckpt FILE")  # fmt: skip
+        raise UsageError(
+            f"{path} has no kdcli metadata, so its architecture is unknown; give a model file kdcli wrote "
+            "(train, distill, import), or, to distill from these weights, name their architecture: "
+            f"{option('teacher.arch', 'ARCH')} {option('teacher.checkpoint', 'FILE')}"
+        )
     in_chans = card.in_chans if card else conv_in_chans(tensors)
     try:
         model = create_model(
@@ -280,10 +287,12 @@ def load_model(
     except (MemoryError, RuntimeError) as exc:  # a card whose sizes ask for more memory than there is
         if not isinstance(exc, MemoryError) and "alloc" not in str(exc):
             raise
-        raise UsageError(f"{path}: the model it describes does not fit in memory; its metadata is damaged or the "
-                         "model is too large for this machine") from None  # fmt: skip
-    if card is not None and card.transform is not None:
-        apply_transform(model, card.transform)
+        raise UsageError(
+            f"{path}: the model it describes does not fit in memory; its metadata is damaged or the "
+            "model is too large for this machine"
+        ) from None
+    if card is not None and card.student_transform is not None:
+        apply_transform(model, card.student_transform)
     try:
         load_weights(model, tensors, path)
     except RuntimeError as exc:  # shape mismatch

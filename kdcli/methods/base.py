@@ -32,29 +32,66 @@ The hooks around that step, each with a default that does nothing:
   warm-up);
 - ``report`` / ``report_sections``: what the method learned about the run, for report.json and report.md.
 
-Methods are registered through the entry-point group ``kdcli.methods`` (kdcli.catalog).
+A method is described once, by a ``kdcli.catalog.MethodSpec`` (name, summary, options model, ``needs_teacher``,
+where the class lives); the class declares ``spec = THAT_SPEC`` and reads ``name``, ``summary``, ``Options`` and
+``needs_teacher`` from it. The spec is registered through the entry-point group ``kdcli.methods`` (kdcli.catalog).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar, Generic, NoReturn, TypeVar
 
 import torch
 from torch import Tensor, nn
 
-from kdcli.catalog import MethodOptions
-from kdcli.interfaces import FeatureRequest, MethodContext, ModelOutput, PreStage, StudentTransform
+from kdcli.catalog import MethodOptions, MethodSpec
+from kdcli.interfaces import FeatureRequest, MethodContext, ModelOutput, ParamGroup, PreStage, StudentTransform
 from kdcli.methods.losses import entropy
+
+T = TypeVar("T")
+
+
+class _FromSpec(Generic[T]):
+    """A fact of a method read from its ``spec``, on the class and on an instance alike; it cannot be set."""
+
+    def __init__(self, read: Callable[[MethodSpec], T]) -> None:
+        self.read = read
+
+    def __set_name__(self, owner: type, attribute: str) -> None:
+        self.attribute = attribute
+
+    def __get__(self, instance: object, owner: type[Method]) -> T:
+        return self.read(owner.spec)
+
+    def __set__(self, instance: object, value: object) -> NoReturn:
+        raise AttributeError(f"a method's {self.attribute} is read from its spec (kdcli.catalog.MethodSpec)")
 
 
 class Method(nn.Module):
-    """Base class of distillation methods: set ``name``, ``summary`` and ``Options``, implement ``forward``."""
+    """Base class of distillation methods: declare ``spec`` (a ``kdcli.catalog.MethodSpec``), implement ``forward``.
 
-    name: ClassVar[str]
-    summary: ClassVar[str] = ""
-    Options: ClassVar[type[MethodOptions]] = MethodOptions
-    needs_teacher: ClassVar[bool] = True
+    ``name``, ``summary``, ``Options`` (the options model) and ``needs_teacher`` are read from ``spec``.
+    """
+
+    spec: ClassVar[MethodSpec]
+    name = _FromSpec(lambda spec: spec.name)
+    summary = _FromSpec(lambda spec: spec.summary)
+    Options = _FromSpec(lambda spec: spec.options)
+    needs_teacher = _FromSpec(lambda spec: spec.needs_teacher)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        restated = [attribute for attribute in vars(cls) if isinstance(vars(Method).get(attribute), _FromSpec)]
+        if restated:
+            raise TypeError(
+                f"{cls.__qualname__} sets {', '.join(restated)}, which a method now reads from its spec: replace them "
+                f'with spec = MethodSpec(name, summary, Options, "{cls.__module__}:{cls.__qualname__}") from '
+                "kdcli.catalog (docs/plugins.md)"
+            )
+        if "spec" in vars(cls) and not isinstance(cls.spec, MethodSpec):
+            raise TypeError(f"{cls.__qualname__}.spec is not a kdcli.catalog.MethodSpec")
 
     def __init__(self, options: MethodOptions, context: MethodContext) -> None:
         super().__init__()
@@ -81,7 +118,7 @@ class Method(nn.Module):
         transformed teacher) and of the student, and the target's entropy over its maximum, ``H_T / ln C``; the
         target's top-1; sharpness ``logsumexp(z/T)`` of each, and the gaps ``target − student`` and
         ``teacher − student`` (PESF's measure of the capacity mismatch). A target collapsing toward the student or
-        toward uniform shows here, and the engine warns when it does (kdcli.training.evaluation.target_guard).
+        toward uniform shows here, and the engine warns when it does (kdcli.training.validation.target_guard).
         """
         temperature = float(getattr(self.options, "temperature", 1.0))
         target = self.teacher_targets(teacher, labels).float()
@@ -106,15 +143,11 @@ class Method(nn.Module):
         """Stages the engine runs before the main epochs, once, at the start of a fresh run (none by default)."""
         return []
 
-    def parameter_groups(self) -> list[dict[str, Any]]:
-        """Optimizer groups for the method's own trainable parts (none by default).
-
-        Besides torch's keys a group may carry ``lr_ratio`` (its learning rate as a fraction of the student's; 1 by
-        default) and ``frozen_epochs`` (epochs at the start during which its learning rate is 0); the engine applies
-        both, and the run's schedule, to the group.
-        """
+    def parameter_groups(self) -> list[ParamGroup]:
+        """Optimizer groups for the method's own trainable parts: by default one group of every trainable parameter,
+        without weight decay, at the student's rate (none when there is nothing to train)."""
         params = [p for p in self.parameters() if p.requires_grad]
-        return [{"params": params, "weight_decay": 0.0, "name": self.name}] if params else []
+        return [ParamGroup(name=self.name, params=params)] if params else []
 
     def extra_parameter_count(self) -> int:
         """Parameters training adds on top of the student (zero at deployment: only the student is exported)."""

@@ -21,10 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kdcli.catalog import DKD, DkdOptions, MethodOptions
-from kdcli.interfaces import MethodContext, ModelOutput, PreStage
-from kdcli.methods.base import Method
-from kdcli.methods.knowledge import control_for, control_stages
+from kdcli.catalog import DKD, DkdOptions
+from kdcli.interfaces import ModelOutput
+from kdcli.methods.knowledge import ControlTargetMethod
 
 MASK = 1000.0
 """Subtracted from the true class's scaled logit to leave it out of the non-target distribution (mdistiller's)."""
@@ -51,23 +50,11 @@ def dkd_terms(
     return tckd, nckd
 
 
-class Dkd(Method):
+class Dkd(ControlTargetMethod):
     """``w_ce·CE + ramp·(α·TCKD + β·NCKD)``; no trainable parts of its own."""
 
-    name = DKD.name
-    summary = DKD.summary
-    Options = DkdOptions
+    spec = DKD
     options: DkdOptions
-
-    def __init__(self, options: MethodOptions, context: MethodContext) -> None:
-        super().__init__(options, context)
-        self.control = control_for(self.options.target, context.num_classes, self.options.temperature)
-
-    def teacher_targets(self, teacher: ModelOutput, labels: Tensor) -> Tensor:
-        return teacher.logits if self.control is None else self.control(teacher.logits, labels)
-
-    def pre_stages(self) -> list[PreStage]:
-        return control_stages(self.control)
 
     def forward(
         self, student: ModelOutput, teacher: ModelOutput | None, labels: Tensor, progress: Tensor

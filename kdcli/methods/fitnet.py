@@ -53,9 +53,7 @@ class Regressor(nn.Sequential):
 class Fitnet(Method):
     """``w_ce·CE(z_s, y) + w_hint·MSE(regressor(student stage), teacher stage)``."""
 
-    name = FITNET.name
-    summary = FITNET.summary
-    Options = FitnetOptions
+    spec = FITNET
     options: FitnetOptions
 
     def __init__(self, options: MethodOptions, context: MethodContext) -> None:

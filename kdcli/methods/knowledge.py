@@ -24,7 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kdcli.interfaces import PreStage, TeacherPass
+from kdcli.catalog import DkdOptions, MethodOptions, VanillaOptions
+from kdcli.interfaces import MethodContext, ModelOutput, PreStage, TeacherPass
+from kdcli.methods.base import Method
 
 Control = Literal["full", "ls", "class", "partial", "partial+class"]
 CONTROLS_NEEDING_A_PASS = ("ls", "class", "partial+class")
@@ -33,7 +35,7 @@ FLOOR = 1e-8
 """Control probabilities are clamped to this before the log, so a target's logits stay finite."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TeacherStatistics:
     """A teacher's tempered outputs summarized over a labelled data set."""
 
@@ -121,9 +123,13 @@ def relationship_divergence(stats: TeacherStatistics) -> Tensor:
 
 
 def gradient_rescaling(
-    teacher_logits: Tensor, student_logits: Tensor, labels: Tensor, temperature: float, ce_weight: float,
+    teacher_logits: Tensor,
+    student_logits: Tensor,
+    labels: Tensor,
+    temperature: float,
+    ce_weight: float,
     kd_weight: float,
-) -> Tensor:  # fmt: skip
+) -> Tensor:
     """``w(x) = γ + α·T·(p_t,y − p_s,y) / (1 − q_y)``: for ``L = γ·CE(z_s, y) + α·T²·KL(p_t ‖ p_s)`` the gradient on the
     true-class logit over plain CE's (``q = softmax(z_s)``). Below γ the teacher damps the example; below 0 KD pushes
     the true-class logit down."""
@@ -135,9 +141,13 @@ def gradient_rescaling(
 
 
 def control_distribution(
-    control: Control, teacher_probabilities: Tensor, labels: Tensor, smoothing: Tensor, class_means: Tensor,
+    control: Control,
+    teacher_probabilities: Tensor,
+    labels: Tensor,
+    smoothing: Tensor,
+    class_means: Tensor,
     relationships: Tensor,
-) -> Tensor:  # fmt: skip
+) -> Tensor:
     """The distribution a control teacher gives each example (rows sum to 1):
 
     - ``ls``: 1 − ε on y, ε/(K − 1) elsewhere (ε the matched smoothing): the universe only;
@@ -188,13 +198,17 @@ class ControlTarget(torch.nn.Module):
         self.smoothing.fill_(stats.smoothing)
         self.class_means.copy_(stats.class_means)
         self.relationships.copy_(stats.relationships)
-        return {"temperature": self.temperature, "matched_smoothing": stats.smoothing,
-                "mean_confidence": float(stats.confidence.mean())}  # fmt: skip
+        return {
+            "temperature": self.temperature,
+            "matched_smoothing": stats.smoothing,
+            "mean_confidence": float(stats.confidence.mean()),
+        }
 
     def forward(self, teacher_logits: Tensor, labels: Tensor) -> Tensor:
         probabilities = torch.softmax(teacher_logits.float() / self.temperature, 1)
-        distribution = control_distribution(self.control, probabilities, labels, self.smoothing, self.class_means,
-                                            self.relationships)  # fmt: skip
+        distribution = control_distribution(
+            self.control, probabilities, labels, self.smoothing, self.class_means, self.relationships
+        )
         return control_logits(distribution, self.temperature)
 
 
@@ -208,3 +222,20 @@ def control_stages(control: ControlTarget | None) -> list[PreStage]:
     if control is None or control.control not in CONTROLS_NEEDING_A_PASS:
         return []
     return [TeacherPass("control", control.fit)]
+
+
+class ControlTargetMethod(Method):
+    """A logit method whose ``target`` option may put a control teacher in the teacher's place (vanilla, pea, dkd):
+    ``teacher_targets`` is the control's output, and ``pre_stages`` the teacher pass the control needs."""
+
+    options: VanillaOptions | DkdOptions
+
+    def __init__(self, options: MethodOptions, context: MethodContext) -> None:
+        super().__init__(options, context)
+        self.control = control_for(self.options.target, context.num_classes, self.options.temperature)
+
+    def teacher_targets(self, teacher: ModelOutput, labels: Tensor) -> Tensor:
+        return teacher.logits if self.control is None else self.control(teacher.logits, labels)
+
+    def pre_stages(self) -> list[PreStage]:
+        return control_stages(self.control)

@@ -48,17 +48,16 @@ def ptp_labels(
 class Pea(Vanilla):
     """PTP, then KD into an SPS student; each part switchable (``sps``, ``ptp``)."""
 
-    name = PEA.name
-    summary = PEA.summary
-    Options = PeaOptions
+    spec = PEA
     options: PeaOptions
 
     def student_transform(self) -> StudentTransform | None:
         if not self.options.sps:
             return None
         options = self.options
-        return StudentTransform("sps", {"shuffle": options.shuffle, "share_norm": options.share_norm,
-                                        "tied": options.tied})  # fmt: skip
+        return StudentTransform(
+            "sps", {"shuffle": options.shuffle, "share_norm": options.share_norm, "tied": options.tied}
+        )
 
     def pre_stages(self) -> list[PreStage]:
         stages = super().pre_stages()
@@ -72,8 +71,11 @@ class Pea(Vanilla):
         four, t1, t2 = ptp_labels(teacher_logits, labels, None if thresholds == "median" else thresholds)
         named = dict(zip(PTP_LABEL_NAMES, torch.bincount(four, minlength=4).tolist(), strict=True))
         notes = [f"PTP labels (t1={t1:.3f}, t2={t2:.3f}): " + ", ".join(f"{n} {c}" for n, c in named.items())]
-        notes += [f"warning: PTP label '{name}' holds {count} of {len(four)} images (under 1%)"
-                  for name, count in named.items() if count < 0.01 * len(four)]  # fmt: skip
+        notes += [
+            f"warning: PTP label '{name}' holds {count} of {len(four)} images (under 1%)"
+            for name, count in named.items()
+            if count < 0.01 * len(four)
+        ]
         return Relabeling(four, {"thresholds": [t1, t2], "label_counts": named}, notes)
 
     def report_sections(self) -> list[str]:
@@ -81,7 +83,12 @@ class Pea(Vanilla):
         if not ptp:
             return []
         t1, t2 = ptp["thresholds"]
-        lines = ["## Pretraining with Teacher's Predictions", "",
-                 f"Thresholds: t1 = {t1:.4f} (correct), t2 = {t2:.4f} (wrong).", "",
-                 "| label | images |", "|---|---|"]  # fmt: skip
+        lines = [
+            "## Pretraining with Teacher's Predictions",
+            "",
+            f"Thresholds: t1 = {t1:.4f} (correct), t2 = {t2:.4f} (wrong).",
+            "",
+            "| label | images |",
+            "|---|---|",
+        ]
         return [*lines, *(f"| {name} | {count:,} |" for name, count in ptp["label_counts"].items()), ""]

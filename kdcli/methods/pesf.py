@@ -54,9 +54,7 @@ class Adapter(nn.Module):
 class Pesf(TransformedTeacherKD):
     """``z_a = z_t + A(f_t)``; ``L = γ·CE(z_s, y) + α·KL_T(z_a, z_s) + λ·CE(z_a, y)``."""
 
-    name = PESF.name
-    summary = PESF.summary
-    Options = PesfOptions
+    spec = PESF
     options: PesfOptions
 
     def __init__(self, options: MethodOptions, context: MethodContext) -> None:

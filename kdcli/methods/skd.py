@@ -59,9 +59,7 @@ class LearningSimplifier(nn.Module):
 class Skd(TransformedTeacherKD):
     """Vanilla KD toward ``T · simplifier(z_t / T)``, the simplifier trained with the student."""
 
-    name = SKD.name
-    summary = SKD.summary
-    Options = SkdOptions
+    spec = SKD
     options: SkdOptions
 
     def __init__(self, options: MethodOptions, context: MethodContext) -> None:

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch.nn.functional as F
 from torch import Tensor
 
-from kdcli.catalog import SUPERVISED, SupervisedOptions
+from kdcli.catalog import SUPERVISED
 from kdcli.interfaces import ModelOutput
 from kdcli.methods.base import Method
 
 
 class Supervised(Method):
-    name = SUPERVISED.name
-    summary = SUPERVISED.summary
-    Options = SupervisedOptions
-    needs_teacher: ClassVar[bool] = False
+    spec = SUPERVISED
 
     def forward(
         self, student: ModelOutput, teacher: ModelOutput | None, labels: Tensor, progress: Tensor

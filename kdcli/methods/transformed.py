@@ -16,13 +16,13 @@ collapses within an epoch (measured: docs/results.md). So, kdcli's defaults (doc
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import replace
 
 import torch.nn.functional as F
 from torch import Tensor
 
 from kdcli.catalog import TransformedTeacherOptions
-from kdcli.interfaces import ModelOutput
+from kdcli.interfaces import ModelOutput, ParamGroup
 from kdcli.methods.vanilla import Vanilla
 
 
@@ -32,7 +32,6 @@ class TransformedTeacherKD(Vanilla):
     The KL term's gradient reaches both the student and g; the CE anchor keeps g's output accurate.
     """
 
-    Options = TransformedTeacherOptions
     options: TransformedTeacherOptions
 
     def forward(
@@ -45,10 +44,14 @@ class TransformedTeacherKD(Vanilla):
             losses["anchor"] = self.options.anchor_weight * F.cross_entropy(target.float(), labels)
         return losses
 
-    def parameter_groups(self) -> list[dict[str, Any]]:
+    def parameter_groups(self) -> list[ParamGroup]:
         options = self.options
         return [
-            {**group, "lr_ratio": options.transform_lr_ratio, "weight_decay": options.transform_weight_decay,
-             "frozen_epochs": options.transform_warmup_epochs}
+            replace(
+                group,
+                lr_ratio=options.transform_lr_ratio,
+                weight_decay=options.transform_weight_decay,
+                frozen_epochs=options.transform_warmup_epochs,
+            )
             for group in super().parameter_groups()
-        ]  # fmt: skip
+        ]

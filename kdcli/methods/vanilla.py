@@ -5,34 +5,24 @@ from __future__ import annotations
 from torch import Tensor
 
 from kdcli.catalog import VANILLA, MethodOptions, VanillaOptions
-from kdcli.interfaces import MethodContext, ModelOutput, PreStage
-from kdcli.methods.base import Method
-from kdcli.methods.knowledge import control_for, control_stages
+from kdcli.interfaces import MethodContext, ModelOutput
+from kdcli.methods.knowledge import ControlTargetMethod
 from kdcli.methods.losses import SoftTargetLoss
 
 
-class Vanilla(Method):
+class Vanilla(ControlTargetMethod):
     """``L = γ·CE(z_s, y) + α·T²·KL(softmax(z_t/T) ‖ softmax(z_s/T))``; no trainable parts of its own.
 
     With ``target`` other than ``full`` the student learns from a control teacher instead (Tang et al. 2020,
     kdcli.methods.knowledge): the same loss toward a target that keeps only part of the teacher's knowledge.
     """
 
-    name = VANILLA.name
-    summary = VANILLA.summary
-    Options = VanillaOptions
+    spec = VANILLA
     options: VanillaOptions
 
     def __init__(self, options: MethodOptions, context: MethodContext) -> None:
         super().__init__(options, context)
         self.loss = SoftTargetLoss(self.options.temperature, self.options.ce_weight, self.options.kd_weight)
-        self.control = control_for(self.options.target, context.num_classes, self.options.temperature)
-
-    def teacher_targets(self, teacher: ModelOutput, labels: Tensor) -> Tensor:
-        return teacher.logits if self.control is None else self.control(teacher.logits, labels)
-
-    def pre_stages(self) -> list[PreStage]:
-        return control_stages(self.control)
 
     def forward(
         self, student: ModelOutput, teacher: ModelOutput | None, labels: Tensor, progress: Tensor

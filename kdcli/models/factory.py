@@ -28,9 +28,13 @@ def shadow_hint(name: str) -> str | None:
 
 
 def sized_model(
-    arch: str, num_classes: int, in_chans: int, image_size: int, pretrained: bool = False,
+    arch: str,
+    num_classes: int,
+    in_chans: int,
+    image_size: int,
+    pretrained: bool = False,
     kwargs: dict[str, Any] | None = None,
-) -> tuple[nn.Module, dict[str, Any]]:  # fmt: skip
+) -> tuple[nn.Module, dict[str, Any]]:
     """``create_model`` for images of ``image_size``: a model built for another size that takes ``img_size`` (timm's
     ViTs and other patch models, made for 224) is built for the data's size; a convolutional model, which takes any
     size, is built as it is. Returns the model and the keyword arguments that rebuild it (recorded in its file)."""
@@ -40,7 +44,9 @@ def sized_model(
     if default != image_size and "img_size" not in kwargs:
         try:
             return create_model(arch, num_classes, in_chans, pretrained, {**kwargs, "img_size": image_size}), {
-                **kwargs, "img_size": image_size}  # fmt: skip
+                **kwargs,
+                "img_size": image_size,
+            }
         except UsageError:
             pass  # no img_size argument: a convolutional model, which takes any size
     return create_model(arch, num_classes, in_chans, pretrained, kwargs), kwargs

@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from torch import Tensor, nn
 
 from kdcli.catalog import SpsOptions
-from kdcli.errors import UsageError
+from kdcli.errors import UsageError, option
 
 SUPPORTED = "ResNets with basic blocks (CIFAR zoo resnet*, timm resnet18/34-style) and ViTs with fused qkv"
 
@@ -117,8 +117,9 @@ def family(model: nn.Module) -> str | None:
     if stages and all(not hasattr(block, "conv3") and hasattr(block, "conv2") for s in stages for block in s):
         return "resnet"
     blocks = getattr(model, "blocks", None)
-    if isinstance(blocks, nn.Sequential) and all(isinstance(getattr(getattr(b, "attn", None), "qkv", None),
-                                                           nn.Linear) for b in blocks):  # fmt: skip
+    if isinstance(blocks, nn.Sequential) and all(
+        isinstance(getattr(getattr(b, "attn", None), "qkv", None), nn.Linear) for b in blocks
+    ):
         return "vit"
     return None
 
@@ -139,8 +140,9 @@ def sps_options(**options: Any) -> SpsOptions:
         ) from None
 
 
-def apply_sps(model: nn.Module, shuffle: Any = True, share_norm: Any = False, tied: Any = True,
-              **unknown: Any) -> nn.Module:  # fmt: skip
+def apply_sps(
+    model: nn.Module, shuffle: Any = True, share_norm: Any = False, tied: Any = True, **unknown: Any
+) -> nn.Module:
     """Give ``model`` shared-weight second passes, in place; returns it. The options are checked (``sps_options``),
     unknown ones included, since a model file's metadata names them."""
     options = sps_options(shuffle=shuffle, share_norm=share_norm, tied=tied, **unknown)
@@ -148,14 +150,14 @@ def apply_sps(model: nn.Module, shuffle: Any = True, share_norm: Any = False, ti
     kind = family(model)
     if kind is None:
         raise UsageError(
-            f"SPS supports {SUPPORTED}, not {type(model).__name__}; turn it off with --set method.sps=false"
+            f"SPS supports {SUPPORTED}, not {type(model).__name__}; turn it off with {option('method.sps', 'false')}"
         )
     if kind == "resnet":
         stages = {i: s for i in range(1, 5) if isinstance(s := getattr(model, f"layer{i}", None), nn.Sequential)}
         if not any(_shape_preserving(block) for stage in stages.values() for block in stage):
             raise UsageError(
                 f"SPS finds no shape-preserving block in {type(model).__name__} (every block changes its shape), "
-                "so it would change nothing; use --set method.sps=false"
+                f"so it would change nothing; use {option('method.sps', 'false')}"
             )
         for index, stage in stages.items():
             twins = [_resnet_second_pass(b, shuffle, share_norm, tied) for b in stage if _shape_preserving(b)]
@@ -166,4 +168,6 @@ def apply_sps(model: nn.Module, shuffle: Any = True, share_norm: Any = False, ti
         assert isinstance(blocks, nn.Sequential)
         model.blocks = nn.Sequential(*blocks, *[_vit_second_pass(b, shuffle, tied) for b in blocks])
         return model
-    raise UsageError(f"SPS supports {SUPPORTED}, not {type(model).__name__}; turn it off with --set method.sps=false")
+    raise UsageError(
+        f"SPS supports {SUPPORTED}, not {type(model).__name__}; turn it off with {option('method.sps', 'false')}"
+    )

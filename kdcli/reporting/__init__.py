@@ -1,1 +1,1 @@
-"""What a run tells people: report.json (typed), report.md with charts, the compare table, live progress."""
+"""What a run tells people: report.json (typed), report.md with charts, the compare table."""

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from kdcli.catalog import method_spec
+from kdcli.config import flatten
 from kdcli.errors import UsageError
+from kdcli.interfaces import Reporter
 from kdcli.reporting.report import Report, read_report
 
 COMPARE_SCHEMA = "kdcli.compare/1"
@@ -29,8 +31,10 @@ def _config(report: Report, run_dir: Path) -> dict[str, Any]:
         wrong = not isinstance(value, str) if key == "name" else not isinstance(value, int) or isinstance(value, bool)
         if value is None or wrong:
             lacks = f"lacks {section}.{key}" if value is None else f"gives {section}.{key} = {value!r}"
-            raise UsageError(f"{run_dir / 'report.json'} is not a kdcli report (config {lacks}); leave {run_dir} out, "
-                             "or run it again")  # fmt: skip
+            raise UsageError(
+                f"{run_dir / 'report.json'} is not a kdcli report (config {lacks}); leave {run_dir} out, "
+                "or run it again"
+            )
     return config
 
 
@@ -39,22 +43,30 @@ def _check_figures(report: Report, run_dir: Path) -> None:
     group's mean into NaN and, written as JSON, into a token most parsers refuse."""
     final, path = report.final, run_dir / "report.json"
     figures: list[tuple[str, float | None, float]] = [
-        ("final.last_top1", final.last_top1, 100.0), ("final.best_top1", final.best_top1, 100.0),
+        ("final.last_top1", final.last_top1, 100.0),
+        ("final.best_top1", final.best_top1, 100.0),
         ("final.max_test_top1", final.max_test_top1, 100.0),
         ("timing.wall_seconds", report.timing.wall_seconds, MAX_SECONDS),
-    ]  # fmt: skip
+    ]
     for name, value, most in figures:
         if value is not None and not (0.0 <= value <= most):  # NaN fails both comparisons
             kind = "a top-1 in percent" if most == 100.0 else "a duration in seconds"
-            raise UsageError(f"{path} gives {name} = {value}, not {kind}: the report is damaged; leave {run_dir} "
-                             "out, or run it again")  # fmt: skip
-    counts = [("student.parameters", report.student.parameters), ("student.macs", report.student.macs),
-              ("final.epochs", final.epochs)]  # fmt: skip
+            raise UsageError(
+                f"{path} gives {name} = {value}, not {kind}: the report is damaged; leave {run_dir} "
+                "out, or run it again"
+            )
+    counts = [
+        ("student.parameters", report.student.parameters),
+        ("student.macs", report.student.macs),
+        ("final.epochs", final.epochs),
+    ]
     for name, count in counts:
         if not 0 <= count <= MAX_COUNT:
             shown = str(count) if len(str(count)) <= 24 else f"{str(count)[:8]}… ({len(str(count))} digits)"
-            raise UsageError(f"{path} gives {name} = {shown}, not a count: the report is damaged; leave "
-                             f"{run_dir} out, or run it again")  # fmt: skip
+            raise UsageError(
+                f"{path} gives {name} = {shown}, not a count: the report is damaged; leave "
+                f"{run_dir} out, or run it again"
+            )
 
 
 def unique_runs(run_dirs: Sequence[str | Path]) -> tuple[list[Path], list[tuple[Path, Path]]]:
@@ -108,33 +120,45 @@ def mean_std(values: list[float | None]) -> dict[str, float] | None:
     return {"mean": statistics.fmean(present), "std": statistics.stdev(present) if len(present) > 1 else 0.0}
 
 
-def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def _settings(group_keys: list[str]) -> list[str]:
     """Per group, its settings outside the method, the teacher and the seed that differ from what most groups use
     (e.g. ``compile=None, precision=auto`` for a fast-path arm among eager ones), so no two rows read alike."""
-    flat = [_flat(json.loads(key)) for key in group_keys]
+    flat = [flatten(json.loads(key)) for key in group_keys]
     keys = sorted({key for config in flat for key in config if not key.startswith(("method.", "teacher."))})
     usual = {key: statistics.mode(json.dumps(config.get(key)) for config in flat) for key in keys}
-    return [", ".join(f"{key.rsplit('.', 1)[-1]}={config.get(key)}" for key in keys
-                      if json.dumps(config.get(key)) != usual[key]) for config in flat]  # fmt: skip
+    return [
+        ", ".join(
+            f"{key.rsplit('.', 1)[-1]}={config.get(key)}" for key in keys if json.dumps(config.get(key)) != usual[key]
+        )
+        for config in flat
+    ]
 
 
-def compare(run_dirs: Sequence[str | Path]) -> dict[str, Any]:
+def _repeated_runs(dropped: Sequence[tuple[Path, Path]]) -> str | None:
+    """The one warning line for the runs ``unique_runs`` dropped (however many), or None when it dropped none."""
+    if not dropped:
+        return None
+    again: dict[Path, list[Path]] = {}
+    for path, first in dropped:
+        again.setdefault(first, []).append(path)
+    told = []
+    for first, paths in again.items():
+        others = sorted({str(path) for path in paths if path != first})
+        told.append(f"{first} {len(paths) + 1} times" + (f" (also as {', '.join(others)})" if others else ""))
+    return f"warning: a run given more than once is counted once, not as more seeds: {'; '.join(told)}"
+
+
+def compare_runs(run_dirs: Sequence[str | Path], reporter: Reporter) -> dict[str, Any]:
     """Group runs that differ only in seed and output folder; report mean ± std of their figures. A row's
     ``settings`` names what else sets its group apart from the others (empty when only the method does). A run given
-    more than once is counted once (``unique_runs``); a damaged report, or one whose top-1 is not a percentage (NaN),
-    is a usage error."""
+    more than once is counted once (``unique_runs``), with one warning line to ``reporter``; a damaged report, or one
+    whose top-1 is not a percentage (NaN), is a usage error."""
+    kept, dropped = unique_runs(run_dirs)  # one run given twice is one seed, not two
+    warning = _repeated_runs(dropped)
+    if warning is not None:
+        reporter.note(warning)
     groups: dict[str, list[Report]] = {}
-    for run_dir in unique_runs(run_dirs)[0]:  # one run given twice is one seed, not two
+    for run_dir in kept:
         report = read_report(run_dir)
         _config(report, run_dir)
         _check_figures(report, run_dir)
@@ -144,21 +168,23 @@ def compare(run_dirs: Sequence[str | Path]) -> dict[str, Any]:
     for reports, setting in zip(groups.values(), settings, strict=True):
         first = reports[0]
         final = [r.final for r in reports]
-        rows.append({
-            "method": _arm(first),
-            "settings": setting,
-            "teacher": first.teacher.arch if first.teacher else None,
-            "student": first.student.arch,
-            "data": first.config["data"]["name"],
-            "epochs": first.final.epochs,
-            "seeds": [r.config["train"]["seed"] for r in reports],
-            "parameters": first.student.parameters,
-            "macs": first.student.macs,
-            "top1_last": mean_std([f.last_top1 for f in final]),
-            "top1_best_on_val": mean_std([f.best_top1 for f in final]),
-            "max_test_top1": mean_std([f.max_test_top1 for f in final]),
-            "wall_seconds": mean_std([r.timing.wall_seconds for r in reports]),
-        })  # fmt: skip
+        rows.append(
+            {
+                "method": _arm(first),
+                "settings": setting,
+                "teacher": first.teacher.arch if first.teacher else None,
+                "student": first.student.arch,
+                "data": first.config["data"]["name"],
+                "epochs": first.final.epochs,
+                "seeds": [r.config["train"]["seed"] for r in reports],
+                "parameters": first.student.parameters,
+                "macs": first.student.macs,
+                "top1_last": mean_std([f.last_top1 for f in final]),
+                "top1_best_on_val": mean_std([f.best_top1 for f in final]),
+                "max_test_top1": mean_std([f.max_test_top1 for f in final]),
+                "wall_seconds": mean_std([r.timing.wall_seconds for r in reports]),
+            }
+        )
     return {"schema": COMPARE_SCHEMA, "rows": rows}
 
 

@@ -6,19 +6,22 @@ from pathlib import Path
 from typing import Any
 
 from kdcli.io.files import atomic_write_text
+from kdcli.records import EpochRecord
 from kdcli.reporting.charts import line_chart
 from kdcli.reporting.report import Report
 
 DIAGNOSTIC_LABELS = {
-    "diag_target_top1": "top-1 of the target the student learns from (%)",
-    "diag_adapted_top1": "top-1 of the adapted teacher (%)",
-    "diag_teacher_entropy": "teacher entropy at T (nats)",
-    "diag_target_entropy": "target entropy at T (nats)",
-    "diag_target_normalized_entropy": "target entropy at T over its maximum, H_T / ln C",
-    "diag_student_entropy": "student entropy at T (nats)",
-    "diag_sharpness_gap": "sharpness gap, target − student (logsumexp(z/T))",
-    "diag_teacher_sharpness_gap": "sharpness gap, teacher − student",
+    "target_top1": "top-1 of the target the student learns from (%)",
+    "adapted_top1": "top-1 of the adapted teacher (%)",
+    "teacher_entropy": "teacher entropy at T (nats)",
+    "target_entropy": "target entropy at T (nats)",
+    "target_normalized_entropy": "target entropy at T over its maximum, H_T / ln C",
+    "student_entropy": "student entropy at T (nats)",
+    "sharpness_gap": "sharpness gap, target − student (logsumexp(z/T))",
+    "teacher_sharpness_gap": "sharpness gap, teacher − student",
 }
+"""What report.md calls each diagnostic of the built-in methods (``EpochRecord.diagnostics``); a plugin's own are
+listed under their names."""
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -31,8 +34,9 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
-def _diagnostics(history: list[dict[str, Any]]) -> list[str]:
-    keys = [k for k in DIAGNOSTIC_LABELS if k in history[0]]
+def _diagnostics(history: list[EpochRecord]) -> list[str]:
+    first, last = history[0].diagnostics, history[-1].diagnostics
+    keys = [k for k in DIAGNOSTIC_LABELS if k in first] + [k for k in first if k not in DIAGNOSTIC_LABELS]
     if not keys:
         return []
     lines = [
@@ -42,12 +46,15 @@ def _diagnostics(history: list[dict[str, Any]]) -> list[str]:
         "",
     ]
     lines += [f"| | epoch 1 | epoch {len(history)} |", "|---|---|---|"]
-    lines += [f"| {DIAGNOSTIC_LABELS[k]} | {history[0][k]:.3f} | {history[-1][k]:.3f} |" for k in keys]
-    warned = [r for r in history if "target_warning" in r]
+    lines += [f"| {DIAGNOSTIC_LABELS.get(k, k)} | {first[k]:.3f} | {last.get(k, float('nan')):.3f} |" for k in keys]
+    warned = [r for r in history if r.target_warning is not None]
     if warned:
-        epochs = ", ".join(str(r["epoch"]) for r in warned)
-        lines += ["", f"**Warning:** the target the student learns from went bad in epochs {epochs} "
-                      f"(first: {warned[0]['target_warning']})."]  # fmt: skip
+        epochs = ", ".join(str(r.epoch) for r in warned)
+        lines += [
+            "",
+            f"**Warning:** the target the student learns from went bad in epochs {epochs} "
+            f"(first: {warned[0].target_warning}).",
+        ]
     return [*lines, "", "![diagnostics](diagnostics.png)", ""]
 
 
@@ -107,27 +114,34 @@ def markdown(report: Report, method_sections: list[str]) -> str:
     lines += _transform(report)
     lines += method_sections
     lines += ["## Epochs", ""]
-    columns = [c for c in ("epoch", "lr", "train_loss", "train_top1", "val_top1", "test_top1", "seconds")
-               if c in report.epochs[0]]  # fmt: skip
+    columns = [
+        c
+        for c in ("epoch", "lr", "train_loss", "train_top1", "val_top1", "test_top1", "seconds")
+        if c in report.epochs[0].flat()
+    ]
     lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for record in report.epochs:
-        lines.append(
-            "| " + " | ".join(_fmt(record.get(c), 4 if c in ("lr", "train_loss") else 2) for c in columns) + " |"
-        )
+        flat = record.flat()
+        lines.append("| " + " | ".join(_fmt(flat[c], 4 if c in ("lr", "train_loss") else 2) for c in columns) + " |")
     return "\n".join(lines) + "\n"
 
 
 def write_reports(run_dir: Path, report: Report, method_sections: list[str]) -> None:
     """report.json, report.md and its charts (accuracy.png, loss.png, diagnostics.png)."""
     history = report.epochs
-    accuracy = {f"{s} top-1": [r[f"{s}_top1"] for r in history] for s in ("train", "val", "test")
-                if f"{s}_top1" in history[0]}  # fmt: skip
-    losses = {name.removeprefix("train_"): [r[name] for r in history]
-              for name in history[0] if name.startswith("train_") and name != "train_top1"}  # fmt: skip
+    accuracy = {"train top-1": [r.train_top1 for r in history]}
+    for split in ("val", "test"):
+        if history[0].split(split) is not None:
+            accuracy[f"{split} top-1"] = [metrics.top1 for r in history if (metrics := r.split(split)) is not None]
+    losses = {name: [r.train_losses.get(name, float("nan")) for r in history] for name in history[0].train_losses}
     line_chart(run_dir / "accuracy.png", accuracy, "top-1 accuracy", "%")
     line_chart(run_dir / "loss.png", losses, "training losses (weighted terms and their sum)", "loss")
-    keys = ("diag_teacher_entropy", "diag_target_entropy", "diag_student_entropy")
-    entropies = {k.removeprefix("diag_").replace("_", " "): [r[k] for r in history] for k in keys if k in history[0]}
+    keys = ("teacher_entropy", "target_entropy", "student_entropy")
+    entropies = {
+        k.replace("_", " "): [r.diagnostics.get(k, float("nan")) for r in history]
+        for k in keys
+        if k in history[0].diagnostics
+    }
     if entropies:
         line_chart(run_dir / "diagnostics.png", entropies, "entropy at the method's temperature", "nats")
     atomic_write_text(run_dir / "report.json", report.to_json())

@@ -1,7 +1,7 @@
 """``report.json``: one typed model (pydantic) with a schema version, which the engine writes and ``kdcli compare``, the
 benchmarks and the tests read.
 
-"Best" is chosen on the validation split (``--val-split``), never on test. Without a validation split the report
+"Best" is chosen on the validation split (``data.val_split``), never on test. Without a validation split the report
 gives the last epoch, plus the highest test top-1 over epochs under its own name (``max_test_top1``): that is the
 figure mdistiller's tables report, and it is optimistic, so it is never called "best".
 
@@ -14,22 +14,20 @@ from __future__ import annotations
 
 import errno
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from kdcli.errors import UsageError
+from kdcli.records import EpochRecord, Record
 from kdcli.reporting.finite import dumps
 
 REPORT_SCHEMA = "kdcli.report/2"
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Environment(_Section):
+class Environment(Record):
     python: str
     torch: str
     timm: str
@@ -39,7 +37,7 @@ class Environment(_Section):
     cpu_threads: int
 
 
-class TeacherCheck(_Section):
+class TeacherCheck(Record):
     """The teacher measured on the evaluation split before distilling."""
 
     arch: str
@@ -54,18 +52,18 @@ class TeacherCheck(_Section):
     ece: float
 
 
-class TransformCost(_Section):
+class TransformCost(Record):
     """A student transform (Pea-KD's SPS, a plugin's) and what it costs against the plain student."""
 
     name: str
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = Field(default_factory=dict)
     parameters_plain: int
     macs_plain: int
     parameters_unshared: int
     """Parameters if every shared weight had its own copy: the plain network of the same effective depth."""
 
 
-class StudentSummary(_Section):
+class StudentSummary(Record):
     arch: str
     parameters: int
     macs: int
@@ -75,7 +73,7 @@ class StudentSummary(_Section):
     transform: TransformCost | None = None
 
 
-class Final(_Section):
+class Final(Record):
     epochs: int
     last_top1: float | None = None
     last_top5: float | None = None
@@ -85,21 +83,21 @@ class Final(_Section):
     best_epoch: int | None = None
     best_val_top1: float | None = None
     best_top1: float | None = None
-    """Test top-1 at the epoch with the best validation top-1 (with ``--val-split``)."""
+    """Test top-1 at the epoch with the best validation top-1 (with a validation split, ``data.val_split``)."""
 
 
-class Timing(_Section):
+class Timing(Record):
     wall_seconds: float
     seconds_per_epoch: float
     images_per_second: float
 
 
-class TargetWarning(_Section):
+class TargetWarning(Record):
     epoch: int
     warning: str
 
 
-class Report(_Section):
+class Report(Record):
     schema_: str = Field(REPORT_SCHEMA, alias="schema")
     kdcli_version: str
     created: str
@@ -111,12 +109,12 @@ class Report(_Section):
     student: StudentSummary
     final: Final
     timing: Timing
-    target_warnings: list[TargetWarning] = []
-    method_report: dict[str, Any] = {}
-    epochs: list[dict[str, Any]]
+    target_warnings: list[TargetWarning] = Field(default_factory=list)
+    method_report: dict[str, Any] = Field(default_factory=dict)
+    epochs: list[EpochRecord]
     """Every epoch's record, as metrics.jsonl has it (losses, top-1 per split, diagnostics, seconds)."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(populate_by_name=True)
 
     @model_validator(mode="before")
     @classmethod
@@ -133,10 +131,13 @@ class Report(_Section):
             method = (data.get("config") or {}).get("method") if isinstance(data.get("config"), dict) else None
             method = method if isinstance(method, dict) else {}
             options = {k: v for k, v in method.items() if k in ("shuffle", "share_norm", "tied")}
-            student["transform"] = {"name": "sps", "options": options,
-                                    "parameters_plain": sps.get("parameters_without_sps"),
-                                    "macs_plain": sps.get("macs_without_sps"),
-                                    "parameters_unshared": sps.get("parameters_untied_same_depth")}  # fmt: skip
+            student["transform"] = {
+                "name": "sps",
+                "options": options,
+                "parameters_plain": sps.get("parameters_without_sps"),
+                "macs_plain": sps.get("macs_without_sps"),
+                "parameters_unshared": sps.get("parameters_untied_same_depth"),
+            }
         data["student"] = student
         return data
 
@@ -144,6 +145,15 @@ class Report(_Section):
         """The report as JSON; a number that is not finite (an epoch's NLL, say) as the string "inf", "-inf" or
         "nan" (kdcli.reporting.finite), never as null, which would read as "not measured"."""
         return dumps(self.model_dump(mode="python", by_alias=True))[0] + "\n"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What ``kdcli.distill``, ``train`` and ``resume`` return: the run's folder, its report and its student file."""
+
+    run_dir: Path
+    report: Report
+    student_path: Path
 
 
 def read_report(run_dir: Path) -> Report:
@@ -157,8 +167,10 @@ def read_report(run_dir: Path) -> Report:
             raise UsageError(f"cannot read {path} ({exc.strerror or exc}); leave {run_dir} out") from None
     if not path.is_file():
         if os.path.lexists(path):  # a folder, a pipe, a device, a link to nothing or into a loop
-            raise UsageError(f"{path} is not a regular file (a folder, device, pipe or broken link), so it is not a "
-                             f"kdcli report; leave {run_dir} out, or run it again")  # fmt: skip
+            raise UsageError(
+                f"{path} is not a regular file (a folder, device, pipe or broken link), so it is not a "
+                f"kdcli report; leave {run_dir} out, or run it again"
+            )
         if os.path.isfile(run_dir):
             raise UsageError(f"{run_dir} is a file, not a run folder; give the folders kdcli train or distill wrote")
         raise UsageError(f"{run_dir} has no report.json (not a finished kdcli run)")
@@ -174,5 +186,6 @@ def read_report(run_dir: Path) -> Report:
     except ValidationError as exc:
         error = exc.errors()[0]
         where = ".".join(str(part) for part in error["loc"])
-        raise UsageError(f"{path} is not a kdcli report ({where + ': ' if where else ''}{error['msg']}); "
-                         f"{way_out}") from None  # fmt: skip
+        raise UsageError(
+            f"{path} is not a kdcli report ({where + ': ' if where else ''}{error['msg']}); {way_out}"
+        ) from None

@@ -1,1 +1,2 @@
-"""The engine: a run from configuration to student file — loading, the step, evaluation, pre-stages, export."""
+"""The engine: a run from configuration to student file — the run's parts, the step, the schedule, pre-stages, the
+per-epoch validation, and the run's end."""

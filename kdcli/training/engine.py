@@ -24,29 +24,32 @@ import yaml
 
 from kdcli._version import __version__
 from kdcli.config import RunConfig, dump, read_yaml, resolve
-from kdcli.errors import Interrupted, RunFailed, UsageError
+from kdcli.errors import Interrupted, RunFailed, UsageError, one_line, option
 from kdcli.interfaces import Reporter
 from kdcli.io.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from kdcli.io.files import RunDirectory, atomic_write_text, check_run_directory, check_run_path
 from kdcli.models.factory import shadow_hint
+from kdcli.records import EpochRecord
 from kdcli.reporting.finite import dumps as finite_dumps
-from kdcli.training.distributed import device_for, from_environment, initialize, leave
-from kdcli.training.evaluation import check_target, check_teacher, evaluate_epoch
-from kdcli.training.export import RunResult, finish
-from kdcli.training.loading import resolve_device
+from kdcli.reporting.report import RunResult
+from kdcli.runtime.distributed import device_for, from_environment, initialize, leave
+from kdcli.runtime.loading import resolve_device
+from kdcli.training.finish import finish
 from kdcli.training.run import Run, setup
 from kdcli.training.stages import run_pre_stage
+from kdcli.training.validation import check_target, check_teacher, evaluate_epoch
 
 
 def config_yaml(config: RunConfig) -> str:
     header = (
-        f"# kdcli {__version__} resolved configuration; repeat the run with: kdcli {{train|distill}} --config FILE\n"
+        f"# kdcli {__version__} resolved configuration; give this file as a run's configuration to repeat the run\n"
     )
     return header + yaml.safe_dump(dump(config), sort_keys=False)
 
 
-def train_epoch(run: Run, reporter: Reporter) -> dict[str, float]:
-    """One pass over the training split; losses accumulate on the device and are read once, at the end."""
+def train_epoch(run: Run, reporter: Reporter) -> tuple[dict[str, float], float]:
+    """One pass over the training split: the mean of each loss term and the top-1; losses accumulate on the device
+    and are read once, at the end."""
     run.student.train()
     run.method.train()
     run.step.begin_epoch()
@@ -77,39 +80,49 @@ def run_epochs(run: Run, reporter: Reporter) -> None:
         reporter.start_epoch(run.epoch, epochs, len(run.data.train))
         lr = float(run.optimizer.param_groups[0]["lr"])
         started = time.perf_counter()
-        record: dict[str, Any] = {"epoch": run.epoch + 1, "lr": lr, **train_epoch(run, reporter)}
+        losses, top1 = train_epoch(run, reporter)
         if run.device.type == "cuda":
             torch.cuda.synchronize(run.device)
         seconds = time.perf_counter() - started
-        if not all(math.isfinite(v) for k, v in record.items() if k.startswith("train_")):
+        if not all(math.isfinite(v) for v in [*losses.values(), top1]):
             raise RunFailed(
-                f"the loss became non-finite in epoch {run.epoch + 1} ({record['train_loss']}); the last good "
+                f"the loss became non-finite in epoch {run.epoch + 1} ({losses['loss']}); the last good "
                 f"checkpoint (epoch {run.epoch}) is kept in {run.run_dir}; continue with a lower rate: "
-                f"--resume {run.run_dir} --lr X"
+                f"{option('kdcli.resume', run.run_dir)} {option('lr', 'X')}",
+                run=run.run_dir,
             )
         damaged = non_finite(run)
         if damaged:
             raise RunFailed(
                 f"the student's {damaged} became non-finite in epoch {run.epoch + 1}; the last good checkpoint "
                 f"(epoch {run.epoch}) is kept in {run.run_dir}; continue with a lower rate: "
-                f"--resume {run.run_dir} --lr X"
+                f"{option('kdcli.resume', run.run_dir)} {option('lr', 'X')}",
+                run=run.run_dir,
             )
-        record["seconds"] = seconds
-        record["images_per_second"] = run.data.train.num_samples / seconds
-        record.update(evaluate_epoch(run))
+        split_metrics, diagnostics = evaluate_epoch(run)
+        record = EpochRecord(
+            epoch=run.epoch + 1,
+            lr=lr,
+            train_losses=losses,
+            train_top1=top1,
+            seconds=seconds,
+            images_per_second=run.data.train.num_samples / seconds,
+            **split_metrics,
+            diagnostics=diagnostics,
+        )
         check_target(run, record, reporter)
         run.epoch += 1
         run.history.append(record)
-        if run.data.val is not None and (run.best is None or record["val_top1"] > run.best["val_top1"]):
+        if record.val is not None and (run.best is None or record.val.top1 > run.best["val_top1"]):
             run.best = {
                 "epoch": run.epoch,
-                "val_top1": record["val_top1"],
-                "test_top1": record.get("test_top1"),
+                "val_top1": record.val.top1,
+                "test_top1": record.test.top1 if record.test else None,
                 "student": {k: v.detach().clone() for k, v in run.student.model.state_dict().items()},
             }
         if run.place.is_main:
             checkpoint = run.state()
-            metrics = "".join(finite_dumps(r, indent=None)[0] + "\n" for r in run.history)  # inf as "inf", never NaN
+            metrics = "".join(finite_dumps(r.flat(), indent=None)[0] + "\n" for r in run.history)  # inf as "inf"
             writing(run, partial(atomic_write_text, run.run_dir / "metrics.jsonl", metrics))
             writing(run, partial(save_checkpoint, run.run_dir, checkpoint))
         reporter.end_epoch(record)
@@ -136,7 +149,11 @@ def execute(
     if run_dir is not None:
         check_run_path(run_dir)
     if not resume and run_dir is not None and (run_dir / CHECKPOINT_NAME).exists():
-        raise UsageError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
+        raise UsageError(
+            f"{run_dir} already holds a run; continue it with {option('kdcli.resume', run_dir)} or choose "
+            f"another {option('output.dir')}",
+            run=run_dir,
+        )
     if not resume and run_dir is not None:
         weights = (config.teacher.checkpoint, config.student.checkpoint)
         check_run_directory(run_dir, [Path(w) for w in weights if w and not w.startswith("kdcli:")], force)
@@ -154,7 +171,7 @@ def execute(
             started = time.perf_counter()
             if state is not None:
                 restore(run, state)
-                started -= sum(r["seconds"] for r in run.history)
+                started -= sum(r.seconds for r in run.history)
                 if resume_lr is not None:
                     change_learning_rate(run, resume_lr)
                     reporter.note(f"learning rate {config.optim.lr:g} → {resume_lr:g} from epoch {run.epoch + 1} on")
@@ -169,11 +186,10 @@ def execute(
         try:
             run_epochs(run, reporter)
         except KeyboardInterrupt:
-            command = f"kdcli {'train' if config.method.name == 'none' else 'distill'} --resume {run.run_dir}"
             where = " (under torchrun: the same torchrun line)" if place.active else ""
             raise Interrupted(
                 f"interrupted; the checkpoint after epoch {run.epoch} is in {run.run_dir}: continue with "
-                f"`{command}`{where}"
+                f"`{option('kdcli.resume', run.run_dir)}`{where}"
             ) from None
         finally:
             reporter.close()
@@ -209,7 +225,8 @@ def writing(run: Run, write: Callable[[], Written]) -> Written:
     except OSError as exc:
         raise RunFailed(
             f"cannot write into {run.run_dir} ({exc.strerror or exc}); its last good checkpoint is intact: free "
-            f"space and continue with --resume {run.run_dir}"
+            f"space and continue with {option('kdcli.resume', run.run_dir)}",
+            run=run.run_dir,
         ) from None
 
 
@@ -219,11 +236,11 @@ def restore(run: Run, state: dict[str, Any]) -> None:
     try:
         run.restore(state)
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         path = run.run_dir / CHECKPOINT_NAME
         raise UsageError(
-            f"{path} does not fit the run that {run.run_dir / 'config.yaml'} describes ({reason[:160]}); "
-            "it was edited or copied from another run: start the run again with a new --out"
+            f"{path} does not fit the run that {run.run_dir / 'config.yaml'} describes ({one_line(exc, 160)}); "
+            f"it was edited or copied from another run: start the run again with a new {option('output.dir')}",
+            run=run.run_dir,
         ) from None
 
 
@@ -245,7 +262,7 @@ def change_learning_rate(run: Run, lr: float) -> None:
 
 def resume_config(run_dir: Path) -> RunConfig:
     """The configuration a run directory was started with."""
-    check_run_path(run_dir, "--resume")
+    check_run_path(run_dir, "run_dir")
     path = run_dir / "config.yaml"
     if not path.is_file():
         raise UsageError(f"{run_dir} is not a kdcli run directory (no config.yaml)")
@@ -254,6 +271,9 @@ def resume_config(run_dir: Path) -> RunConfig:
     # A run writes every section: an emptied or cut file would resume as some other run. (Without a checkpoint the
     # run stopped before its first one, and load_checkpoint says so.)
     if missing and os.path.lexists(run_dir / CHECKPOINT_NAME):
-        raise UsageError(f"{path} is not a whole run configuration (no {', '.join(missing)}: it was emptied or "
-                         f"edited), so {run_dir} cannot resume; start the run again with a new --out")  # fmt: skip
+        raise UsageError(
+            f"{path} is not a whole run configuration (no {', '.join(missing)}: it was emptied or "
+            f"edited), so {run_dir} cannot resume; start the run again with a new {option('output.dir')}",
+            run=run_dir,
+        )
     return resolve([(f"config {path}", data)]).config

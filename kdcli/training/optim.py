@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from kdcli.config import RunConfig, ScheduleConfig
+from kdcli.interfaces import ParamGroup
 
 
 def annealing_cos(start: float, end: float, fraction: float) -> float:
@@ -66,9 +67,11 @@ class StepSchedule(torch.optim.lr_scheduler.LambdaLR):
     only the step (``last_epoch``), and a resumed run continues on the same curve."""
 
     def __init__(
-        self, optimizer: torch.optim.Optimizer, factors: list[Callable[[int], float]],
+        self,
+        optimizer: torch.optim.Optimizer,
+        factors: list[Callable[[int], float]],
         momentum: Callable[[int], float] | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.momentum = momentum  # before LambdaLR's own first step, which sets step 0's values
         super().__init__(optimizer, factors)
 
@@ -102,7 +105,7 @@ def group_schedule(
 def make_optimizer(
     config: RunConfig,
     student: nn.Module,
-    method_groups: list[dict[str, Any]],
+    method_groups: list[ParamGroup],
     steps_per_epoch: int,
     capturable: bool = False,
     schedule: ScheduleConfig | None = None,
@@ -119,19 +122,31 @@ def make_optimizer(
     groups: list[dict[str, Any]] = [{"params": list(student.parameters()), "name": "student", "lr": optim.lr * scale}]
     frozen_epochs = [0.0]
     for group in method_groups:
-        group = dict(group)
-        frozen_epochs.append(float(group.pop("frozen_epochs", 0.0)))
-        ratio = float(group.pop("lr_ratio", 1.0))
-        groups.append({**group, "lr": optim.lr * scale * ratio})
+        frozen_epochs.append(group.frozen_epochs)
+        groups.append(
+            {
+                "params": group.params,
+                "name": group.name,
+                "weight_decay": group.weight_decay,
+                "lr": optim.lr * scale * group.lr_ratio,
+            }
+        )
     # On CUDA the fused kernels: one launch per step, and a learning rate that may live on the device (CUDA graphs).
     fused = next(student.parameters()).device.type == "cuda"
     optimizer: torch.optim.Optimizer
     if optim.name == "sgd":
-        optimizer = torch.optim.SGD(groups, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay,
-                                    nesterov=optim.nesterov, fused=fused or None)  # fmt: skip
+        optimizer = torch.optim.SGD(
+            groups,
+            lr=optim.lr,
+            momentum=optim.momentum,
+            weight_decay=optim.weight_decay,
+            nesterov=optim.nesterov,
+            fused=fused or None,
+        )
     else:
-        optimizer = torch.optim.AdamW(groups, lr=optim.lr, weight_decay=optim.weight_decay, fused=fused or None,
-                                      capturable=capturable)  # fmt: skip
+        optimizer = torch.optim.AdamW(
+            groups, lr=optim.lr, weight_decay=optim.weight_decay, fused=fused or None, capturable=capturable
+        )
     schedule = schedule or config.schedule
     epochs = config.train.epochs
     factors = [group_schedule(schedule, epochs, steps_per_epoch, frozen) for frozen in frozen_epochs]

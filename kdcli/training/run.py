@@ -14,20 +14,22 @@ import torch
 from kdcli.catalog import method_spec
 from kdcli.config import RunConfig
 from kdcli.data import DataBundle, build_data
-from kdcli.errors import UsageError
+from kdcli.errors import UsageError, option
 from kdcli.interfaces import MethodContext, ModelOutput
 from kdcli.io.model_file import apply_transform
 from kdcli.methods.base import Method
 from kdcli.models.features import model_info
 from kdcli.models.wrappers import NormalizedModel
-from kdcli.training.acceleration import Acceleration, resolve_acceleration
-from kdcli.training.distributed import SINGLE, Distributed, broadcast, device_for
-from kdcli.training.loading import Teacher, build_student, load_teacher, resolve_device
+from kdcli.records import EpochRecord
+from kdcli.reporting.report import TeacherCheck
+from kdcli.runtime.acceleration import Acceleration, resolve_acceleration
+from kdcli.runtime.distributed import SINGLE, Distributed, broadcast, device_for
+from kdcli.runtime.loading import Teacher, build_student, load_teacher, resolve_device
 from kdcli.training.optim import StepSchedule, load_optimizer_state, make_optimizer, optimizer_state
 from kdcli.training.step import StepParts, TrainStep, make_train_step
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Run:
     """Everything one training run holds while it runs."""
 
@@ -41,8 +43,8 @@ class Run:
     acceleration: Acceleration
     scaler: torch.amp.GradScaler
     place: Distributed = SINGLE
-    history: list[dict[str, Any]] = field(default_factory=list)
-    teacher_check: dict[str, Any] | None = None
+    history: list[EpochRecord] = field(default_factory=list)
+    teacher_check: TeacherCheck | None = None
     teacher_eval: list[ModelOutput] | None = None
     best: dict[str, Any] | None = None
     epoch: int = 0
@@ -62,14 +64,25 @@ class Run:
         if self.teacher is not None:
             self.teacher.module.read_features(self.method.teacher_features)
         self.optimizer, self.scheduler = make_optimizer(
-            self.config, self.student, self.method.parameter_groups(), len(self.data.train),
+            self.config,
+            self.student,
+            self.method.parameter_groups(),
+            len(self.data.train),
             self.acceleration.cuda_graphs,
-        )  # fmt: skip
+        )
         train = self.data.train
         local_batch = train.rank_slice(train.batch_size)  # this process's images of a full global batch
-        parts = StepParts(self.student, self.teacher.module if self.teacher else None, self.method, self.optimizer,
-                          self.scaler, self.acceleration, self.device, local_batch.stop - local_batch.start,
-                          self.place)  # fmt: skip
+        parts = StepParts(
+            student=self.student,
+            teacher=self.teacher.module if self.teacher else None,
+            method=self.method,
+            optimizer=self.optimizer,
+            scaler=self.scaler,
+            acceleration=self.acceleration,
+            device=self.device,
+            batch_size=local_batch.stop - local_batch.start,
+            place=self.place,
+        )
         self.step = make_train_step(parts)
 
     def state(self) -> dict[str, Any]:
@@ -80,8 +93,8 @@ class Run:
             "optimizer": optimizer_state(self.optimizer),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "history": self.history,
-            "teacher_check": self.teacher_check,
+            "history": [record.flat() for record in self.history],
+            "teacher_check": self.teacher_check.model_dump() if self.teacher_check else None,
             "best": self.best,
             "method_report": self.method.report(),
             "rng": torch.get_rng_state(),
@@ -93,8 +106,8 @@ class Run:
         load_optimizer_state(self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        self.history = list(state["history"])
-        self.teacher_check = state["teacher_check"]
+        self.history = [EpochRecord.model_validate(record) for record in state["history"]]
+        self.teacher_check = TeacherCheck.model_validate(state["teacher_check"]) if state["teacher_check"] else None
         self.best = state["best"]
         self.method.restore_report(state["method_report"])
         self.epoch = int(state["epoch"])
@@ -127,7 +140,9 @@ def setup(config: RunConfig, run_dir: Path | None, data: DataBundle | None = Non
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)  # kernels, streams and graphs of this run go to the device it names
     if config.train.sync_batchnorm and device.type != "cuda":
-        raise UsageError("--sync-batchnorm needs CUDA (torch's SyncBatchNorm runs on GPUs only); drop it on the CPU")
+        raise UsageError(
+            f"{option('train.sync_batchnorm')} needs CUDA (torch's SyncBatchNorm runs on GPUs only); drop it on the CPU"
+        )
     torch.manual_seed(config.train.seed)
     if data is None:
         train = config.train
@@ -135,15 +150,20 @@ def setup(config: RunConfig, run_dir: Path | None, data: DataBundle | None = Non
         data = build_data(config.data, device, train.batch_size, train.eval_batch_size, train.seed, shard)
         available = data.train.num_samples + (data.val.num_samples if data.val is not None else 0)
         if config.data.train_subset is not None and config.data.train_subset > available:
-            data.notes.append(f"--train-subset {config.data.train_subset} is more than the {available:,} training "
-                              f"images of {data.name}: all {available:,} are used")  # fmt: skip
+            subset = option("data.train_subset", config.data.train_subset)
+            data.notes.append(
+                f"{subset} is more than the {available:,} training images of {data.name}: all {available:,} are used"
+            )
     spec = method_spec(config.method.name)
     implementation = method_class(spec.name)
     teacher = load_teacher(config, data, device) if spec.needs_teacher else None
     student = build_student(config, data, device)
-    context = MethodContext(data.num_classes, model_info(student.model, student.arch),
-                            model_info(teacher.module.model, teacher.arch) if teacher else None,
-                            config.train.epochs)  # fmt: skip
+    context = MethodContext(
+        data.num_classes,
+        model_info(student.model, student.arch),
+        model_info(teacher.module.model, teacher.arch) if teacher else None,
+        config.train.epochs,
+    )
     method = implementation(spec.options.model_validate(config.method_options), context).to(device)
     transform = method.student_transform()
     if transform is not None:
@@ -155,8 +175,18 @@ def setup(config: RunConfig, run_dir: Path | None, data: DataBundle | None = Non
             wrapped.to(memory_format=torch.channels_last)
             wrapped.channels_last = True
     run_dir = run_dir or broadcast(default_run_dir(config, teacher.arch if teacher else None))  # rank 0's clock
-    run = Run(config, run_dir, device, data, student, method, teacher, acceleration, acceleration.grad_scaler(device),
-              place)  # fmt: skip
+    run = Run(
+        config=config,
+        run_dir=run_dir,
+        device=device,
+        data=data,
+        student=student,
+        method=method,
+        teacher=teacher,
+        acceleration=acceleration,
+        scaler=acceleration.grad_scaler(device),
+        place=place,
+    )
     if device.type == "cuda" and (acceleration.compile or acceleration.cuda_graphs):
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest convolutions once
     run.prepare_training()

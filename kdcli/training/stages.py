@@ -15,8 +15,8 @@ from kdcli.data import TensorLoader
 from kdcli.errors import UsageError
 from kdcli.interfaces import MethodContext, PreStage, RelabelStage, Reporter, TeacherPass
 from kdcli.methods.supervised import Supervised
-from kdcli.training.distributed import broadcast
-from kdcli.training.metrics import predict
+from kdcli.runtime.distributed import broadcast
+from kdcli.runtime.metrics import predict
 from kdcli.training.optim import make_optimizer
 from kdcli.training.run import Run
 from kdcli.training.step import StepParts, make_train_step
@@ -35,8 +35,10 @@ def run_pre_stage(run: Run, stage: PreStage, reporter: Reporter) -> None:
 def in_memory_training_set(run: Run, stage_name: str) -> TensorLoader:
     train = run.data.train
     if not isinstance(train, TensorLoader):
-        raise UsageError(f"the {stage_name} pre-stage needs an in-memory data set; with imagefolder turn it off "
-                         "(see `kdcli methods` for the option)")  # fmt: skip
+        raise UsageError(
+            f"the {stage_name} pre-stage needs an in-memory data set; with imagefolder turn it off "
+            "(see `kdcli methods` for the option)"
+        )
     return train
 
 
@@ -65,8 +67,15 @@ def run_relabel_stage(run: Run, stage: RelabelStage, reporter: Reporter) -> None
     assert run.teacher is not None
     train = in_memory_training_set(run, stage.name)
     seed = train.seed + VIEW_SEED_OFFSET
-    views = TensorLoader(train.images, train.labels, run.config.train.eval_batch_size, run.device,
-                         crop_padding=train.crop_padding, hflip=train.hflip, seed=seed)  # fmt: skip
+    views = TensorLoader(
+        train.images,
+        train.labels,
+        run.config.train.eval_batch_size,
+        run.device,
+        crop_padding=train.crop_padding,
+        hflip=train.hflip,
+        seed=seed,
+    )
     views.set_epoch(-1)
     teacher = run.teacher.module
     teacher_logits, _ = once(run, lambda: predict(teacher.predict, views, run.autocast))
@@ -79,16 +88,35 @@ def run_relabel_stage(run: Run, stage: RelabelStage, reporter: Reporter) -> None
     student.reset_classifier(stage.num_classes)
     run.student.to(run.device)
     run.student.read_features(())
-    loader = TensorLoader(train.images, relabeling.labels, train.batch_size, run.device, shuffle=True,
-                          crop_padding=train.crop_padding, hflip=train.hflip, seed=seed,
-                          shard=(run.place.rank, run.place.world_size), drop_last=train.drop_last)  # fmt: skip
+    loader = TensorLoader(
+        train.images,
+        relabeling.labels,
+        train.batch_size,
+        run.device,
+        shuffle=True,
+        crop_padding=train.crop_padding,
+        hflip=train.hflip,
+        seed=seed,
+        shard=(run.place.rank, run.place.world_size),
+        drop_last=train.drop_last,
+    )
     context = MethodContext(stage.num_classes, run.method.context.student, None, stage.epochs)
     supervised = Supervised(SupervisedOptions(), context)
-    optimizer, scheduler = make_optimizer(run.config, run.student, [], len(loader), run.acceleration.cuda_graphs,
-                                          schedule=ScheduleConfig(name="constant"))  # fmt: skip
+    optimizer, scheduler = make_optimizer(
+        run.config, run.student, [], len(loader), run.acceleration.cuda_graphs, schedule=ScheduleConfig(name="constant")
+    )
     local_batch = loader.rank_slice(loader.batch_size)
-    parts = StepParts(run.student, None, supervised, optimizer, run.acceleration.grad_scaler(run.device),
-                      run.acceleration, run.device, local_batch.stop - local_batch.start, run.place)  # fmt: skip
+    parts = StepParts(
+        student=run.student,
+        teacher=None,
+        method=supervised,
+        optimizer=optimizer,
+        scaler=run.acceleration.grad_scaler(run.device),
+        acceleration=run.acceleration,
+        device=run.device,
+        batch_size=local_batch.stop - local_batch.start,
+        place=run.place,
+    )
     step = make_train_step(parts)
     run.student.train()
     for epoch in range(stage.epochs):
@@ -97,7 +125,7 @@ def run_relabel_stage(run: Run, stage: RelabelStage, reporter: Reporter) -> None
         for index, (images, labels) in enumerate(loader):
             step(images, labels, epoch + index / len(loader), loader.share(index, labels.numel()))
             scheduler.step()
-        reporter.note(f"{stage.name} epoch {epoch + 1}/{stage.epochs}  loss {step.means()['train_loss']:.4f}")
+        reporter.note(f"{stage.name} epoch {epoch + 1}/{stage.epochs}  loss {step.means()[0]['loss']:.4f}")
     student.reset_classifier(run.data.num_classes)  # a fresh classifier for the main epochs
     run.student.to(run.device)
     if run.acceleration.channels_last:

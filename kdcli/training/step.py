@@ -18,8 +18,8 @@ replayed for every full batch, after PyTorch's whole-network capture recipe (doc
 - a batch of another size (an epoch's last, partial batch) runs eagerly on the same weights, gradients and
   optimizer state.
 
-A CPU has no CUDA graphs: there the recorded "graph" reruns the step on the static buffers. No command line reaches
-that (``--cuda-graphs`` needs CUDA); it lets the CPU tests run every line of this path but the capture itself.
+A CPU has no CUDA graphs: there the recorded "graph" reruns the step on the static buffers. No configuration reaches
+that (``train.cuda_graphs`` needs CUDA); it lets the CPU tests run every line of this path but the capture itself.
 """
 
 from __future__ import annotations
@@ -33,20 +33,20 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from kdcli.errors import RunFailed
+from kdcli.errors import RunFailed, option
 from kdcli.interfaces import ModelOutput
 from kdcli.methods.base import Method
 from kdcli.models.wrappers import FrozenTeacher, NormalizedModel
-from kdcli.training.acceleration import Acceleration
-from kdcli.training.distributed import SINGLE, Distributed, all_reduce_sum
+from kdcli.runtime.acceleration import Acceleration
+from kdcli.runtime.distributed import SINGLE, Distributed, all_reduce_sum
 
 WARMUP_STEPS = 3
 
 
-@dataclass
+@dataclass(kw_only=True)
 class StepParts:
     """What a training step runs: the two models, the method's losses, the optimizer and the precision, and this
-    process's place among the processes of the run (kdcli.training.distributed)."""
+    process's place among the processes of the run (kdcli.runtime.distributed)."""
 
     student: NormalizedModel
     teacher: FrozenTeacher | None
@@ -83,8 +83,9 @@ def trainable_module(parts: StepParts) -> nn.Module:
         return trainable
     device_ids = [parts.device] if parts.device.type == "cuda" else None
     # A graph-captured step needs DDP's static graph (the same buckets and hooks at every step).
-    return nn.parallel.DistributedDataParallel(trainable, device_ids=device_ids,
-                                               static_graph=parts.acceleration.cuda_graphs)  # fmt: skip
+    return nn.parallel.DistributedDataParallel(
+        trainable, device_ids=device_ids, static_graph=parts.acceleration.cuda_graphs
+    )
 
 
 class TrainStep:
@@ -139,14 +140,13 @@ class TrainStep:
             self.sums[name].add_(value.detach().float() * batch)
         self.correct.add_(logits.detach().argmax(1).eq(labels).sum())
 
-    def means(self) -> dict[str, float]:
-        """Mean losses and top-1 over the epoch so far and over every process, read from the device in one
-        transfer (and reduced over the processes in one call)."""
+    def means(self) -> tuple[dict[str, float], float]:
+        """The mean of each loss term (``loss`` their sum) and the top-1 over the epoch so far and over every
+        process, read from the device in one transfer (and reduced over the processes in one call)."""
         seen = torch.tensor(float(self.seen), device=self.parts.device)
         totals = all_reduce_sum(torch.stack([*self.sums.values(), self.correct.float(), seen])).tolist()
-        means = {f"train_{name}": total / totals[-1] for name, total in zip(self.sums, totals[:-2], strict=True)}
-        means["train_top1"] = 100.0 * totals[-2] / totals[-1]
-        return means
+        losses = {name: total / totals[-1] for name, total in zip(self.sums, totals[:-2], strict=True)}
+        return losses, 100.0 * totals[-2] / totals[-1]
 
 
 class GraphedStep(TrainStep):
@@ -229,7 +229,7 @@ class GraphedStep(TrainStep):
             raise RunFailed(
                 f"the training step could not be captured in a CUDA graph ({str(first).splitlines()[0]}); a step "
                 "that reads the host (.item(), data-dependent shapes) or compiles during capture cannot be; "
-                "rerun with --no-cuda-graphs"
+                f"rerun with {option('train.cuda_graphs', 'false')}"
             ) from error
         self.graph = graph
 

@@ -283,8 +283,10 @@ def test_report_json_writes_non_finite_numbers_as_strings_not_null(tmp_path: Pat
     """An epoch's figure (a dict of any values) was written as null, which reads as "not measured", and a typed one
     (final.last_nll) as the token Infinity; both are strings now, and read back as the numbers."""
     report = read_report(RUNS / "vanilla-s0")
-    report.epochs[0]["test_nll"] = math.inf
-    report.epochs[0]["diag_target_entropy"] = math.nan
+    test = report.epochs[0].test
+    assert test is not None
+    test.nll = math.inf
+    report.epochs[0].diagnostics["target_entropy"] = math.nan
     report.final.last_nll = -math.inf
     document = strict_json(report.to_json())
     assert document["epochs"][0]["test_nll"] == "inf" and document["epochs"][0]["diag_target_entropy"] == "nan"

@@ -250,7 +250,11 @@ def test_train_subset_larger_than_the_data_set_is_said() -> None:
     config = RunConfig.model_validate({"student": {"arch": "resnet8"}, "method": {"name": "none"},
                                        "data": {"train_subset": 999_999}, "train": {"device": "cpu"}})  # fmt: skip
     notes = setup(config, Path("unused")).data.notes
-    assert any("--train-subset 999999 is more than the 5,000" in note for note in notes), notes
+    from kdcli.cli.options import cli_spelling
+    from kdcli.errors import spell
+
+    said = [spell(note, cli_spelling) for note in notes]  # what the command line shows
+    assert any("--train-subset 999999 is more than the 5,000" in note for note in said), said
 
 
 @pytest.mark.parametrize("flag", ["--config", "--preset"])

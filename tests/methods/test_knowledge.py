@@ -134,7 +134,7 @@ def test_a_control_distills_through_the_engine_with_its_teacher_pass(tmp_path: P
     result = kdcli.distill(config)
     control = result.report.method_report["control"]
     assert 0 < control["matched_smoothing"] < 1 and control["temperature"] == 4.0
-    assert result.report.epochs[0]["diag_target_top1"] > 0
+    assert result.report.epochs[0].diagnostics["target_top1"] > 0
     with pytest.raises(UsageError, match="controls as targets work with vanilla, pea and dkd"):
         resolve([("t", {"method": {"name": "pesf", "target": "ls"}})])
 

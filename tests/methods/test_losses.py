@@ -5,7 +5,7 @@ import torch
 
 from kdcli.interfaces import ModelOutput
 from kdcli.methods.losses import SoftTargetLoss, kd_divergence
-from kdcli.training.metrics import accuracy_counts
+from kdcli.runtime.metrics import accuracy_counts
 
 from ..conftest import ZERO, build_method
 

@@ -60,8 +60,8 @@ def test_pea_ablations_run_and_export(tmp_path: Path, teacher_file: Path, sps: b
     transform = result.report.student.transform
     assert (transform is not None and transform.name == "sps") == sps
     assert ("ptp" in result.report.method_report) == ptp
-    evaluated = kdcli.evaluate([result.student_path], device="cpu")["results"][0]
-    assert evaluated["top1"] == pytest.approx(result.report.final.last_top1)
+    evaluated = kdcli.evaluate([result.student_path], device="cpu").results[0]
+    assert evaluated.top1 == pytest.approx(result.report.final.last_top1)
 
 
 @pytest.mark.slow

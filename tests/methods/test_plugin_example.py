@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kdcli.catalog import method_spec
+from kdcli.catalog import MethodSpec, catalog, method_spec
 from kdcli.cli import main
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "plugins.md"
@@ -21,14 +21,28 @@ def example_source() -> str:
     return module
 
 
+def example_entry_point() -> str:
+    """What the page's entry point for ``at`` names (``module:attribute``)."""
+    (entry,) = set(re.findall(r'^at = "(kdcli_at:\w+)"$', DOC.read_text(), flags=re.MULTILINE))
+    return entry
+
+
 @pytest.fixture
 def at_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "kdcli_at.py").write_text(example_source())
     info = tmp_path / "kdcli_at-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: kdcli-at\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[kdcli.methods]\nat = kdcli_at:AttentionTransfer\n")
+    (info / "entry_points.txt").write_text(f"[kdcli.methods]\nat = {example_entry_point()}\n")
     monkeypatch.syspath_prepend(str(tmp_path))
+
+
+def test_documented_plugin_registers_its_spec_like_a_builtin(at_plugin: None) -> None:
+    assert example_entry_point() == "kdcli_at:AT"  # a MethodSpec, as `vanilla = "kdcli.catalog:VANILLA"`
+    listed = catalog()["at"]
+    assert isinstance(listed, MethodSpec) and listed.implementation == "kdcli_at:AttentionTransfer"
+    implementation = listed.load()
+    assert implementation.spec is listed and implementation.name == "at" and implementation.Options is listed.options
 
 
 @pytest.mark.slow

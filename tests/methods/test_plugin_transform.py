@@ -18,8 +18,12 @@ PLUGIN = '''
 import torch
 from torch import nn
 
+from kdcli.catalog import MethodSpec, VanillaOptions
 from kdcli.interfaces import StudentTransform
 from kdcli.methods.vanilla import Vanilla
+
+SCALED = MethodSpec("scaled", "vanilla KD with a learned scale on the student's logits", VanillaOptions,
+                    "kdcli_scaled:ScaledVanilla")
 
 
 class Scale(nn.Module):
@@ -37,8 +41,7 @@ def scaled_head(model, init=1.0):
 
 
 class ScaledVanilla(Vanilla):
-    name = "scaled"
-    summary = "vanilla KD with a learned scale on the student's logits"
+    spec = SCALED
 
     def student_transform(self):
         return StudentTransform("scaled_head", {"init": 0.5})
@@ -52,7 +55,7 @@ def scaled_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: kdcli-scaled\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text(
-        "[kdcli.methods]\nscaled = kdcli_scaled:ScaledVanilla\n\n"
+        "[kdcli.methods]\nscaled = kdcli_scaled:SCALED\n\n"
         "[kdcli.student_transforms]\nscaled_head = kdcli_scaled:scaled_head\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -16,10 +16,11 @@ from kdcli.config import resolve
 from kdcli.interfaces import PRE_LOGITS, ModelOutput, Reporter
 from kdcli.methods.pea import ptp_labels
 from kdcli.methods.pesf import Pesf
+from kdcli.records import EpochRecord
 from kdcli.training.engine import train_epoch
-from kdcli.training.evaluation import target_guard
 from kdcli.training.optim import make_optimizer
 from kdcli.training.run import setup
+from kdcli.training.validation import target_guard
 
 from ..conftest import build_method, tiny_config
 
@@ -61,8 +62,9 @@ def target_history(method: str, options: dict[str, Any], epochs: int = 4) -> tup
             scheduler.step()
         with torch.no_grad():
             values = strategy.diagnostics(ModelOutput(student(test_x)), teacher(test_x), test_y)
-        record = {"epoch": epoch + 1, **{f"diag_{k}": v.mean().item() for k, v in values.items()}}
-        history.append({**record, "warning": target_guard(record, teacher_top1)})
+        diagnostics = {k: v.mean().item() for k, v in values.items()}
+        record = EpochRecord(epoch=epoch + 1, lr=0.0, train_losses={}, train_top1=0.0, diagnostics=diagnostics)
+        history.append({"diag_target_top1": diagnostics["target_top1"], "warning": target_guard(record, teacher_top1)})
     return teacher_top1, history
 
 
@@ -82,11 +84,13 @@ def test_literal_skd_collapses_and_the_guard_says_so() -> None:
 
 
 def test_guard_fires_on_a_near_uniform_target_and_not_on_a_good_one() -> None:
-    good = {"diag_target_top1": 80.0, "diag_target_normalized_entropy": 0.6}
-    assert target_guard(good, teacher_top1=82.0) is None
-    flat = {"diag_target_top1": 80.0, "diag_target_normalized_entropy": 0.93}
+    def record(**diagnostics: float) -> EpochRecord:
+        return EpochRecord(epoch=1, lr=0.1, train_losses={"loss": 1.0}, train_top1=50.0, diagnostics=diagnostics)
+
+    assert target_guard(record(target_top1=80.0, target_normalized_entropy=0.6), teacher_top1=82.0) is None
+    flat = record(target_top1=80.0, target_normalized_entropy=0.93)
     assert "near uniform" in str(target_guard(flat, teacher_top1=82.0))
-    assert "6.0 points below" in str(target_guard({"diag_target_top1": 76.0}, teacher_top1=82.0))
+    assert "6.0 points below" in str(target_guard(record(target_top1=76.0), teacher_top1=82.0))
 
 
 def test_detached_student_target_with_the_swap_is_the_swapped_detached_student() -> None:

@@ -11,7 +11,7 @@ import kdcli.models  # noqa: F401  (registers the zoo in timm)
 from kdcli.errors import UsageError
 from kdcli.io.model_file import ModelCard, load_model, save_model
 from kdcli.models.sps import SwappedQKV, apply_sps
-from kdcli.training.metrics import count_parameters
+from kdcli.runtime.metrics import count_parameters
 
 
 def conv_and_linear_parameters(model: nn.Module) -> int:
@@ -108,7 +108,8 @@ def test_file_written_before_0_2_with_sps_metadata_still_loads(tmp_path: Path) -
     old = tmp_path / "old.safetensors"
     save_file(load_file(str(path)), str(old), metadata=metadata)
     loaded, loaded_card = load_model(old)
-    assert loaded_card is not None and loaded_card.transform is not None and loaded_card.transform.name == "sps"
+    assert loaded_card is not None and loaded_card.student_transform is not None
+    assert loaded_card.student_transform.name == "sps"
     x = torch.randn(2, 1, 32, 32)
     assert torch.equal(loaded.eval()(x), model(x))
 
@@ -123,6 +124,6 @@ def test_untied_second_pass_has_the_macs_of_sps_and_its_own_weights() -> None:
     tied = apply_sps(timm.create_model("resnet8", num_classes=10))
     untied = apply_sps(timm.create_model("resnet8", num_classes=10), tied=False)
     assert count_parameters(untied) - count_parameters(tied) == 4608
-    from kdcli.training.metrics import count_macs
+    from kdcli.runtime.metrics import count_macs
 
     assert count_macs(untied, (3, 32, 32)) == count_macs(tied, (3, 32, 32))

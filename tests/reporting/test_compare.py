@@ -67,11 +67,13 @@ def test_rows_that_differ_outside_the_method_say_how(capsys: pytest.CaptureFixtu
 def test_a_run_given_twice_is_one_seed(tmp_path: Path) -> None:
     """The Python API counts a run given again (another spelling, a symbolic link) once, as the CLI does; the CLI
     also says so (tests/cli/test_faults_outputs.py)."""
-    from kdcli.reporting.compare import compare, unique_runs
+    from kdcli.interfaces import Reporter
+    from kdcli.reporting.compare import compare_runs, unique_runs
 
     run = GPU_RUNS / "vanilla-eager-s0"
     link = tmp_path / "link"
     link.symlink_to(run)
     kept, dropped = unique_runs([run, f"{run}/.", link, GPU_RUNS / "vanilla-eager-s1"])
     assert kept == [run, GPU_RUNS / "vanilla-eager-s1"] and dropped == [(Path(f"{run}/."), run), (link, run)]
-    assert [row["seeds"] for row in compare([run, link, GPU_RUNS / "vanilla-eager-s1"])["rows"]] == [[0, 1]]
+    rows = compare_runs([run, link, GPU_RUNS / "vanilla-eager-s1"], Reporter())["rows"]
+    assert [row["seeds"] for row in rows] == [[0, 1]]

@@ -7,11 +7,11 @@ import torch
 from safetensors.torch import load_file
 
 import kdcli
-from kdcli.config import TrainConfig, resolve
+from kdcli.config import DataConfig, TrainConfig, resolve
 from kdcli.errors import Interrupted, RunFailed, UsageError
 from kdcli.interfaces import Reporter
 from kdcli.io.checkpoint import load_checkpoint, save_checkpoint
-from kdcli.training.acceleration import resolve_acceleration
+from kdcli.runtime.acceleration import resolve_acceleration
 from kdcli.training.engine import run_epochs, train_epoch
 from kdcli.training.optim import lr_factor, make_optimizer
 from kdcli.training.run import setup
@@ -59,18 +59,20 @@ def test_resume_ends_at_the_same_weights(tmp_path: Path, teacher_file: Path) -> 
         tiny_config(tmp_path / "straight", teacher={"checkpoint": str(teacher_file)}, data={"val_split": 0.2})
     )
     config = tiny_config(tmp_path / "stopped", teacher={"checkpoint": str(teacher_file)}, data={"val_split": 0.2})
-    with pytest.raises(Interrupted, match="--resume"):
+    with pytest.raises(Interrupted, match=r"kdcli\.resume\("):
         kdcli.distill(config, reporter=InterruptAfter(1))
     assert load_checkpoint(tmp_path / "stopped")["epoch"] == 1
     resumed = kdcli.resume(tmp_path / "stopped")
     expected = load_file(str(straight.student_path))
     for name, tensor in load_file(str(resumed.student_path)).items():
         assert torch.equal(tensor, expected[name]), name
-    assert [r["test_top1"] for r in resumed.report.epochs] == [r["test_top1"] for r in straight.report.epochs]
+    assert [r.test for r in resumed.report.epochs] == [r.test for r in straight.report.epochs]
     assert (tmp_path / "stopped" / "student-best.safetensors").is_file()
-    validation = kdcli.evaluate([resumed.student_path], split="val", train_subset=300, val_split=0.2, device="cpu")
-    assert validation["results"][0]["samples"] == 60
-    assert validation["results"][0]["top1"] == pytest.approx(resumed.report.epochs[-1]["val_top1"])
+    data = DataConfig(train_subset=300, val_split=0.2)  # the data set: the file's (name not set)
+    validation = kdcli.evaluate([resumed.student_path], data, split="val", device="cpu")
+    assert validation.results[0].samples == 60
+    last_val = resumed.report.epochs[-1].val
+    assert last_val is not None and validation.results[0].top1 == pytest.approx(last_val.top1)
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path, teacher_file: Path) -> None:
@@ -99,7 +101,7 @@ def test_starting_over_an_existing_run_is_refused(tmp_path: Path) -> None:
 
 
 def test_teacher_without_weights_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match=r"no trained weights.*--teacher-ckpt"):
+    with pytest.raises(UsageError, match=r"no trained weights.*teacher\.checkpoint=FILE"):
         kdcli.distill(tiny_config(tmp_path))
 
 
@@ -115,8 +117,8 @@ def test_grey_data_feeds_three_channel_models(tmp_path: Path, teacher_file: Path
                                        student={"in_chans": 3}, train={"epochs": 1}))  # fmt: skip
     tensors = load_file(str(result.student_path))
     assert tensors["conv1.weight"].shape[1] == 3
-    evaluated = kdcli.evaluate([result.student_path], device="cpu")["results"][0]
-    assert evaluated["top1"] == pytest.approx(result.report.final.last_top1)
+    evaluated = kdcli.evaluate([result.student_path], device="cpu").results[0]
+    assert evaluated.top1 == pytest.approx(result.report.final.last_top1)
 
 
 @pytest.mark.parametrize(("arch", "kwargs"), [("test_resnet", {}), ("test_vit", {"img_size": 32})])
@@ -128,8 +130,8 @@ def test_any_timm_architecture_trains_and_exports(tmp_path: Path, arch: str, kwa
     del config["teacher"]
     result = kdcli.train(config)
     assert result.report.student.arch == arch
-    evaluated = kdcli.evaluate([result.student_path], device="cpu")["results"][0]
-    assert evaluated["top1"] == pytest.approx(result.report.final.last_top1)
+    evaluated = kdcli.evaluate([result.student_path], device="cpu").results[0]
+    assert evaluated.top1 == pytest.approx(result.report.final.last_top1)
 
 
 def test_cosine_shape() -> None:
@@ -238,4 +240,4 @@ def test_resume_keeps_this_machines_optimizer_implementation(tmp_path: Path, tea
     resumed.restore(state)
     assert [(g["fused"], g["capturable"]) for g in resumed.optimizer.param_groups] == [(None, False)]
     resumed.epoch = 1
-    assert train_epoch(resumed, Reporter())["train_loss"] > 0
+    assert train_epoch(resumed, Reporter())[0]["loss"] > 0

@@ -1,6 +1,6 @@
 """``kdcli export``: a kdcli model file as ONNX, or as a folder in timm's ``local-dir`` layout.
 
-ONNX (``--format onnx``, the ``kdcli[onnx]`` extra: onnx, onnxscript, onnxruntime). The exported graph is the
+ONNX (``format="onnx"``, the ``kdcli[onnx]`` extra: onnx, onnxscript, onnxruntime). The exported graph is the
 student wrapped in its own input adaptation (``kdcli.models.wrappers.NormalizedModel``, as ``kdcli eval`` runs it):
 grey images repeated to three channels for a three-channel model trained on grey data, then ``(x - mean) / std``
 with the card's statistics. So the ONNX model takes what kdcli's data pipeline gives a model: float32 images in
@@ -19,14 +19,15 @@ Nothing is kept unchecked: the model is written to a temporary file next to the 
 logits compared with PyTorch's (fp32, eager, CPU). Only when ``max |ONNX - PyTorch| <= tolerance`` is the file
 renamed over the target (``kdcli.io.files.atomic_write``); else nothing is written and the export fails (exit 1).
 
-timm (``--format timm``): a folder with ``model.safetensors`` and ``config.json`` in the layout timm's
+timm (``format="timm"``): a folder with ``model.safetensors`` and ``config.json`` in the layout timm's
 ``push_to_hf_hub``/``save_for_hf`` write and ``load_model_config_from_path`` reads (``architecture``,
 ``num_classes``, ``num_features``, ``model_args``, ``label_names``, ``pretrained_cfg`` with the card's
 ``input_size``/``mean``/``std``), so ``timm.create_model("local-dir:DIR", pretrained=True)`` builds the student with
 its weights (after ``import kdcli.models`` for the CIFAR zoo's names) and timm's train.py takes it as a teacher
-(``--kd-model-name local-dir:DIR``). A timm model takes normalized input: the statistics are in the config, not in
-the weights. The folder is checked the same way (timm builds it from the folder, its logits are compared with the
-kdcli file's) before it is moved into place. A transformed student cannot be rebuilt by plain timm and is refused.
+(with ``local-dir:DIR`` as its distillation model's name). A timm model takes normalized input: the statistics are in
+the config, not in the weights. The folder is checked the same way (timm builds it from the folder, its logits are
+compared with the kdcli file's) before it is moved into place. A transformed student cannot be rebuilt by plain timm
+and is refused.
 """
 
 from __future__ import annotations
@@ -41,19 +42,22 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import timm
 import torch
+from pydantic import ConfigDict, Field
 from safetensors.torch import save_file
 from torch import nn
 
 from kdcli._version import __version__
 from kdcli.data.sources import input_preparation
-from kdcli.errors import RunFailed, UsageError
-from kdcli.io.files import atomic_write, check_output_file, sha256_file
+from kdcli.errors import RunFailed, UsageError, one_line, option
+from kdcli.interfaces import StudentTransform
+from kdcli.io.files import atomic_write, check_output_file, sha256_file, umask
 from kdcli.io.model_file import ModelCard, load_model, read_card
 from kdcli.models.wrappers import NormalizedModel
+from kdcli.records import Record
 
 EXPORT_SCHEMA = "kdcli.export/1"
 FORMATS = ("onnx", "timm")
@@ -78,11 +82,99 @@ CHECK_BATCHES = (1, 1, 1)
 DYNAMIC_CHECK_BATCHES = (1, 3, 8)
 """Batches the check runs with ``dynamic_batch``: the exported batch dimension must take each."""
 TIMM_FILES = ("model.safetensors", "config.json")
-_CFG_DROPPED = ("url", "file", "state_dict", "hf_hub_id", "hf_hub_filename", "source", "architecture", "tag",
-                "label_offset", "label_names", "label_descriptions", "test_input_size", "test_pool_size",
-                "test_crop_pct", "min_input_size", "num_classes", "input_size", "mean", "std")  # fmt: skip
+_CFG_DROPPED = (
+    "url",
+    "file",
+    "state_dict",
+    "hf_hub_id",
+    "hf_hub_filename",
+    "source",
+    "architecture",
+    "tag",
+    "label_offset",
+    "label_names",
+    "label_descriptions",
+    "test_input_size",
+    "test_pool_size",
+    "test_crop_pct",
+    "min_input_size",
+    "num_classes",
+    "input_size",
+    "mean",
+    "std",
+)
 """Keys of the architecture's own ``pretrained_cfg`` that describe other weights (timm's hub weights and their
 labels, sizes, statistics) and are not carried over: the card says what the student's are."""
+
+
+class ExportResult(Record):
+    """What an export wrote and how it was checked: the summary ``kdcli export`` prints as JSON (``document()``).
+    The fields of one format only (``input`` ... ``file_bytes`` for ONNX, ``files`` and ``load_with`` for timm) are
+    None for the other."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    schema_: str = Field(EXPORT_SCHEMA, alias="schema")
+    format: Literal["onnx", "timm"]
+    source: str | None
+    """The kdcli model file exported (None when a model was exported without one)."""
+    path: str
+    """The ONNX file, or the timm folder, written."""
+    arch: str
+    num_classes: int
+    student_transform: StudentTransform | None
+    input: dict[str, Any] | None = None
+    """ONNX: the graph's input (name, shape, dtype, range, layout)."""
+    output: dict[str, Any] | None = None
+    """ONNX: the graph's output (name, shape)."""
+    files: list[str] | None = None
+    """timm: the files written into the folder."""
+    input_shape: list[int | str]
+    """(N, C, H, W); N is ``BATCH`` where any batch size is taken."""
+    dynamic_batch: bool | None = None
+    normalization_included: bool
+    """Whether the exported model normalizes its input itself (ONNX) or takes normalized input (timm)."""
+    grey_to_rgb: bool | None = None
+    """ONNX: grey images are repeated to the model's three channels inside the graph."""
+    mean: list[float]
+    std: list[float]
+    opset: int | None = None
+    """ONNX: the opset written; None for timm."""
+    exporter: str | None = None
+    max_abs_diff: float
+    """The check's ``max |exported - PyTorch|`` over its batches."""
+    tolerance: float
+    tolerance_rule: str
+    checked_batches: list[int] | None = None
+    check_runtime: str | None = None
+    file_bytes: int | None = None
+    load_with: str | None = None
+    """timm: the call that builds the exported model."""
+
+    def document(self) -> dict[str, Any]:
+        """The JSON summary: every field, but those of the other format left out (``opset`` stays, null for timm)."""
+        return {
+            key: value
+            for key, value in self.model_dump(mode="json", by_alias=True).items()
+            if value is not None or key not in _ONE_FORMAT
+        }
+
+
+_ONE_FORMAT = frozenset(
+    (
+        "input",
+        "output",
+        "files",
+        "dynamic_batch",
+        "grey_to_rgb",
+        "exporter",
+        "checked_batches",
+        "check_runtime",
+        "file_bytes",
+        "load_with",
+    )
+)
+"""The fields of ``ExportResult`` one format has and the other leaves out of its summary."""
 
 
 # --- what is exported --------------------------------------------------------------------------------------------
@@ -132,43 +224,52 @@ def check_request(
     file kdcli did not export), a transformed student for timm, and the ONNX packages. Returns the card and the
     output path."""
     if format not in FORMATS:
-        raise UsageError(f"--format must be {' or '.join(FORMATS)}, not {format!r}")
+        raise UsageError(f"{option('format')} must be {' or '.join(FORMATS)}, not {format!r}")
     if format == "timm" and (opset is not None or dynamic_batch):
-        raise UsageError("--opset and --dynamic-batch apply to --format onnx only; drop them for --format timm")
+        raise UsageError(
+            f"{option('opset')} and {option('dynamic_batch')} apply to {option('format', 'onnx')} only; "
+            f"drop them for {option('format', 'timm')}"
+        )
     if opset is not None and opset < MIN_OPSET:
         raise UsageError(
-            f"--opset {opset} is below {MIN_OPSET}, the lowest opset torch's exporter writes; pass --opset {MIN_OPSET} "
-            "or more (ONNX Runtime reads it since 1.14)"
+            f"{option('opset', opset)} is below {MIN_OPSET}, the lowest opset torch's exporter writes; pass "
+            f"{option('opset', MIN_OPSET)} or more (ONNX Runtime reads it since 1.14)"
         )
     card = read_card(source)  # a missing or unreadable file is refused here, with its own message
     if card is None:
         raise UsageError(
             f"{source} is not a kdcli model file (no kdcli metadata); convert a checkpoint first with "
-            f"`kdcli import {source.name} --arch ARCH --out FILE.safetensors`"
+            f"`kdcli import {source.name} {option('arch', 'ARCH')} {option('out', 'FILE.safetensors')}`"
         )
     out = out if out is not None else default_output(source, format)
     blocking = next((parent for parent in out.parents if parent.exists() and not parent.is_dir()), None)
     if blocking is not None:
-        raise UsageError(f"cannot write {out}: {blocking} is a file, not a folder; choose another --out")
+        raise UsageError(f"cannot write {out}: {blocking} is a file, not a folder; choose another {option('out')}")
     if format == "onnx" and out.is_dir():
-        raise UsageError(f"{out} is a directory; give --out a file path such as {out / (source.stem + '.onnx')}")
+        raise UsageError(
+            f"{out} is a directory; give {option('out')} a file path such as {out / (source.stem + '.onnx')}"
+        )
     if format == "onnx":
         check_output_file(out, [source], kdcli_onnx, force)
     if format == "timm":
         if out.exists() and not out.is_dir():
-            raise UsageError(f"{out} is a file; --format timm writes a folder (config.json, model.safetensors): "
-                             "give --out a folder path")  # fmt: skip
+            raise UsageError(
+                f"{out} is a file; {option('format', 'timm')} writes a folder (config.json, "
+                f"model.safetensors): give {option('out')} a folder path"
+            )
         for name in TIMM_FILES:
             check_output_file(out / name, [source], lambda _: kdcli_timm_folder(out), force)
         if card.student_transform is not None:
             raise UsageError(
-                f"{source} holds a student transformed by {card.student_transform['name']!r}, which plain timm "
-                "cannot rebuild; use --format onnx, or kdcli's own file (kdcli.load_model)"
+                f"{source} holds a student transformed by {card.student_transform.name!r}, which plain timm "
+                f"cannot rebuild; use {option('format', 'onnx')}, or kdcli's own file (kdcli.load_model)"
             )
     if format == "onnx":
         missing = [name for name in ONNX_PACKAGES if importlib.util.find_spec(name) is None]
         if missing:
-            raise UsageError(f"--format onnx needs {', '.join(missing)} (not installed here): {ONNX_EXTRA}")
+            raise UsageError(
+                f"{option('format', 'onnx')} needs {', '.join(missing)} (not installed here): {ONNX_EXTRA}"
+            )
     return card, out
 
 
@@ -179,18 +280,23 @@ def export_model_file(
     opset: int | None = None,
     dynamic_batch: bool = False,
     force: bool = False,
-) -> dict[str, Any]:
-    """Export the kdcli model file ``source`` (checked, then written atomically); returns the JSON summary. Weights
+) -> ExportResult:
+    """Export the kdcli model file ``source`` (checked, then written atomically); returns what was written. Weights
     that are not all finite (a run that diverged) are refused unless ``force``: such a model predicts nothing."""
     card, out = check_request(source, format, out, opset, dynamic_batch, force)
     model, loaded = load_model(source)  # builds the architecture, applies the student transform, loads the weights
     assert loaded is not None
-    broken = [name for name, tensor in model.state_dict().items()
-              if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]  # fmt: skip
+    broken = [
+        name
+        for name, tensor in model.state_dict().items()
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+    ]
     if broken and not force:
         more = " and more" if len(broken) > 1 else ""
-        raise UsageError(f"{source} holds non-finite weights ({broken[0]}{more}), so the exported model would "
-                         "predict nothing; export a good checkpoint, or pass --force")  # fmt: skip
+        raise UsageError(
+            f"{source} holds non-finite weights ({broken[0]}{more}), so the exported model would "
+            f"predict nothing; export a good checkpoint, or pass {option('force')}"
+        )
     wrapped = NormalizedModel(model, card.mean, card.std, card.in_chans, card.arch).eval()
     if format == "onnx":
         return export_onnx(wrapped, card, out, source=source, opset=opset, dynamic_batch=dynamic_batch)
@@ -198,6 +304,7 @@ def export_model_file(
 
 
 def _summary(format: str, source: Path | None, out: Path, card: ModelCard) -> dict[str, Any]:
+    """The fields of ``ExportResult`` both formats fill the same way."""
     return {
         "schema": EXPORT_SCHEMA,
         "format": format,
@@ -229,11 +336,6 @@ def _quiet_exporter() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
-
-
 def check_onnx(
     path: Path, model: nn.Module, shape: tuple[int, int, int], batches: tuple[int, ...]
 ) -> tuple[float, float, str]:
@@ -245,8 +347,11 @@ def check_onnx(
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own exception types (opset too new, a missing kernel)
-        raise RunFailed(f"ONNX Runtime {ort.__version__} cannot load the export ({_first_line(error)}); nothing was "
-                        "written; an older --opset may load") from None  # fmt: skip
+        detail = f"{type(error).__name__}: {one_line(error, 300)}"
+        raise RunFailed(
+            f"ONNX Runtime {ort.__version__} cannot load the export ({detail}); nothing was written; an "
+            f"older {option('opset')} may load"
+        ) from None
     generator = torch.Generator().manual_seed(CHECK_SEED)
     worst, tolerance = 0.0, float("inf")
     for batch in batches:
@@ -256,12 +361,16 @@ def check_onnx(
         try:
             (exported,) = session.run([OUTPUT_NAME], {INPUT_NAME: images.numpy()})
         except Exception as error:
-            raise RunFailed(f"ONNX Runtime cannot run the export on a batch of {batch} ({_first_line(error)}); "
-                            "nothing was written") from None  # fmt: skip
+            detail = f"{type(error).__name__}: {one_line(error, 300)}"
+            raise RunFailed(
+                f"ONNX Runtime cannot run the export on a batch of {batch} ({detail}); nothing was written"
+            ) from None
         result = torch.from_numpy(exported)
         if result.shape != reference.shape:
-            raise RunFailed(f"the export gives logits of shape {list(result.shape)} for a batch of {batch}, PyTorch "
-                            f"{list(reference.shape)}; nothing was written")  # fmt: skip
+            raise RunFailed(
+                f"the export gives logits of shape {list(result.shape)} for a batch of {batch}, PyTorch "
+                f"{list(reference.shape)}; nothing was written"
+            )
         worst = max(worst, float((result - reference).abs().max()))
         if not torch.isfinite(result).all():
             worst = float("inf")
@@ -269,7 +378,7 @@ def check_onnx(
     if not worst <= tolerance:
         raise RunFailed(
             f"the export disagrees with PyTorch: max |ONNX - PyTorch| = {worst:.3g} > tolerance {tolerance:.3g} on "
-            "random images; nothing was written (run with --debug and report it)"
+            f"random images; nothing was written (run with {option('debug')} and report it)"
         )
     return worst, tolerance, f"onnxruntime {ort.__version__} (CPUExecutionProvider)"
 
@@ -281,9 +390,9 @@ def export_onnx(
     source: Path | None = None,
     opset: int | None = None,
     dynamic_batch: bool = False,
-) -> dict[str, Any]:
+) -> ExportResult:
     """Export ``model`` (the student with its input normalization) to ONNX at ``out``, checked against PyTorch in
-    ONNX Runtime before it is kept; returns the JSON summary."""
+    ONNX Runtime before it is kept; returns what was written."""
     import onnx
 
     model = model.to("cpu").eval()
@@ -292,17 +401,29 @@ def export_onnx(
     dynamic_shapes = {INPUT_NAME: {0: torch.export.Dim(BATCH, min=1)}} if dynamic_batch else None
     try:
         with _quiet_exporter():
-            program = torch.onnx.export(model, (sample,), dynamo=True, input_names=[INPUT_NAME],
-                                        output_names=[OUTPUT_NAME], opset_version=opset,
-                                        dynamic_shapes=dynamic_shapes, verbose=False)  # fmt: skip
+            program = torch.onnx.export(
+                model,
+                (sample,),
+                dynamo=True,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                opset_version=opset,
+                dynamic_shapes=dynamic_shapes,
+                verbose=False,
+            )
     except Exception as error:  # torch.export's and the translation's errors have many types
-        raise RunFailed(f"torch.onnx.export cannot export {card.arch} ({_first_line(error)}); kdcli's own model file "
-                        "still works (kdcli.load_model)") from None  # fmt: skip
+        detail = f"{type(error).__name__}: {one_line(error, 300)}"
+        raise RunFailed(
+            f"torch.onnx.export cannot export {card.arch} ({detail}); kdcli's own model file still "
+            "works (kdcli.load_model)"
+        ) from None
     assert program is not None
     written = program.model.opset_imports.get("", 0)
     if opset is not None and written != opset:
-        raise UsageError(f"torch's exporter cannot write opset {opset} (it gave {written}); nothing was written; "
-                         f"pass --opset {written} or leave --opset out")  # fmt: skip
+        raise UsageError(
+            f"torch's exporter cannot write opset {opset} (it gave {written}); nothing was written; "
+            f"pass {option('opset', written)} or leave {option('opset')} out"
+        )
     program.model.metadata_props.update(_onnx_metadata(card, shape))
     check: dict[str, Any] = {}
 
@@ -312,7 +433,8 @@ def export_onnx(
         try:
             onnx.checker.check_model(str(tmp))
         except onnx.checker.ValidationError as error:
-            raise RunFailed(f"the export is not valid ONNX ({_first_line(error)}); nothing was written") from None
+            detail = f"{type(error).__name__}: {one_line(error, 300)}"
+            raise RunFailed(f"the export is not valid ONNX ({detail}); nothing was written") from None
         batches = DYNAMIC_CHECK_BATCHES if dynamic_batch else CHECK_BATCHES
         worst, tolerance, runtime = check_onnx(tmp, model, shape, batches)
         check.update(max_abs_diff=worst, tolerance=tolerance, checked_batches=list(batches), runtime=runtime)
@@ -320,32 +442,32 @@ def export_onnx(
     try:
         atomic_write(out, write_and_check)
     except OSError as error:
-        raise UsageError(f"cannot write {out} ({error.strerror or error}); choose another --out") from None
-    return {
+        raise UsageError(f"cannot write {out} ({error.strerror or error}); choose another {option('out')}") from None
+    return ExportResult(
         **_summary("onnx", source, out, card),
-        "input": {
+        input={
             "name": INPUT_NAME,
             "shape": [BATCH if dynamic_batch else 1, *shape],
             "dtype": "float32",
             "range": [0.0, 1.0],
             "layout": "NCHW",
         },
-        "output": {"name": OUTPUT_NAME, "shape": [BATCH if dynamic_batch else 1, card.num_classes]},
-        "input_shape": [BATCH if dynamic_batch else 1, *shape],
-        "dynamic_batch": dynamic_batch,
-        "normalization_included": True,
-        "grey_to_rgb": shape[0] != card.in_chans,
-        "mean": list(card.mean),
-        "std": list(card.std),
-        "opset": written,
-        "exporter": f"torch.onnx.export(dynamo=True), torch {torch.__version__}",
-        "max_abs_diff": check["max_abs_diff"],
-        "tolerance": check["tolerance"],
-        "tolerance_rule": f"{RELATIVE_TOLERANCE:g} * max(1, max |PyTorch logit|)",
-        "checked_batches": check["checked_batches"],
-        "check_runtime": check["runtime"],
-        "file_bytes": out.stat().st_size,
-    }
+        output={"name": OUTPUT_NAME, "shape": [BATCH if dynamic_batch else 1, card.num_classes]},
+        input_shape=[BATCH if dynamic_batch else 1, *shape],
+        dynamic_batch=dynamic_batch,
+        normalization_included=True,
+        grey_to_rgb=shape[0] != card.in_chans,
+        mean=list(card.mean),
+        std=list(card.std),
+        opset=written,
+        exporter=f"torch.onnx.export(dynamo=True), torch {torch.__version__}",
+        max_abs_diff=check["max_abs_diff"],
+        tolerance=check["tolerance"],
+        tolerance_rule=f"{RELATIVE_TOLERANCE:g} * max(1, max |PyTorch logit|)",
+        checked_batches=check["checked_batches"],
+        check_runtime=check["runtime"],
+        file_bytes=out.stat().st_size,
+    )
 
 
 def _onnx_metadata(card: ModelCard, shape: tuple[int, ...]) -> dict[str, str]:
@@ -362,8 +484,11 @@ def _onnx_metadata(card: ModelCard, shape: tuple[int, ...]) -> dict[str, str]:
         "kdcli.method": card.method,
         "kdcli.version": __version__,
     }
-    return {key: value if isinstance(value, str) else json.dumps(value) for key, value in values.items()
-            if value is not None}  # fmt: skip
+    return {
+        key: value if isinstance(value, str) else json.dumps(value)
+        for key, value in values.items()
+        if value is not None
+    }
 
 
 # --- timm's local-dir layout -------------------------------------------------------------------------------------
@@ -372,13 +497,18 @@ def _onnx_metadata(card: ModelCard, shape: tuple[int, ...]) -> dict[str, str]:
 def timm_config(model: nn.Module, card: ModelCard, source: Path | None = None) -> dict[str, Any]:
     """``config.json`` for ``timm.create_model("local-dir:DIR")``: the layout of timm's ``save_config_for_hf``, with
     the card's classes, input size and statistics in ``pretrained_cfg`` and its build arguments in ``model_args``."""
-    own = {key: value for key, value in dict(getattr(model, "pretrained_cfg", {}) or {}).items()
-           if value is not None and key not in _CFG_DROPPED}  # fmt: skip
+    own = {
+        key: value
+        for key, value in dict(getattr(model, "pretrained_cfg", {}) or {}).items()
+        if value is not None and key not in _CFG_DROPPED
+    }
     if own.get("pool_size") and tuple(card.input_size[1:]) != _cfg_size(model):
         own.pop("pool_size")  # timm's own rule: the pooled map's size is only known at the original input size
     channels = card.in_chans
-    stats = {key: list(values) * channels if len(values) == 1 else list(values)
-             for key, values in (("mean", card.mean), ("std", card.std))}  # fmt: skip
+    stats = {
+        key: list(values) * channels if len(values) == 1 else list(values)
+        for key, values in (("mean", card.mean), ("std", card.std))
+    }
     pretrained_cfg = {
         **own,
         "input_size": [channels, *card.input_size[1:]],
@@ -422,8 +552,10 @@ def check_timm(folder: Path, model: NormalizedModel, card: ModelCard) -> tuple[f
             warnings.simplefilter("ignore")
             rebuilt = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
     except Exception as error:  # timm raises RuntimeError, ValueError, KeyError from its builders
-        raise RunFailed(f"timm cannot rebuild {card.arch} from the exported folder ({_first_line(error)}); nothing "
-                        "was written") from None  # fmt: skip
+        detail = f"{type(error).__name__}: {one_line(error, 300)}"
+        raise RunFailed(
+            f"timm cannot rebuild {card.arch} from the exported folder ({detail}); nothing was written"
+        ) from None
     generator = torch.Generator().manual_seed(CHECK_SEED)
     images = torch.rand((4, input_channels(card), *card.input_size[1:]), generator=generator)
     with torch.no_grad():
@@ -432,8 +564,10 @@ def check_timm(folder: Path, model: NormalizedModel, card: ModelCard) -> tuple[f
     tolerance = tolerance_for(reference)
     worst = float((result - reference).abs().max()) if result.shape == reference.shape else float("inf")
     if not worst <= tolerance:
-        raise RunFailed(f"timm's rebuild of the export disagrees with the kdcli file: max |difference| = {worst:.3g} "
-                        f"> tolerance {tolerance:.3g}; nothing was written")  # fmt: skip
+        raise RunFailed(
+            f"timm's rebuild of the export disagrees with the kdcli file: max |difference| = {worst:.3g} "
+            f"> tolerance {tolerance:.3g}; nothing was written"
+        )
     return worst, tolerance
 
 
@@ -442,20 +576,22 @@ def _fsync(path: Path) -> None:
         os.fsync(handle.fileno())
 
 
-def export_timm(model: NormalizedModel, card: ModelCard, out: Path, source: Path | None = None) -> dict[str, Any]:
+def export_timm(model: NormalizedModel, card: ModelCard, out: Path, source: Path | None = None) -> ExportResult:
     """Write ``model.safetensors`` and ``config.json`` for timm into the folder ``out``, checked by building the
     student from them with timm; a new folder appears whole (one rename), an existing one gets the two files
-    replaced one by one (other files in it are left alone). Returns the JSON summary."""
+    replaced one by one (other files in it are left alone). Returns what was written."""
     if card.student_transform is not None:
-        raise UsageError(f"a student transformed by {card.student_transform['name']!r} cannot be rebuilt by plain "
-                         "timm; use --format onnx, or kdcli's own file (kdcli.load_model)")  # fmt: skip
+        raise UsageError(
+            f"a student transformed by {card.student_transform.name!r} cannot be rebuilt by plain "
+            f"timm; use {option('format', 'onnx')}, or kdcli's own file (kdcli.load_model)"
+        )
     plain = model.model
     config = timm_config(plain, card, source)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     except OSError as error:
-        raise UsageError(f"cannot write {out} ({error.strerror or error}); choose another --out") from None
+        raise UsageError(f"cannot write {out} ({error.strerror or error}); choose another {option('out')}") from None
     try:
         tensors = {name: tensor.detach().to("cpu").contiguous().clone() for name, tensor in plain.state_dict().items()}
         save_file(tensors, str(staging / "model.safetensors"), metadata={"format": "pt"})
@@ -463,9 +599,9 @@ def export_timm(model: NormalizedModel, card: ModelCard, out: Path, source: Path
         for name in TIMM_FILES:
             _fsync(staging / name)
         worst, tolerance = check_timm(staging, model, card)
-        staging.chmod(0o777 & ~_umask())  # mkdtemp makes the folder private; give it the usual permissions
+        staging.chmod(0o777 & ~umask())  # mkdtemp makes the folder private; give it the usual permissions
         for name in TIMM_FILES:
-            (staging / name).chmod(0o666 & ~_umask())
+            (staging / name).chmod(0o666 & ~umask())
         if out.is_dir():
             for name in TIMM_FILES:  # the weights first: a config never names weights it does not come with
                 os.replace(staging / name, out / name)
@@ -474,22 +610,16 @@ def export_timm(model: NormalizedModel, card: ModelCard, out: Path, source: Path
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     mean, std = config["pretrained_cfg"]["mean"], config["pretrained_cfg"]["std"]
-    return {
+    return ExportResult(
         **_summary("timm", source, out, card),
-        "files": list(TIMM_FILES),
-        "input_shape": [BATCH, *config["pretrained_cfg"]["input_size"]],
-        "normalization_included": False,
-        "mean": mean,
-        "std": std,
-        "opset": None,
-        "max_abs_diff": worst,
-        "tolerance": tolerance,
-        "tolerance_rule": f"{RELATIVE_TOLERANCE:g} * max(1, max |PyTorch logit|)",
-        "load_with": f'import kdcli.models; timm.create_model("local-dir:{out}", pretrained=True)',
-    }
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+        files=list(TIMM_FILES),
+        input_shape=[BATCH, *config["pretrained_cfg"]["input_size"]],
+        normalization_included=False,
+        mean=mean,
+        std=std,
+        opset=None,
+        max_abs_diff=worst,
+        tolerance=tolerance,
+        tolerance_rule=f"{RELATIVE_TOLERANCE:g} * max(1, max |PyTorch logit|)",
+        load_with=f'import kdcli.models; timm.create_model("local-dir:{out}", pretrained=True)',
+    )

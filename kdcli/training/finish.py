@@ -1,14 +1,12 @@
-"""The end of a run: the student file(s) with their model card, and the report (kdcli.reporting)."""
+"""The end of a run: the student file(s) with their model card, and the report (kdcli.reporting); returns the
+``RunResult`` the API hands back."""
 
 from __future__ import annotations
 
 import copy
 import platform
 import statistics
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any
 
 import timm
 import torch
@@ -18,17 +16,19 @@ from kdcli.config import dump
 from kdcli.io.model_file import ModelCard, save_model
 from kdcli.models.factory import create_model
 from kdcli.reporting.markdown import write_reports
-from kdcli.reporting.report import Environment, Final, Report, StudentSummary, TeacherCheck, Timing, TransformCost
-from kdcli.training.distributed import broadcast
-from kdcli.training.metrics import count_macs, count_parameters
+from kdcli.reporting.report import (
+    Environment,
+    Final,
+    Report,
+    RunResult,
+    StudentSummary,
+    TargetWarning,
+    Timing,
+    TransformCost,
+)
+from kdcli.runtime.distributed import broadcast
+from kdcli.runtime.metrics import count_macs, count_parameters
 from kdcli.training.run import Run
-
-
-@dataclass
-class RunResult:
-    run_dir: Path
-    report: Report
-    student_path: Path
 
 
 def environment(device: torch.device) -> Environment:
@@ -59,7 +59,7 @@ def student_card(run: Run, metrics: dict[str, float]) -> ModelCard:
         teacher_sha256=run.teacher.sha256 if run.teacher else None,
         metrics=metrics,
         model_kwargs=run.student.model_kwargs,
-        student_transform={"name": transform.name, "options": transform.options} if transform else None,
+        student_transform=transform,
     )
 
 
@@ -69,8 +69,9 @@ def transform_cost(run: Run) -> TransformCost | None:
     if transform is None:
         return None
     shape = (run.student.in_chans, *run.data.image_size)
-    plain = create_model(str(run.config.student.arch), run.data.num_classes, run.student.in_chans,
-                         kwargs=run.student.model_kwargs)  # fmt: skip
+    plain = create_model(
+        str(run.config.student.arch), run.data.num_classes, run.student.in_chans, kwargs=run.student.model_kwargs
+    )
     model = run.student.model
     return TransformCost(
         name=transform.name,
@@ -83,17 +84,26 @@ def transform_cost(run: Run) -> TransformCost | None:
 
 def build_report(run: Run, student: StudentSummary, wall_seconds: float) -> Report:
     history = run.history
-    last = history[-1]
-    tests = [r["test_top1"] for r in history if "test_top1" in r]
+    last = history[-1].test
+    tests = [r.test.top1 for r in history if r.test is not None]
     best = run.best or {}
-    final = Final(epochs=len(history), last_top1=last.get("test_top1"), last_top5=last.get("test_top5"),
-                  last_nll=last.get("test_nll"), last_ece=last.get("test_ece"),
-                  max_test_top1=max(tests) if tests else None, best_epoch=best.get("epoch"),
-                  best_val_top1=best.get("val_top1"), best_top1=best.get("test_top1"))  # fmt: skip
-    timing = Timing(wall_seconds=wall_seconds, seconds_per_epoch=statistics.fmean(r["seconds"] for r in history),
-                    images_per_second=statistics.fmean(r["images_per_second"] for r in history))  # fmt: skip
-    warnings: list[Any] = [{"epoch": r["epoch"], "warning": r["target_warning"]}
-                           for r in history if "target_warning" in r]  # fmt: skip
+    final = Final(
+        epochs=len(history),
+        last_top1=last.top1 if last else None,
+        last_top5=last.top5 if last else None,
+        last_nll=last.nll if last else None,
+        last_ece=last.ece if last else None,
+        max_test_top1=max(tests) if tests else None,
+        best_epoch=best.get("epoch"),
+        best_val_top1=best.get("val_top1"),
+        best_top1=best.get("test_top1"),
+    )
+    timing = Timing(
+        wall_seconds=wall_seconds,
+        seconds_per_epoch=statistics.fmean(r.seconds for r in history),
+        images_per_second=statistics.fmean(r.images_per_second for r in history),
+    )
+    warnings = [TargetWarning(epoch=r.epoch, warning=r.target_warning) for r in history if r.target_warning]
     return Report(
         kdcli_version=__version__,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -101,7 +111,7 @@ def build_report(run: Run, student: StudentSummary, wall_seconds: float) -> Repo
         method=run.config.method.name,
         environment=environment(run.device),
         config=dump(run.config),
-        teacher=TeacherCheck(**run.teacher_check) if run.teacher_check else None,
+        teacher=run.teacher_check,
         student=student,
         final=final,
         timing=timing,
@@ -117,8 +127,8 @@ def finish(run: Run, wall_seconds: float) -> RunResult:
     if not run.place.is_main:
         result: RunResult = broadcast(None)
         return result
-    last = run.history[-1]
-    final = {"last_top1": last.get("test_top1"), "last_top5": last.get("test_top5")}
+    last = run.history[-1].test
+    final = {"last_top1": last.top1, "last_top5": last.top5} if last else {}
     student_path = run.run_dir / "student.safetensors"
     save_model(student_path, run.student.model, student_card(run, {k: v for k, v in final.items() if v is not None}))
     if run.best is not None:

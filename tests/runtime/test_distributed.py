@@ -16,7 +16,7 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 import kdcli
-from kdcli.config import resolve
+from kdcli.config import DataConfig, resolve
 from kdcli.data import TensorLoader
 from kdcli.reporting.report import read_report
 from kdcli.training.run import setup
@@ -115,10 +115,12 @@ def test_two_processes_train_the_weights_of_one(tmp_path: Path, teacher_file: Pa
     assert reference.keys() == other.keys()
     moved_weights_agree(reference, other, initial.student.model.state_dict(), rel=1e-3)
     report = read_report(tmp_path / "ddp")
-    evaluated = kdcli.evaluate([tmp_path / "ddp" / "student.safetensors"], split="val", train_subset=311,
-                               val_split=0.15, device="cpu", batch_size=32)["results"][0]  # fmt: skip
-    assert evaluated["samples"] == 47
-    assert report.epochs[-1]["val_top1"] == evaluated["top1"]
+    data = DataConfig(train_subset=311, val_split=0.15)
+    evaluated = kdcli.evaluate([tmp_path / "ddp" / "student.safetensors"], data, split="val", device="cpu",
+                               batch_size=32).results[0]  # fmt: skip
+    assert evaluated.samples == 47
+    last_val = report.epochs[-1].val
+    assert last_val is not None and last_val.top1 == evaluated.top1
     if method == "pesf":
         assert report.student.extra_training_parameters > 0  # the adapter trained under DDP too
 

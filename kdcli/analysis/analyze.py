@@ -9,15 +9,23 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import get_args
 
 import torch
 from torch import Tensor
 
 from kdcli._version import __version__
-from kdcli.config import DataName, TrainConfig, data_config
+from kdcli.analysis.report import (
+    Analysis,
+    AtTemperature,
+    ClassPair,
+    Decomposition,
+    Domain,
+    Instance,
+    Universe,
+)
+from kdcli.config import DataConfig, TrainConfig
 from kdcli.data import DataBundle, Loader, TensorLoader, build_data
-from kdcli.errors import UsageError
+from kdcli.errors import UsageError, option
 from kdcli.interfaces import Reporter
 from kdcli.io.model_file import require_card
 from kdcli.methods.knowledge import (
@@ -27,18 +35,15 @@ from kdcli.methods.knowledge import (
     relationship_divergence,
     teacher_statistics,
 )
-from kdcli.reporting.analysis import (
-    Analysis,
-    AtTemperature,
-    ClassPair,
-    Decomposition,
-    Domain,
-    Instance,
-    Universe,
+from kdcli.runtime.acceleration import resolve_acceleration
+from kdcli.runtime.loading import (
+    check_channels,
+    data_of_file,
+    open_model_file,
+    resolve_checkpoint_path,
+    resolve_device,
 )
-from kdcli.training.acceleration import resolve_acceleration
-from kdcli.training.loading import check_channels, open_model_file, resolve_checkpoint_path, resolve_device
-from kdcli.training.metrics import predict
+from kdcli.runtime.metrics import predict
 
 SATURATED = 0.99
 MOST_RELATED = 5
@@ -75,8 +80,10 @@ def _most_related(relationships: Tensor, classes: list[str]) -> list[ClassPair]:
     upper = torch.triu(torch.ones_like(symmetric, dtype=torch.bool), diagonal=1)
     values, order = symmetric[upper].sort(descending=True)
     pairs = upper.nonzero()[order]
-    return [ClassPair(first=classes[i], second=classes[j], relationship=float(v))
-            for (i, j), v in zip(pairs.tolist()[:MOST_RELATED], values[:MOST_RELATED], strict=False)]  # fmt: skip
+    return [
+        ClassPair(first=classes[i], second=classes[j], relationship=float(v))
+        for (i, j), v in zip(pairs.tolist()[:MOST_RELATED], values[:MOST_RELATED], strict=False)
+    ]
 
 
 def _universe(probabilities: Tensor, stats: TeacherStatistics, saturated: bool) -> Universe:
@@ -92,8 +99,15 @@ def _universe(probabilities: Tensor, stats: TeacherStatistics, saturated: bool) 
     )
 
 
-def _instance(teacher: Tensor, student: Tensor, labels: Tensor, stats: TeacherStatistics, temperature: float,
-              ce_weight: float, kd_weight: float) -> Instance:  # fmt: skip
+def _instance(
+    teacher: Tensor,
+    student: Tensor,
+    labels: Tensor,
+    stats: TeacherStatistics,
+    temperature: float,
+    ce_weight: float,
+    kd_weight: float,
+) -> Instance:
     w = gradient_rescaling(teacher, student, labels, temperature, ce_weight, kd_weight)
     # w divides by 1 - q_y: where the student already fits an example (q_y near 1) it runs to thousands, so the
     # text gives the median and the central 98 %, and the histogram's bins are even in sign(w)·log10(1 + |w|)
@@ -126,32 +140,36 @@ def _clean_split(bundle: DataBundle, split: str, batch_size: int) -> Loader:
     if split != "train":
         return loader
     if not isinstance(loader, TensorLoader):
-        raise UsageError("--split train needs an in-memory data set; with imagefolder analyze --split test")
+        raise UsageError(
+            f"{option('split', 'train')} needs an in-memory data set; with imagefolder analyze "
+            f"{option('split', 'test')}"
+        )
     return TensorLoader(loader.images, loader.labels, batch_size, loader.device)
 
 
 def analyze(
     teacher: str | Path,
-    data: str | None = None,
-    data_dir: str | None = None,
+    data: DataConfig | None = None,
+    *,
     student: str | Path | None = None,
     split: str = "train",
     temperature: float = 4.0,
     ce_weight: float = 0.1,
     kd_weight: float = 0.9,
-    train_subset: int | None = None,
     device: str = "auto",
     batch_size: int = 512,
     reporter: Reporter | None = None,
 ) -> Analysis:
-    """The teacher's knowledge on a split (``train`` by default, without augmentation), at τ = 1 and at
-    ``temperature``; with ``student``, the instance level for ``γ·CE + α·T²·KL`` (``ce_weight``, ``kd_weight``)."""
+    """The teacher's knowledge on a split (``train`` by default, without augmentation) of ``data`` (its ``name``
+    unset: the data set the teacher's file records), at τ = 1 and at ``temperature``; with ``student``, the instance
+    level for ``γ·CE + α·T²·KL`` (``ce_weight``, ``kd_weight``)."""
     reporter = reporter or Reporter()
+    data = data or DataConfig()
     if not (math.isfinite(temperature) and temperature > 0):  # T divides the logits: 0 or NaN makes every figure NaN
-        raise UsageError(f"--temperature must be a positive number (the run's T, 4 say), not {temperature:g}")
-    for flag, weight in (("--ce-weight", ce_weight), ("--kd-weight", kd_weight)):
+        raise UsageError(f"{option('temperature')} must be a positive number (the run's T, 4 say), not {temperature:g}")
+    for name, weight in (("ce_weight", ce_weight), ("kd_weight", kd_weight)):
         if not math.isfinite(weight):
-            raise UsageError(f"{flag} must be a finite number (the run's loss weight), not {weight:g}")
+            raise UsageError(f"{option(name)} must be a finite number (the run's loss weight), not {weight:g}")
     torch_device = resolve_device(device)
     autocast = resolve_acceleration(TrainConfig(), torch_device).autocast(torch_device)
     teacher_path = resolve_checkpoint_path(str(teacher))
@@ -159,18 +177,15 @@ def analyze(
     student_path = resolve_checkpoint_path(str(student)) if student is not None else None
     student_card = require_card(student_path, "kdcli analyze") if student_path is not None else None
     if student_card is not None and student_card.num_classes != card.num_classes:  # checked before any work
-        raise UsageError(f"the student {student_path} predicts {student_card.num_classes} classes but the teacher "
-                         f"{teacher_path} {card.num_classes}; pass a student of the teacher's classes")  # fmt: skip
+        raise UsageError(
+            f"the student {student_path} predicts {student_card.num_classes} classes but the teacher "
+            f"{teacher_path} {card.num_classes}; pass a student of the teacher's classes"
+        )
     teacher_model, _ = open_model_file(teacher_path, torch_device)
     student_model = open_model_file(student_path, torch_device)[0] if student_path is not None else None
-    data_name = data or card.dataset
-    if data_name is None:
-        raise UsageError(f"{teacher_path} does not record its data set; pass --data NAME")
-    if data is None and data_name not in get_args(DataName):  # the file's word, not a flag the user gave
-        raise UsageError(f"{teacher_path} records the data set {data_name!r}, which kdcli does not know; pass --data "
-                         f"NAME ({', '.join(get_args(DataName))})")  # fmt: skip
-    config = data_config(name=data_name, dir=data_dir, train_subset=train_subset)
-    bundle = build_data(config, torch_device, batch_size, batch_size, seed=0)
+    data = data_of_file(data, card, teacher_path)
+    data_name = data.name
+    bundle = build_data(data, torch_device, batch_size, batch_size, seed=0)
     if bundle.num_classes != card.num_classes:
         raise UsageError(f"{teacher_path} predicts {card.num_classes} classes but {data_name} has {bundle.num_classes}")
     check_channels(card.in_chans, bundle, f"the teacher {teacher_path}")
@@ -206,14 +221,16 @@ def analyze(
         instance = None
         if student_logits is not None:
             instance = _instance(teacher_logits, student_logits, labels, stats, tau, ce_weight, kd_weight)
-        results.append(AtTemperature(
-            temperature=tau,
-            universe=_universe(probabilities, stats, saturated=tau == 1.0),
-            domain=domain,
-            decomposition=Decomposition(**decomposition(probabilities, labels, stats)),
-            confidence_histogram=[int(c) for c in confidence_histogram.tolist()],
-            instance=instance,
-        ))  # fmt: skip
+        results.append(
+            AtTemperature(
+                temperature=tau,
+                universe=_universe(probabilities, stats, saturated=tau == 1.0),
+                domain=domain,
+                decomposition=Decomposition(**decomposition(probabilities, labels, stats)),
+                confidence_histogram=[int(c) for c in confidence_histogram.tolist()],
+                instance=instance,
+            )
+        )
     return Analysis(
         kdcli_version=__version__,
         teacher=str(teacher_path),

@@ -10,21 +10,18 @@ import re
 import tempfile
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
-from kdcli.errors import RunFailed, UsageError
+from kdcli.errors import RunFailed, UsageError, option
 from kdcli.io.files import atomic_write_text
+from kdcli.records import Record
 from kdcli.reporting.charts import pyplot, save_figure
 from kdcli.reporting.finite import dumps
 
 ANALYSIS_SCHEMA = "kdcli.analysis/1"
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Universe(_Section):
+class Universe(Record):
     """The label-smoothing part of the teacher's knowledge."""
 
     matched_smoothing: float
@@ -39,14 +36,14 @@ class Universe(_Section):
     """Share of examples with c > 0.99 (at τ = 1 only)."""
 
 
-class ClassPair(_Section):
+class ClassPair(Record):
     first: str
     second: str
     relationship: float
     """(R + Rᵀ)/2 for the pair."""
 
 
-class Domain(_Section):
+class Domain(Record):
     """How the teacher relates the classes."""
 
     relationships: list[list[float]]
@@ -62,7 +59,7 @@ class Domain(_Section):
     """Spearman correlation between the cosines of the teacher's classifier rows and (R + Rᵀ)/2, off the diagonal."""
 
 
-class Instance(_Section):
+class Instance(Record):
     """How the teacher rescales each example's gradient on its true-class logit (needs a student)."""
 
     ce_weight: float
@@ -82,7 +79,7 @@ class Instance(_Section):
     histogram_counts: list[int]
 
 
-class Decomposition(_Section):
+class Decomposition(Record):
     """``E_x KL(p_t ‖ LS_ε)`` in four parts (nats); their sum equals ``total``, computed directly."""
 
     class_confidence: float
@@ -92,7 +89,7 @@ class Decomposition(_Section):
     total: float
 
 
-class AtTemperature(_Section):
+class AtTemperature(Record):
     temperature: float
     universe: Universe
     domain: Domain
@@ -102,7 +99,7 @@ class AtTemperature(_Section):
     instance: Instance | None = None
 
 
-class Analysis(_Section):
+class Analysis(Record):
     schema_: str = Field(ANALYSIS_SCHEMA, alias="schema")
     kdcli_version: str
     teacher: str
@@ -115,8 +112,10 @@ class Analysis(_Section):
     teacher_top1: float
     results: list[AtTemperature]
     """At τ = 1 and at the run's T."""
+    written: list[str] = Field(default_factory=list, exclude=True)
+    """The files an analysis written to a folder went to (not part of analysis.json)."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(populate_by_name=True)
 
     def to_json(self) -> str:
         """The analysis as JSON; a number that is not finite as the string "inf", "-inf" or "nan"
@@ -144,44 +143,67 @@ def markdown(analysis: Analysis) -> str:
     ]
     for result in analysis.results:
         universe, domain, parts = result.universe, result.domain, result.decomposition
-        lines += [f"## At temperature τ = {result.temperature:g}", "",
-                  "| universe | value |", "|---|---|",
-                  f"| matched label smoothing ε = 1 − E[c] | {universe.matched_smoothing:.4f} |",
-                  f"| teacher entropy / matched smoothing's entropy (nats) | {universe.teacher_entropy:.4f} / "
-                  f"{universe.smoothed_entropy:.4f} |"]  # fmt: skip
+        lines += [
+            f"## At temperature τ = {result.temperature:g}",
+            "",
+            "| universe | value |",
+            "|---|---|",
+            f"| matched label smoothing ε = 1 − E[c] | {universe.matched_smoothing:.4f} |",
+            f"| teacher entropy / matched smoothing's entropy (nats) | {universe.teacher_entropy:.4f} / "
+            f"{universe.smoothed_entropy:.4f} |",
+        ]
         if universe.saturated_share is not None:
             lines.append(f"| share saturated (c > 0.99) | {100 * universe.saturated_share:.1f} % |")
         lines += ["", "| part of E KL(p_t ‖ LS_ε) | nats |", "|---|---|"]
         lines += [f"| {label} | {getattr(parts, key):.4f} |" for key, label in PARTS.items()]
-        lines += [f"| sum (equals the KL computed directly: {parts.total:.4f}) | "
-                  f"{sum(getattr(parts, key) for key in PARTS):.4f} |", "",
-                  f"Class relationships: mean KL(R_k ‖ U) = {domain.mean_divergence_from_uniform:.4f} nats. "
-                  "Most related pairs:", ""]  # fmt: skip
+        lines += [
+            f"| sum (equals the KL computed directly: {parts.total:.4f}) | "
+            f"{sum(getattr(parts, key) for key in PARTS):.4f} |",
+            "",
+            f"Class relationships: mean KL(R_k ‖ U) = {domain.mean_divergence_from_uniform:.4f} nats. "
+            "Most related pairs:",
+            "",
+        ]
         lines += [f"- {pair.first} – {pair.second}: {pair.relationship:.3f}" for pair in domain.most_related]
         lines += ["", "| class | ε_k | KL(R_k ‖ U) | its wrong mass goes most to | P̄[k, k] |", "|---|---|---|---|---|"]
         for k, name in enumerate(analysis.classes):
             row = domain.relationships[k]
             nearest = max((j for j in range(len(row)) if j != k), key=row.__getitem__, default=k)
             smoothing, divergence = universe.class_smoothing[k], domain.divergence_from_uniform[k]
-            lines.append(f"| {name} | {smoothing:.4f} | {divergence:.4f} | {analysis.classes[nearest]} "
-                         f"({row[nearest]:.3f}) | {domain.class_means[k][k]:.4f} |")  # fmt: skip
+            lines.append(
+                f"| {name} | {smoothing:.4f} | {divergence:.4f} | {analysis.classes[nearest]} "
+                f"({row[nearest]:.3f}) | {domain.class_means[k][k]:.4f} |"
+            )
         if domain.weight_cosine_rank_correlation is not None:
-            lines += ["", f"Rank correlation of the classifier's row cosines with R: "
-                          f"{domain.weight_cosine_rank_correlation:.3f}."]  # fmt: skip
+            lines += [
+                "",
+                f"Rank correlation of the classifier's row cosines with R: "
+                f"{domain.weight_cosine_rank_correlation:.3f}.",
+            ]
         if result.instance is not None:
             instance = result.instance
             weights = f"γ = {instance.ce_weight:g}, α = {instance.kd_weight:g}"
             below, negative = 100 * instance.share_below_ce_weight, 100 * instance.share_negative
             low, high = instance.central_range
-            lines += ["", f"Instance: the gradient rescaling w(x) ({weights}) has median "
-                          f"{instance.median_rescaling:.3f}, and 98 % of the examples lie in [{low:.3f}, {high:.3f}] "
-                          f"(mean {instance.mean_rescaling:.3f}: w divides by 1 − q_y, so the examples the student "
-                          f"already fits pull it far out); {below:.1f} % of the examples have w < γ and "
-                          f"{negative:.1f} % w < 0; its correlation with c is "
-                          f"{instance.correlation_with_confidence:.3f}."]  # fmt: skip
+            lines += [
+                "",
+                f"Instance: the gradient rescaling w(x) ({weights}) has median "
+                f"{instance.median_rescaling:.3f}, and 98 % of the examples lie in [{low:.3f}, {high:.3f}] "
+                f"(mean {instance.mean_rescaling:.3f}: w divides by 1 − q_y, so the examples the student "
+                f"already fits pull it far out); {below:.1f} % of the examples have w < γ and "
+                f"{negative:.1f} % w < 0; its correlation with c is "
+                f"{instance.correlation_with_confidence:.3f}.",
+            ]
         tag = f"{result.temperature:g}"
-        lines += ["", f"![relationships](relationships-t{tag}.png)", "", f"![decomposition](decomposition-t{tag}.png)",
-                  "", f"![confidence](confidence-t{tag}.png)", ""]  # fmt: skip
+        lines += [
+            "",
+            f"![relationships](relationships-t{tag}.png)",
+            "",
+            f"![decomposition](decomposition-t{tag}.png)",
+            "",
+            f"![confidence](confidence-t{tag}.png)",
+            "",
+        ]
         if result.instance is not None:
             lines += [f"![rescaling](rescaling-t{tag}.png)", ""]
     return "\n".join(lines) + "\n"
@@ -195,8 +217,10 @@ def figures(out: Path, analysis: Analysis) -> list[Path]:
     for result in analysis.results:
         tag = f"{result.temperature:g}"
         figure, axes = plt.subplots(figsize=(7.2, 6.0), dpi=110, layout="constrained")
-        relationships = [[value if j != k else float("nan") for j, value in enumerate(row)]
-                         for k, row in enumerate(result.domain.relationships)]  # fmt: skip
+        relationships = [
+            [value if j != k else float("nan") for j, value in enumerate(row)]
+            for k, row in enumerate(result.domain.relationships)
+        ]
         colors = plt.get_cmap("viridis").with_extremes(bad="#dddddd")  # the diagonal: not a wrong class
         image = axes.imshow(relationships, cmap=colors)
         axes.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize="small")
@@ -265,47 +289,62 @@ def previous_analysis(out: Path) -> bool:
 
 
 def check_analysis_out(out: Path, inputs: list[Path], force: bool = False) -> None:
-    """Refuse, before any work, an ``--out`` that analyze would write into wrongly: a file (or a path below one); a
+    """Refuse, before any work, an ``out`` that analyze would write into wrongly: a file (or a path below one); a
     folder holding one of the command's ``inputs`` under a name it writes (even with ``force``); and, without
     ``force``, a folder that is neither empty nor a previous analysis (``previous_analysis``), or whose file of a
     name analyze writes is not a regular file (a link, a folder)."""
     if os.path.lexists(out) and not out.is_dir():
-        raise UsageError(f"--out {out} is a file, not a folder; analyze writes analysis.json, analysis.md and figures "
-                         "into a folder: choose another --out")  # fmt: skip
+        raise UsageError(
+            f"{option('out', out)} is a file, not a folder; analyze writes analysis.json, analysis.md "
+            f"and figures into a folder: choose another {option('out')}"
+        )
     above = out
     while not os.path.lexists(above) and above != above.parent:
         above = above.parent
     if not above.is_dir():
-        raise UsageError(f"--out {out} cannot be made: {above} is a file, not a folder; choose another --out")
+        raise UsageError(
+            f"{option('out', out)} cannot be made: {above} is a file, not a folder; choose another {option('out')}"
+        )
     if not out.is_dir():
         try:  # the one reliable test that the folder can be made there (/proc, /sys, a read-only mount, root)
             os.rmdir(tempfile.mkdtemp(prefix=".kdcli-probe.", dir=above))
         except OSError as exc:
-            raise UsageError(f"--out {out} cannot be made in {above} ({exc.strerror or exc}); choose a writable "
-                             "--out") from None  # fmt: skip
+            raise UsageError(
+                f"{option('out', out)} cannot be made in {above} ({exc.strerror or exc}); choose a "
+                f"writable {option('out')}"
+            ) from None
         return
     for source in inputs:  # by name in the folder, or as a link to one of the names
         named = is_analysis_file(source.name) and _same(source.parent, out)
         if named or any(_same(source, out / name) for name in ("analysis.json", "analysis.md")):
-            raise UsageError(f"--out {out} holds {source}, an input of this command, under a name analyze writes; "
-                             "choose another --out")  # fmt: skip
+            raise UsageError(
+                f"{option('out', out)} holds {source}, an input of this command, under a name analyze "
+                f"writes; choose another {option('out')}"
+            )
     if force:
         return
     try:
         entries = sorted(out.iterdir())
     except OSError as exc:
-        raise UsageError(f"cannot read --out {out} ({exc.strerror or exc}); choose another --out") from None
-    odd = [entry.name for entry in entries if is_analysis_file(entry.name)
-           and (entry.is_symlink() or not entry.is_file())]  # fmt: skip
+        raise UsageError(
+            f"cannot read {option('out', out)} ({exc.strerror or exc}); choose another {option('out')}"
+        ) from None
+    odd = [
+        entry.name for entry in entries if is_analysis_file(entry.name) and (entry.is_symlink() or not entry.is_file())
+    ]
     if odd:
-        raise UsageError(f"--out {out} holds {odd[0]}, which is not a regular file; analyze would replace it: choose "
-                         "another --out, or pass --force to replace it")  # fmt: skip
+        raise UsageError(
+            f"{option('out', out)} holds {odd[0]}, which is not a regular file; analyze would replace "
+            f"it: choose another {option('out')}, or pass {option('force')} to replace it"
+        )
     if entries and not previous_analysis(out):
         names = [entry.name for entry in entries]
         shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-        raise UsageError(f"--out {out} already holds files that are not a kdcli analysis ({shown}); choose a new or "
-                         "empty --out (a previous analysis is replaced), or pass --force to write beside "
-                         "them")  # fmt: skip
+        raise UsageError(
+            f"{option('out', out)} already holds files that are not a kdcli analysis ({shown}); choose "
+            f"a new or empty {option('out')} (a previous analysis is replaced), or pass {option('force')} "
+            "to write beside them"
+        )
 
 
 def _same(path: Path, other: Path) -> bool:
@@ -330,6 +369,8 @@ def write_analysis(out: Path, analysis: Analysis) -> list[Path]:
         for stale in set(earlier) - set(pictures):
             stale.unlink(missing_ok=True)
     except OSError as exc:
-        raise RunFailed(f"cannot write the analysis to {out} ({exc.strerror or exc}); make room there or choose "
-                        "another --out, and run analyze again") from None  # fmt: skip
+        raise RunFailed(
+            f"cannot write the analysis to {out} ({exc.strerror or exc}); make room there or choose "
+            f"another {option('out')}, and run analyze again"
+        ) from None
     return [out / "analysis.json", out / "analysis.md", *pictures]

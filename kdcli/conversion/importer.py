@@ -10,11 +10,11 @@ Files are read with ``torch.load(weights_only=True)`` and nothing else: a checkp
 ``argparse.Namespace``, as timm's ``load_state_dict`` allows it, because timm's training checkpoints store their
 arguments in one.
 
-The architecture is named with ``--arch``: a timm name, a CIFAR zoo name, or RepDistiller's own name
+The architecture is named with ``arch``: a timm name, a CIFAR zoo name, or RepDistiller's own name
 (``catalog.ZOO``: ``vgg8``, ``MobileNetV2``, ``ShuffleV1``, ...), since a RepDistiller checkpoint is what this
 command is most often given. RepDistiller's ``vgg11`` ... ``vgg19`` are also timm's ImageNet VGGs; for those the
 file decides: its state dict is compared with both (keys and shapes) and the one it fits is used, the CIFAR zoo's
-when both would fit. Every check that needs no weights (``--data``, ``--arch``, ``--out``) runs before the
+when both would fit. Every check that needs no weights (``data``, ``arch``, ``out``) runs before the
 checkpoint is read, and the output is written atomically, so a failed import leaves no file behind.
 """
 
@@ -40,7 +40,7 @@ from torch import nn
 
 from kdcli.catalog import ZOO, ZooModel
 from kdcli.data.sources import STATS
-from kdcli.errors import UsageError
+from kdcli.errors import UsageError, one_line, option
 from kdcli.interfaces import Reporter
 from kdcli.io.files import check_output_file
 from kdcli.io.model_file import ModelCard, conv_in_chans, load_weights, read_card, require_file, save_model
@@ -61,12 +61,6 @@ _WEIGHTS_UNPICKLER = re.compile(r"WeightsUnpickler error: ([^\n]+)")
 
 
 # --- reading -----------------------------------------------------------------------------------------------------
-
-
-def one_line(text: str, limit: int = 200) -> str:
-    """``text`` as a single plain line: ANSI escape codes removed, whitespace collapsed, cut at ``limit``."""
-    plain = " ".join(_ANSI.sub("", text).split())
-    return plain if len(plain) <= limit else plain[: limit - 1].rstrip() + "…"
 
 
 def _refused(path: Path, error: BaseException) -> UsageError:
@@ -153,7 +147,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def architecture_candidates(name: str) -> list[str]:
-    """The timm registry names ``--arch name`` may mean, the preferred first.
+    """The timm registry names ``arch=name`` may mean, the preferred first.
 
     A zoo name is that zoo model. RepDistiller's name of a zoo model (``catalog.ZOO``, any letter case) is that zoo
     model, followed by timm's model of the same name where timm has one (``vgg11``, ``vgg13``, ``vgg16``,
@@ -184,7 +178,7 @@ def _module_name(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Fit:
     """How a state dict compares with one architecture built with the file's classes and input channels."""
 
@@ -242,7 +236,7 @@ def compare(arch: str, tensors: dict[str, torch.Tensor], num_classes: int | None
     in_chans = int(conv.shape[1]) if conv is not None and conv.dim() == 4 else conv_in_chans(tensors)
     classes = file_classes or num_classes or (cfg.num_classes if cfg and cfg.num_classes else 1000)
     expected, aliases = _tensors_by_name(_shell(arch, classes, in_chans))
-    fit = Fit(arch, file_classes, in_chans, classifier)
+    fit = Fit(arch=arch, num_classes=file_classes, in_chans=in_chans, classifier=classifier)
     # BatchNorm's loader fills a missing num_batches_tracked (checkpoints older than torch 0.4.1 have none).
     missing = [k for k in expected if k not in tensors and k not in aliases and not k.endswith("num_batches_tracked")]
     fit.problems += [f"missing {key}" for key in missing]
@@ -257,7 +251,7 @@ def compare(arch: str, tensors: dict[str, torch.Tensor], num_classes: int | None
 
 @dataclass
 class Choice:
-    """The architecture a checkpoint is imported as, and a note when it is not what ``--arch`` literally names."""
+    """The architecture a checkpoint is imported as, and a note when it is not what ``arch`` literally names."""
 
     fit: Fit
     note: str | None = None
@@ -270,7 +264,7 @@ def choose_architecture(
     num_classes: int | None = None,
     hint: str | None = None,
 ) -> Choice:
-    """The architecture ``--arch name`` means for this state dict (``architecture_candidates``): the first
+    """The architecture ``arch=name`` means for this state dict (``architecture_candidates``): the first
     candidate the file fits (``compare``; ``num_classes`` only counts where the file has no classifier to read);
     a one-line ``UsageError`` naming every candidate and what differs when it fits none. ``hint`` is the
     architecture the checkpoint names itself, if any."""
@@ -289,11 +283,11 @@ def choose_architecture(
             begins = ", ".join(list(tensors)[:2])
             raise UsageError(
                 f"{source} fits neither {tried}; its keys begin {begins}{says}; pass the architecture it was saved "
-                "from with --arch"
+                f"from with {option('arch')}"
             )
         raise UsageError(
             f"{source} does not fit {_describe(chosen.arch, False, chosen.summary())}{says}; pass the "
-            "architecture it was saved from with --arch"
+            f"architecture it was saved from with {option('arch')}"
         )
     note = None
     if chosen.arch != name or ambiguous:
@@ -323,7 +317,7 @@ def input_statistics(
     grey values, the mean over the RGB channels (timm sums the RGB filters, which is an RGB model seeing a grey
     image), and other channel counts the RGB values repeated in turn (timm repeats the filters so). These are the
     statistics the architecture's own weights would expect, not those of the unknown data the file was trained
-    on, so the note asks for ``--data``. Without a default config, 0.5 and 0.5 per channel.
+    on, so the note asks for ``data``. Without a default config, 0.5 and 0.5 per channel.
     """
     if data is not None:
         data_mean, data_std = STATS[data]
@@ -332,8 +326,8 @@ def input_statistics(
         if len(data_mean) != in_chans:
             fitting = ", ".join(name for name, (m, _) in STATS.items() if len(m) in (1, in_chans))
             raise UsageError(
-                f"--data {data} has {len(data_mean)}-channel images but the model takes {in_chans}; pass the data "
-                f"set it was trained on ({fitting}) or leave --data out"
+                f"{option('data', data)} has {len(data_mean)}-channel images but the model takes {in_chans}; pass "
+                f"the data set it was trained on ({fitting}) or leave {option('data')} out"
             )
         return tuple(data_mean), tuple(data_std), None
     if not cfg_mean or not cfg_std or len(cfg_mean) != len(cfg_std):
@@ -351,8 +345,8 @@ def input_statistics(
         std = tuple(cfg_std[i % len(cfg_std)] for i in range(in_chans))
         how = "the repeated"
     note = (
-        f"no --data: recorded {how} the architecture's default normalization for {in_chans} input channel(s), "
-        f"mean {list(mean)} std {list(std)}; pass --data to record the data set's own"
+        f"no {option('data')}: recorded {how} the architecture's default normalization for {in_chans} input "
+        f"channel(s), mean {list(mean)} std {list(std)}; pass {option('data')} to record the data set's own"
     )
     return mean, std, note
 
@@ -361,30 +355,32 @@ def input_statistics(
 
 
 def check_output(out: Path, source: Path, force: bool = False) -> None:
-    """Refuse an ``--out`` that cannot receive the file, before any work: a folder, the checkpoint itself (by any
+    """Refuse an ``out`` that cannot receive the file, before any work: a folder, the checkpoint itself (by any
     path or link), a path below a regular file, or a place this process cannot write; and without ``force`` a
     special file (a device would be replaced) or a file that is not a kdcli model file."""
     example = out / f"{source.name.split('.')[0] or 'model'}.safetensors"
     if os.path.isdir(out):
-        raise UsageError(f"--out {out} is a folder; name the file to write, e.g. --out {example}")
+        raise UsageError(f"{option('out', out)} is a folder; name the file to write, e.g. {option('out', example)}")
     try:
         os.lstat(out)
     except OSError as exc:
         if exc.errno not in (errno.ENOENT, errno.ENOTDIR):  # a name too long, a link loop above it
-            raise UsageError(f"--out {out} cannot be used ({exc.strerror or exc}); choose another path") from None
+            raise UsageError(
+                f"{option('out', out)} cannot be used ({exc.strerror or exc}); choose another path"
+            ) from None
     check_output_file(out, [source], lambda path: _is_model_file(path), force)
     folder = out.absolute().parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     if not folder.is_dir():
-        raise UsageError(f"--out {out}: {folder} is a file, not a folder; choose a path in a folder")
+        raise UsageError(f"{option('out', out)}: {folder} is a file, not a folder; choose a path in a folder")
     try:  # the one reliable test of a folder's writability (permissions, read-only mounts, root)
         fd, probe = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".probe", dir=folder)
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
         raise UsageError(
-            f"--out {out}: cannot write in {folder} ({exc.strerror}); choose a writable location"
+            f"{option('out', out)}: cannot write in {folder} ({exc.strerror}); choose a writable location"
         ) from None
 
 
@@ -421,18 +417,21 @@ def import_checkpoint(
     folder_meant = str(out).endswith(("/", os.sep))  # Path("dir/") drops the slash that says a folder was meant
     source, out = Path(source), Path(out)
     if folder_meant:
-        raise UsageError(f"--out {out}/ names a folder; name the file to write, e.g. --out {out / 'model.safetensors'}")
+        raise UsageError(
+            f"{option('out', f'{out}/')} names a folder; name the file to write, e.g. "
+            f"{option('out', out / 'model.safetensors')}"
+        )
     reporter = reporter or Reporter()
     if data is not None and data not in STATS:
         raise UsageError(
-            f"--data must be one of {', '.join(STATS)} to record its normalization, not {data!r}; "
+            f"{option('data')} must be one of {', '.join(STATS)} to record its normalization, not {data!r}; "
             f"{did_you_mean(data, STATS, n=1)}leave it out when the data set is none of these"
         )
     if data is None and not default_normalization:
         raise UsageError(
-            f"say what {source} was trained on: --data NAME ({', '.join(STATS)}) records that data set's "
-            "normalization, or --default-normalization records the architecture's own (ImageNet's for timm "
-            "weights); a model evaluated with another normalization than its training's scores near chance"
+            f"say what {source} was trained on: {option('data', 'NAME')} ({', '.join(STATS)}) records that data "
+            f"set's normalization, or {option('default_normalization')} records the architecture's own (ImageNet's "
+            "for timm weights); a model evaluated with another normalization than its training's scores near chance"
         )
     architecture_candidates(arch)  # an unknown name fails before any file is touched
     check_output(out, source, force)
@@ -441,11 +440,13 @@ def import_checkpoint(
     choice = choose_architecture(arch, tensors, source, num_classes, hint=_checkpoint_arch(checkpoint))
     fit = choice.fit
     if fit.num_classes is None and num_classes is None:
-        raise UsageError(f"cannot tell the number of classes of {source} ({fit.arch!r}); pass --num-classes N")
+        raise UsageError(
+            f"cannot tell the number of classes of {source} ({fit.arch!r}); pass {option('num_classes', 'N')}"
+        )
     if num_classes is not None and fit.num_classes is not None and num_classes != fit.num_classes:
         raise UsageError(
             f"{source}: its classifier {fit.classifier}.weight has {fit.num_classes} classes, not the {num_classes} "
-            f"of --num-classes; pass --num-classes {fit.num_classes} or leave it out"
+            f"of {option('num_classes')}; pass {option('num_classes', fit.num_classes)} or leave it out"
         )
     classes = fit.num_classes or num_classes
     assert classes is not None
@@ -457,12 +458,20 @@ def import_checkpoint(
     model = create_model(fit.arch, num_classes=classes, in_chans=fit.in_chans)
     load_weights(model, tensors, source)
     size = tuple(cfg.input_size[1:]) if cfg and cfg.input_size else (32, 32)
-    card = ModelCard(arch=fit.arch, num_classes=classes, in_chans=fit.in_chans, input_size=(fit.in_chans, *size),
-                     mean=mean, std=std, dataset=data, method="import")  # fmt: skip
+    card = ModelCard(
+        arch=fit.arch,
+        num_classes=classes,
+        in_chans=fit.in_chans,
+        input_size=(fit.in_chans, *size),
+        mean=mean,
+        std=std,
+        dataset=data,
+        method="import",
+    )
     try:
         save_model(out, model, card)  # atomic: a temporary file renamed over ``out``, removed when writing fails
     except (OSError, SafetensorError) as exc:
         raise UsageError(
-            f"cannot write {out} ({one_line(str(exc))}); nothing was written, choose another --out"
+            f"cannot write {out} ({one_line(exc)}); nothing was written, choose another {option('out')}"
         ) from None
     return card

@@ -8,12 +8,13 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 import torch
 
-from kdcli.config import RunConfig, device_name
+from kdcli.config import DataConfig, DataName, RunConfig, device_name
 from kdcli.data import DataBundle
-from kdcli.errors import UsageError
+from kdcli.errors import UsageError, option
 from kdcli.io.files import probe_path, sha256_file
 from kdcli.io.model_file import ModelCard, conv_in_chans, load_model, load_weights, read_card, read_model_file
 from kdcli.models.factory import resolve_arch, sized_model
@@ -27,7 +28,7 @@ def resolve_device(name: str) -> torch.device:
     try:
         device_name(name)
     except ValueError as exc:
-        raise UsageError(f"--device: {exc}") from None
+        raise UsageError(f"{option('device')}: {exc}") from None
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -36,9 +37,14 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
+        raise UsageError(
+            f"{option('device', 'cuda')} was asked for but no CUDA GPU is visible; use "
+            f"{option('device', 'cpu')} or auto"
+        )
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise UsageError("--device mps was asked for but MPS is not available; use --device cpu or auto")
+        raise UsageError(
+            f"{option('device', 'mps')} was asked for but MPS is not available; use {option('device', 'cpu')} or auto"
+        )
     return device
 
 
@@ -49,8 +55,9 @@ def resolve_checkpoint_path(reference: str) -> Path:
     path = Path(reference).expanduser()
     probe_path(path, "model file")
     if path.exists() and not (path.is_dir() or stat.S_ISREG(os.stat(path).st_mode)):  # a pipe would block the read
-        raise UsageError(f"{path} is not a regular file (a pipe, socket or device); give the path of a model file "
-                         "(.safetensors)")  # fmt: skip
+        raise UsageError(
+            f"{path} is not a regular file (a pipe, socket or device); give the path of a model file (.safetensors)"
+        )
     return path
 
 
@@ -87,18 +94,20 @@ def load_teacher(config: RunConfig, data: DataBundle, device: torch.device) -> T
     if spec.checkpoint is None and not spec.pretrained:
         if not config.train.allow_untrained_teacher:
             raise UsageError(
-                "the teacher has no trained weights: pass --teacher-ckpt FILE (or --teacher FILE.safetensors); "
-                "--allow-untrained-teacher distills from random weights for smoke tests"
+                f"the teacher has no trained weights: pass {option('teacher.checkpoint', 'FILE')} (or "
+                f"{option('teacher.arch', 'FILE.safetensors')}); {option('train.allow_untrained_teacher')} distills "
+                "from random weights for smoke tests"
             )
         if spec.arch is None:
-            raise UsageError("name the teacher architecture: --teacher ARCH")
+            raise UsageError(f"name the teacher architecture: {option('teacher.arch', 'ARCH')}")
         in_chans = check_channels(spec.in_chans or data.in_chans, data, f"the teacher {spec.arch}")
         model, _ = sized_model(spec.arch, data.num_classes, in_chans, data.image_size[0], kwargs=spec.kwargs)
         return Teacher(FrozenTeacher(model, data.mean, data.std, in_chans, spec.arch).to(device), spec.arch, None, None)
     if spec.checkpoint is None:  # timm hub weights
         assert spec.arch is not None
-        model, _ = sized_model(spec.arch, data.num_classes, spec.in_chans or 3, data.image_size[0], pretrained=True,
-                               kwargs=spec.kwargs)  # fmt: skip
+        model, _ = sized_model(
+            spec.arch, data.num_classes, spec.in_chans or 3, data.image_size[0], pretrained=True, kwargs=spec.kwargs
+        )
         cfg = getattr(model, "pretrained_cfg", {})
         mean, std = cfg.get("mean", data.mean), cfg.get("std", data.std)
         teacher = FrozenTeacher(model, mean, std, spec.in_chans or 3, spec.arch).to(device)
@@ -117,8 +126,14 @@ def load_teacher(config: RunConfig, data: DataBundle, device: torch.device) -> T
                 "pass a teacher trained on this data"
             )
         check_channels(card.in_chans, data, f"the teacher {path}")
-    module, card = open_model_file(path, device, arch=None if card else spec.arch, num_classes=data.num_classes,
-                                   frozen=True, stats=(data.mean, data.std))  # fmt: skip
+    module, card = open_model_file(
+        path,
+        device,
+        arch=None if card else spec.arch,
+        num_classes=data.num_classes,
+        frozen=True,
+        stats=(data.mean, data.std),
+    )
     assert isinstance(module, FrozenTeacher)
     return Teacher(module, module.arch, sha256_file(path), path)
 
@@ -127,19 +142,37 @@ def build_student(config: RunConfig, data: DataBundle, device: torch.device) -> 
     """The student as configured, with initial weights from ``student.checkpoint`` when given."""
     spec = config.student
     if spec.arch is None:
-        raise UsageError("name the student architecture: --student ARCH (or --model ARCH for kdcli train)")
+        raise UsageError(f"name the student architecture: {option('student.arch', 'ARCH')}")
     in_chans = check_channels(spec.in_chans or data.in_chans, data, "the student")
     model, kwargs = sized_model(spec.arch, data.num_classes, in_chans, data.image_size[0], spec.pretrained, spec.kwargs)
     if spec.checkpoint is not None:
         path = resolve_checkpoint_path(spec.checkpoint)
         tensors, card = read_model_file(path)
         if card is not None and card.num_classes != data.num_classes:
-            raise UsageError(f"{path} predicts {card.num_classes} classes but {data.name} has {data.num_classes}; "
-                             "start from weights of this data's classes, or drop the checkpoint")  # fmt: skip
+            raise UsageError(
+                f"{path} predicts {card.num_classes} classes but {data.name} has {data.num_classes}; "
+                "start from weights of this data's classes, or drop the checkpoint"
+            )
         load_weights(model, tensors, path)
     student = NormalizedModel(model, data.mean, data.std, in_chans, resolve_arch(spec.arch)).to(device)
     student.model_kwargs = kwargs
     return student
+
+
+def data_of_file(data: DataConfig, card: ModelCard, path: Path) -> DataConfig:
+    """The data a model file is measured on: ``data`` as given when its ``name`` was set, else with the data set the
+    file records (``eval`` and ``analyze`` default to it), refused when the file records none or one kdcli does not
+    know."""
+    if "name" in data.model_fields_set:
+        return data
+    if card.dataset is None:
+        raise UsageError(f"{path} does not record its data set; pass {option('data', 'NAME')}")
+    if card.dataset not in get_args(DataName):
+        raise UsageError(
+            f"{path} records the data set {card.dataset!r}, which kdcli does not know; pass "
+            f"{option('data', 'NAME')} ({', '.join(get_args(DataName))})"
+        )
+    return data.model_copy(update={"name": card.dataset})
 
 
 def check_channels(model_channels: int, data: DataBundle, what: str) -> int:

@@ -12,7 +12,7 @@ from torch._dynamo.utils import counters
 from kdcli.config import TrainConfig, resolve
 from kdcli.errors import UsageError
 from kdcli.interfaces import Reporter
-from kdcli.training.acceleration import resolve_acceleration
+from kdcli.runtime.acceleration import resolve_acceleration
 from kdcli.training.engine import train_epoch
 from kdcli.training.run import Run, setup
 from kdcli.training.step import GraphedStep
@@ -53,13 +53,13 @@ def one_epoch(tmp_path: Path, teacher_file: Path, **train: Any) -> tuple[dict[st
     config = tiny_config(tmp_path, teacher={"checkpoint": str(teacher_file)}, data={"train_subset": 40},
                          train={"batch_size": 20, "epochs": 1, **train})  # fmt: skip
     run = setup(resolve([("test", config)]).config, tmp_path)
-    record = train_epoch(run, Reporter())
-    return record, {k: v.detach().clone() for k, v in run.student.model.state_dict().items()}
+    losses, _ = train_epoch(run, Reporter())
+    return losses, {k: v.detach().clone() for k, v in run.student.model.state_dict().items()}
 
 
 def assert_same_step(reference: tuple[dict[str, float], dict[str, torch.Tensor]],
                      other: tuple[dict[str, float], dict[str, torch.Tensor]]) -> None:  # fmt: skip
-    assert other[0]["train_loss"] == pytest.approx(reference[0]["train_loss"], rel=1e-4)
+    assert other[0]["loss"] == pytest.approx(reference[0]["loss"], rel=1e-4)
     for name, tensor in reference[1].items():
         assert torch.allclose(other[1][name].float(), tensor.float(), rtol=1e-4, atol=1e-5), name
 
@@ -172,14 +172,14 @@ def test_steady_state_cuda_epoch_never_waits_for_the_host(tmp_path: Path, teache
             run.scheduler.step()
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    assert run.step.means()["train_loss"] > 0
+    assert run.step.means()[0]["loss"] > 0
 
 
 def test_frozen_teacher_compiles_to_the_eager_outputs_and_keeps_its_weights(teacher_file: Path) -> None:
     """Inductor freezing folds BatchNorm into the convolutions: the logits must not move, nor the weights."""
     from kdcli.io.model_file import load_model
     from kdcli.models.wrappers import FrozenTeacher
-    from kdcli.training.acceleration import Acceleration
+    from kdcli.runtime.acceleration import Acceleration
 
     model, card = load_model(teacher_file)
     assert card is not None

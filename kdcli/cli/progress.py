@@ -1,4 +1,5 @@
-"""Progress on stderr with rich: a bar per epoch or task on a terminal, one line per epoch everywhere (CI logs too)."""
+"""Progress on stderr with rich: a bar per epoch or task on a terminal, one line per epoch everywhere (CI logs too);
+a note that names an option names it as a flag."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from kdcli.cli.options import cli_spelling
+from kdcli.errors import spell
 from kdcli.interfaces import Reporter
+from kdcli.records import EpochRecord
 
 
 class RichReporter(Reporter):
@@ -18,7 +22,7 @@ class RichReporter(Reporter):
         self.epochs = 0
 
     def note(self, message: str) -> None:
-        self.console.print(message, highlight=False, markup=False)
+        self.console.print(spell(message, cli_spelling), highlight=False, markup=False)
 
     def begin(self, description: str, steps: int) -> None:
         if not self.console.is_terminal:
@@ -44,12 +48,11 @@ class RichReporter(Reporter):
         if self.progress is not None:
             self.progress.advance(self.task)
 
-    def end_epoch(self, record: dict[str, Any]) -> None:
-        parts = [f"epoch {record['epoch']:>3}/{self.epochs}", f"loss {record['train_loss']:.4f}"]
-        parts += [
-            f"{split} {record[f'{split}_top1']:.2f}%" for split in ("train", "val", "test") if f"{split}_top1" in record
-        ]
-        parts.append(f"{record['seconds']:.1f} s")
+    def end_epoch(self, record: EpochRecord) -> None:
+        parts = [f"epoch {record.epoch:>3}/{self.epochs}", f"loss {record.train_loss:.4f}"]
+        parts.append(f"train {record.train_top1:.2f}%")
+        parts += [f"{name} {split.top1:.2f}%" for name in ("val", "test") if (split := record.split(name)) is not None]
+        parts.append(f"{record.seconds:.1f} s")
         self.note("  ".join(parts))
 
     def close(self) -> None:

@@ -20,7 +20,7 @@ import torch
 from torch._inductor import config as inductor_config
 
 from kdcli.config import TrainConfig
-from kdcli.errors import UsageError
+from kdcli.errors import UsageError, option
 
 
 @dataclass(frozen=True)
@@ -69,14 +69,19 @@ def resolve_acceleration(train: TrainConfig, device: torch.device, cycled_moment
     cuda = device.type == "cuda"
     precision = train.precision if train.precision != "auto" else ("bf16" if cuda else "fp32")
     if train.cuda_graphs and not cuda:
-        raise UsageError("--cuda-graphs needs a CUDA device; drop it or use --device cuda")
+        raise UsageError(
+            f"{option('train.cuda_graphs')} needs a CUDA device; drop it or use {option('train.device', 'cuda')}"
+        )
     if train.cuda_graphs and precision == "fp16":
         raise UsageError(
-            "--cuda-graphs cannot capture fp16's dynamic loss scaling; use --precision bf16 or --no-cuda-graphs"
+            f"{option('train.cuda_graphs')} cannot capture fp16's dynamic loss scaling; use "
+            f"{option('train.precision', 'bf16')} or {option('train.cuda_graphs', 'false')}"
         )
     if train.cuda_graphs and cycled_momentum:
-        raise UsageError("a CUDA graph cannot follow schedule.cycle_momentum (SGD's momentum is fixed in the captured "
-                         "kernel); turn one of them off")  # fmt: skip
+        raise UsageError(
+            "a CUDA graph cannot follow schedule.cycle_momentum (SGD's momentum is fixed in the captured "
+            "kernel); turn one of them off"
+        )
     auto_graphs = cuda and precision != "fp16" and not cycled_momentum
     cuda_graphs = auto_graphs if train.cuda_graphs is None else train.cuda_graphs
     compile_ = cuda if train.compile is None else train.compile

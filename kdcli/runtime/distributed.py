@@ -1,10 +1,10 @@
-"""Several processes through torch.distributed, as ``torchrun`` starts them (``torchrun --nproc-per-node N -m kdcli
-distill ...``): one process per GPU (NCCL), or per CPU worker (gloo).
+"""Several processes through torch.distributed, as ``torchrun`` starts them (``torchrun`` with N processes per node
+running ``python -m kdcli distill ...``): one process per GPU (NCCL), or per CPU worker (gloo).
 
 The contract with the rest of the engine:
 - every rank holds the whole data set; each global batch is split into contiguous, disjoint per-rank slices of the
   same seeded permutation and augmentation (kdcli.data.loaders), so the ranks together see exactly what one process
-  sees, and ``--batch-size`` is the global batch;
+  sees, and ``train.batch_size`` is the global batch;
 - the student and the method's trainable parts are wrapped together in DistributedDataParallel; the frozen teacher
   is not (it is replicated, in eval mode, without gradients); each rank's loss is weighted by its share of the
   global batch, so an uneven last batch averages as one process would;
@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from kdcli.errors import UsageError
+from kdcli.errors import UsageError, option
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,9 @@ def device_for(place: Distributed, requested: str) -> str:
     if not place.active:
         return requested
     if requested.startswith("cuda:"):
-        raise UsageError("under torchrun each process takes the GPU of its LOCAL_RANK; use --device cuda or auto")
+        raise UsageError(
+            f"under torchrun each process takes the GPU of its LOCAL_RANK; use {option('train.device', 'cuda')} or auto"
+        )
     if requested in ("auto", "cuda") and torch.cuda.is_available():
         return f"cuda:{place.local_rank}"
     return "cpu" if requested == "auto" else requested

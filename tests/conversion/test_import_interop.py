@@ -20,9 +20,9 @@ from timm.utils import CheckpointSaver, ModelEmaV3
 from torch import nn
 
 from kdcli.catalog import ZOO, ZOO_ALIASES, ZooModel
+from kdcli.conversion.importer import architecture_candidates, choose_architecture, import_checkpoint, read_state_dict
 from kdcli.errors import UsageError
 from kdcli.interfaces import Reporter
-from kdcli.io.importer import architecture_candidates, choose_architecture, import_checkpoint, read_state_dict
 from kdcli.io.model_file import load_model
 
 from ..conftest import run
@@ -158,7 +158,8 @@ def test_zoo_vgg_with_a_different_class_count_still_picks_the_zoo(tmp_path: Path
     torch.save(model.state_dict(), source)
     card = import_checkpoint(source, "vgg11", tmp_path / "vgg11.safetensors", data="fashion-mnist")
     assert (card.arch, card.num_classes, card.in_chans) == ("vgg11_cifar", 10, 1)
-    with pytest.raises(UsageError, match=r"classifier\.weight has 10 classes, not the 100 of --num-classes"):
+    said = r"classifier\.weight has 10 classes, not the 100 of num_classes; pass num_classes=10"
+    with pytest.raises(UsageError, match=said):
         import_checkpoint(source, "vgg11", tmp_path / "x.safetensors", num_classes=100, default_normalization=True)
 
 

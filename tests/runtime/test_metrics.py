@@ -3,7 +3,7 @@ import timm
 import torch
 
 import kdcli.models  # noqa: F401  (registers the zoo in timm)
-from kdcli.training.metrics import classification_metrics, count_macs, expected_calibration_error
+from kdcli.runtime.metrics import classification_metrics, count_macs, expected_calibration_error
 
 
 @pytest.mark.parametrize(("arch", "mmacs"), [("resnet20", 40.8), ("resnet110", 253.2), ("resnet8x4", 177.1)])

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-import kdcli.io.export as export_module
+import kdcli.conversion.export as export_module
 from kdcli import api
 from kdcli.errors import RunFailed, UsageError
 from kdcli.io.model_file import ModelCard, save_model
@@ -76,7 +76,7 @@ def sps_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @needs_onnx
 def test_onnx_of_a_trained_zoo_resnet_includes_normalization(teacher_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "resnet8.onnx"
-    summary = api.export(teacher_file, out=out)
+    summary = api.export(teacher_file, out=out).document()
     assert summary["format"] == "onnx" and summary["path"] == str(out) and out.is_file()
     assert summary["input_shape"] == [1, 1, 32, 32] and summary["normalization_included"] is True
     assert 0 <= summary["max_abs_diff"] <= summary["tolerance"] and summary["opset"] >= export_module.MIN_OPSET
@@ -92,7 +92,7 @@ def test_onnx_of_an_sps_student_matches_and_stores_shared_weights_once(sps_file:
     from onnx import numpy_helper
 
     out = tmp_path / "sps.onnx"
-    summary = api.export(sps_file, out=out)
+    summary = api.export(sps_file, out=out).document()
     assert summary["student_transform"]["name"] == "sps"
     assert summary["max_abs_diff"] <= summary["tolerance"]
     torch.manual_seed(2)
@@ -131,7 +131,7 @@ def test_grey_data_into_a_three_channel_model_takes_grey_images(tmp_path: Path) 
     card = ModelCard(arch="resnet8", num_classes=10, in_chans=3, input_size=(3, 32, 32), mean=(0.286,), std=(0.353,))
     path = tmp_path / "rgb.safetensors"
     save_model(path, model, card)
-    summary = api.export(path)
+    summary = api.export(path).document()
     assert summary["path"] == str(tmp_path / "rgb.onnx") and summary["input_shape"] == [1, 1, 32, 32]
     assert summary["grey_to_rgb"] is True
     images = torch.rand(1, 1, 32, 32)
@@ -161,7 +161,7 @@ def test_a_failed_check_keeps_nothing_and_leaves_the_old_file(
 
 def test_timm_folder_round_trips_through_timm_create_model(teacher_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "teacher-timm"
-    summary = api.export(teacher_file, format="timm", out=out)
+    summary = api.export(teacher_file, format="timm", out=out).document()
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
     assert summary["normalization_included"] is False and summary["max_abs_diff"] <= summary["tolerance"]
     config = json.loads((out / "config.json").read_text())
@@ -217,16 +217,16 @@ def test_bad_requests_say_what_to_do(teacher_file: Path, tmp_path: Path, monkeyp
     save_file({"w": torch.zeros(2)}, str(plain))
     with pytest.raises(UsageError, match=r"not a kdcli model file.*kdcli import"):
         api.export(plain, format="timm")
-    with pytest.raises(UsageError, match="is a directory; give --out a file path"):
+    with pytest.raises(UsageError, match="is a directory; give out a file path"):
         api.export(teacher_file, out=tmp_path)
     (tmp_path / "file").write_text("")
-    with pytest.raises(UsageError, match="is a file; --format timm writes a folder"):
+    with pytest.raises(UsageError, match="is a file; format=timm writes a folder"):
         api.export(teacher_file, format="timm", out=tmp_path / "file")
-    with pytest.raises(UsageError, match="--format must be onnx or timm"):
+    with pytest.raises(UsageError, match="format must be onnx or timm"):
         api.export(teacher_file, format="tflite")
-    with pytest.raises(UsageError, match="--opset 13 is below 18"):
+    with pytest.raises(UsageError, match="opset=13 is below 18"):
         api.export(teacher_file, opset=13)
-    with pytest.raises(UsageError, match="apply to --format onnx only"):
+    with pytest.raises(UsageError, match="apply to format=onnx only"):
         api.export(teacher_file, format="timm", dynamic_batch=True)
     # a package the extra brings that is not installed (a name no environment has)
     monkeypatch.setattr(export_module, "ONNX_PACKAGES", ("onnx", "kdcli_no_such_package"))

@@ -19,22 +19,27 @@ import timm
 import torch
 
 import kdcli.io.model_file
-from kdcli.errors import UsageError
+from kdcli.cli.options import cli_spelling
+from kdcli.conversion.importer import import_checkpoint, input_statistics
+from kdcli.errors import OptionRef, UsageError, one_line, references, spell
 from kdcli.interfaces import Reporter
-from kdcli.io.importer import import_checkpoint, input_statistics, one_line
 from kdcli.io.model_file import load_model, read_card
 from kdcli.models import CIFAR100_MEAN, CIFAR100_STD
-from kdcli.training.loading import open_model_file
+from kdcli.runtime.loading import open_model_file
 
 from ..conftest import run
 
 
 def fails(capsys: pytest.CaptureFixture[str], *args: str) -> str:
-    """Run ``kdcli import ARGS``, expect exit 2 with exactly one plain stderr line, and return that line."""
+    """Run ``kdcli import ARGS``, expect exit 2 with exactly one plain error line on stderr (after any notes the
+    import made before it failed: the architecture or normalization it chose), and return that line."""
     code, out, err = run(capsys, "import", *args)
     assert code == 2, err
     assert out == ""
-    assert err.count("\n") == 1 and err.startswith("kdcli: error: "), err
+    lines = err.splitlines(keepends=True)
+    assert all(line.startswith("kdcli: note: ") for line in lines[:-1]), err
+    err = lines[-1]
+    assert err.startswith("kdcli: error: ") and err.endswith("\n"), err
     assert "Traceback" not in err and "\x1b" not in err
     return err
 
@@ -136,7 +141,7 @@ def test_pickled_module_is_refused_in_one_plain_line(tmp_path: Path, capsys: pyt
 
 def test_one_line_strips_escape_codes() -> None:
     text = "Weights only load failed, \x1b[1mdo those steps only if you trust it\x1b[0m. \n\t(1) more\n"
-    assert one_line(text) == "Weights only load failed, do those steps only if you trust it. (1) more"
+    assert one_line(text) == "Weights only load failed, do those steps only if you trust it."
     assert len(one_line("x" * 500)) == 200
 
 
@@ -269,7 +274,9 @@ def test_statistics_note_goes_to_the_reporter(resnet8_file: tuple[Path, torch.nn
     import_checkpoint(
         resnet8_file[0], "resnet8", tmp_path / "r8.safetensors", reporter=notes, default_normalization=True
     )
-    assert len(notes.notes) == 1 and "no --data" in notes.notes[0] and "pass --data" in notes.notes[0]
+    said = spell(notes.notes[0], cli_spelling)
+    assert len(notes.notes) == 1 and "no --data" in said and "pass --data" in said
+    assert references(notes.notes[0])[0] == OptionRef("data")
     notes = Notes()
     import_checkpoint(resnet8_file[0], "resnet8", tmp_path / "r8.safetensors", data="fashion-mnist", reporter=notes)
     assert notes.notes == []
