@@ -18,7 +18,7 @@ from kdcli._version import __version__
 
 if TYPE_CHECKING:
     from kdcli import models
-    from kdcli.api import analyze, distill, evaluate, export, load_model, resume, train
+    from kdcli.api import analyze, compare, distill, evaluate, export, load_model, resume, sweep, train
     from kdcli.config import RunConfig
 
 _LAZY = {
@@ -28,6 +28,8 @@ _LAZY = {
     "export": "kdcli.api",
     "load_model": "kdcli.api",
     "resume": "kdcli.api",
+    "sweep": "kdcli.api",
+    "compare": "kdcli.api",
     "train": "kdcli.api",
     "RunConfig": "kdcli.config",
 }
@@ -36,12 +38,14 @@ __all__ = [
     "RunConfig",
     "__version__",
     "analyze",
+    "compare",
     "distill",
     "evaluate",
     "export",
     "load_model",
     "models",
     "resume",
+    "sweep",
     "train",
 ]
 

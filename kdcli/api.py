@@ -27,7 +27,10 @@ from kdcli.interfaces import Reporter
 from kdcli.io.model_file import ModelCard
 from kdcli.reporting.compare import compare_runs, markdown_table
 from kdcli.reporting.report import RunResult
+from kdcli.reporting.verdict import verdict, verdict_lines
 from kdcli.runtime.loading import open_model_file, resolve_checkpoint_path, resolve_device
+from kdcli.sweep import SweepResult, is_sweep, sweep_runs
+from kdcli.sweep import sweep as run_sweep
 from kdcli.training.engine import execute, resume_config
 
 __all__ = [
@@ -36,6 +39,7 @@ __all__ = [
     "EvalSummary",
     "ExportResult",
     "RunResult",
+    "SweepResult",
     "analyze",
     "compare",
     "distill",
@@ -45,7 +49,9 @@ __all__ = [
     "load_model",
     "markdown_table",
     "resume",
+    "sweep",
     "train",
+    "verdict_lines",
 ]
 
 
@@ -127,10 +133,43 @@ def analyze(
     return analysis
 
 
-def compare(run_dirs: Sequence[str | Path], reporter: Reporter | None = None) -> dict[str, Any]:
-    """One table over finished runs (kdcli.reporting.compare); a run given more than once is counted once, with a
-    note to ``reporter``. ``markdown_table`` renders the result."""
-    return compare_runs(run_dirs, reporter or Reporter())
+def compare(
+    run_dirs: Sequence[str | Path],
+    reporter: Reporter | None = None,
+    *,
+    baseline: str = "vanilla",
+    min_gain: float | None = None,
+) -> dict[str, Any]:
+    """One table over finished runs (kdcli.reporting.compare; a sweep's folder stands for its finished runs); a run
+    given more than once is counted once, with a note to ``reporter``. Where ``baseline`` ran, ``verdict`` holds
+    every arm's difference from it with a 95 % interval (kdcli.reporting.verdict); ``min_gain`` is its gate.
+    ``markdown_table`` renders the table, ``verdict_lines`` the verdict."""
+    expanded: list[str | Path] = []
+    for run_dir in run_dirs:
+        expanded += sweep_runs(Path(run_dir)) if is_sweep(Path(run_dir)) else [run_dir]
+    summary = compare_runs(expanded, reporter or Reporter())
+    if min_gain is not None or any(row["arm"] == baseline for row in summary["rows"]):
+        summary["verdict"] = verdict(summary, baseline, min_gain)
+    return summary
+
+
+def sweep(
+    config: RunConfig | dict[str, Any],
+    methods: list[str],
+    seeds: list[int],
+    grid: dict[str, list[Any]] | None = None,
+    *,
+    jobs: int | None = None,
+    threads: int | None = None,
+    baseline: str = "vanilla",
+    min_gain: float | None = None,
+    reporter: Reporter | None = None,
+) -> SweepResult:
+    """Arms (``methods``: method names, or ``student``) × ``grid`` × ``seeds``, each a run from ``config`` into its
+    own folder under ``output.dir``, ``jobs`` at a time; resumable; ends with the compare table and the verdict
+    against ``baseline`` (kdcli.sweep)."""
+    return run_sweep(_as_config(config), methods, seeds, grid, jobs=jobs, threads=threads, baseline=baseline,
+                     min_gain=min_gain, reporter=reporter)  # fmt: skip
 
 
 def export(

@@ -137,6 +137,9 @@ class Reporter:
     def begin(self, description: str, steps: int) -> None:
         """A task of ``steps`` steps starts (``advance`` marks each); the command line shows a progress bar."""
 
+    def status(self, description: str, done: int, total: int) -> None:
+        """A long task's state: ``done`` of ``total`` (the runs of a sweep), and what is under way."""
+
     def start_epoch(self, epoch: int, epochs: int, steps: int) -> None: ...
 
     def advance(self) -> None: ...

@@ -50,7 +50,7 @@ def _interrupted(process: bool) -> None:
 
 def _rank() -> str:
     """`` (rank N)`` under torchrun, so a message says which process it comes from."""
-    return f" (rank {os.environ['RANK']})" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+    return f" (rank {os.environ.get('RANK', '?')})" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
 
 
 def _speaks(error: KdcliError | None) -> bool:

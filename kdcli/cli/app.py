@@ -74,6 +74,12 @@ ForceOpt = Annotated[
     bool, typer.Option("--force", help="write even where files kdcli did not write would be replaced (never an input)")
 ]
 DataDirOpt = Annotated[str | None, typer.Option("--data-dir", metavar="DIR", help="folder holding the data set")]
+BaselineOpt = Annotated[
+    str, typer.Option(metavar="ARM", help="the arm the others are held against: a method, or student")
+]
+MinGainOpt = Annotated[
+    float | None, typer.Option(metavar="POINTS", help="exit 1 unless some arm beats the baseline by this much top-1")
+]
 DeviceOpt = Annotated[str, typer.Option("--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps")]
 
 
@@ -484,25 +490,102 @@ def presets(json_: JsonOpt = False) -> None:
 
 @app.command(
     cls=KdcliCommand,
-    short_help="One table over run folders: method, pair, top-1, time.",
-    epilog="Examples:\n\n  kdcli compare runs/*/\n\n  kdcli compare runs/bench-*/ --json > table.json",
+    short_help="One table over run folders: method, pair, top-1, time; a verdict against a baseline.",
+    epilog="Examples:\n\n  kdcli compare runs/*/\n\n  kdcli compare runs/bench-*/ --json > table.json\n\n"
+    "  kdcli compare sweeps/r8/ --baseline student --min-gain 0.5 || echo 'no method beats the student by 0.5'",
 )
 def compare(
     runs: Annotated[
-        list[Path], typer.Argument(metavar="DIR", help="run directories (seeds of one configuration are grouped)")
+        list[Path],
+        typer.Argument(metavar="DIR", help="run directories (seeds of one configuration are grouped), or a sweep's"),
     ],
+    baseline: BaselineOpt = "vanilla",
+    min_gain: MinGainOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """One table over runs: method, pair, top-1 last and best-on-val (mean ± std over seeds), size, wall time. A run
-    given twice (another spelling of its path, a link to it) is counted once, with a warning."""
+    """One table over runs: method, pair, top-1 last and best-on-val (mean ± std over seeds), size, wall time; with
+    the baseline among them, each arm's difference from it with a 95 % interval, and the best arm. A run given twice
+    (another spelling of its path, a link to it) is counted once, with a warning."""
     from kdcli import api
     from kdcli.cli.output import NoteReporter, emit_text
 
-    summary = api.compare(runs, NoteReporter())
+    summary = api.compare(runs, NoteReporter(), baseline=baseline, min_gain=min_gain)
     if json_:
         emit(summary, True, lambda: [])
     else:
-        emit_text(api.markdown_table(summary))
+        lines = api.verdict_lines(summary["verdict"]) if "verdict" in summary else []
+        emit_text(api.markdown_table(summary) + "".join(line + "\n" for line in lines))
+    if summary.get("verdict", {}).get("passed") is False:
+        raise typer.Exit(1)
+
+
+@app.command(
+    cls=KdcliCommand,
+    short_help="Which method and settings give the best student: arms × grid × seeds, packed, with a verdict.",
+    epilog="Examples:\n\n"
+    "  kdcli sweep --preset fmnist5k-vanilla --teacher t.safetensors --methods student,vanilla,pesf,skd,pea "
+    "--seeds 0,1,2 --out sweeps/r8\n\n"
+    "  kdcli sweep --preset quickstart --methods vanilla --grid method.temperature=2,4,8 --seeds 0,1 --out sw/\n\n"
+    "  kdcli sweep ... --baseline student --min-gain 0.5 || echo 'distillation did not pay here'",
+)
+@with_flags(DISTILL_FLAGS)
+def sweep(
+    flags: Given,
+    methods: Annotated[
+        str,
+        typer.Option(metavar="A,B,...", help="arms: method names, and student for the student alone (no teacher)"),
+    ],
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    seeds: Annotated[str, typer.Option(metavar="S,S,...", help="training seeds, each arm runs every one")] = "0,1,2",
+    grid: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="KEY=V1,V2",
+            help="a grid key and its values (repeatable: their product); method.* "
+            "keys apply to the arms that have the option",
+        ),
+    ] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            metavar="N",
+            help="runs at a time; default: from the GPU's free memory and the "
+            "measured size of one run, or the CPU cores",
+        ),
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option(metavar="N", help="CPU threads of each run (default 1 on the CPU)")
+    ] = None,
+    baseline: BaselineOpt = "vanilla",
+    min_gain: MinGainOpt = None,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run every arm × grid point × seed (each a whole train or distill run in its own folder under --out), several
+    at a time; started again with the same command it finishes only what is missing. Ends with the compare table and
+    each arm's difference from the baseline with a 95 % interval; exits 1 when a run failed or --min-gain is not met."""
+    from kdcli import api
+    from kdcli.cli.options import check_preset, parse_grid, parse_list
+
+    check_preset(preset)
+    _check_teacher_flags(flags)
+    arms = parse_list("--methods", methods, str)
+    seed_list = parse_list("--seeds", seeds, int)
+    resolved = resolve(_layers(preset, config, flags, set_))
+    result = api.sweep(resolved.config, arms, seed_list, parse_grid(grid or []), jobs=jobs, threads=threads,
+                       baseline=baseline, min_gain=min_gain, reporter=_reporter(quiet))  # fmt: skip
+
+    def render() -> list[Any]:
+        lines: list[Any] = [api.markdown_table(result.compare).rstrip("\n")] if result.compare["rows"] else []
+        lines += api.verdict_lines(result.verdict) if result.verdict else []
+        lines += [f"FAILED {o.name}: {o.reason}" for o in result.runs if o.status != "finished"]
+        return lines
+
+    emit(result.document(), json_, render, quiet=quiet)
+    if not result.passed:
+        raise typer.Exit(1)
 
 
 @app.command(

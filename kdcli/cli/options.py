@@ -150,6 +150,41 @@ def parse_set(assignment: str) -> dict[str, Any]:
     return nested(key.strip(), value)
 
 
+def parse_list(flag: str, text: str, kind: type) -> list[Any]:
+    """``--seeds 0,1,2`` as a list of ``kind``; an empty item or one that is not a ``kind`` is a usage error."""
+    items = [item.strip() for item in text.split(",")]
+    try:
+        values = [kind(item) for item in items if item]
+    except ValueError:
+        raise UsageError(f"{flag} takes a comma-separated list of {kind.__name__}s, not {text!r}") from None
+    if not values or len(values) != len(items):
+        raise UsageError(f"{flag} takes a comma-separated list without empty items, not {text!r}")
+    return values
+
+
+def parse_grid(items: list[str]) -> dict[str, list[Any]]:
+    """``--grid method.temperature=2,4,8`` (repeatable) as ``{"method.temperature": [2, 4, 8]}``, each value read
+    as YAML, as ``--set`` reads one."""
+    grid: dict[str, list[Any]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not raw.strip():
+            raise UsageError(f"--grid expects KEY=V1,V2,..., got {item!r} (example: --grid method.temperature=2,4)")
+        if key in grid:
+            raise UsageError(f"--grid names {key} twice; give its values once: --grid {key}=V1,V2")
+        values = [value.strip() for value in raw.split(",")]
+        if not all(values):
+            raise UsageError(f"--grid {key}: an empty value in {raw!r}; give V1,V2,... without empty items")
+        grid[key] = []
+        for value in values:
+            tree: Any = parse_set(f"{key}={value}")  # the key checked and the value read as --set reads it
+            for part in key.split("."):
+                tree = tree[part]
+            grid[key].append(tree)
+    return grid
+
+
 def teacher_key(value: str) -> str:
     """``--teacher`` names an architecture, or a kdcli model file (whose metadata names the architecture): any path
     that exists but a bare folder name (``resnet20/`` beside a ``--teacher resnet20`` is still the architecture), so

@@ -40,6 +40,11 @@ class RichReporter(Reporter):
             self.task = self.progress.add_task("", total=steps)
         self.progress.reset(self.task, total=steps, description=description)
 
+    def status(self, description: str, done: int, total: int) -> None:
+        self.begin(description, total)
+        if self.progress is not None:
+            self.progress.update(self.task, completed=done)
+
     def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
         self.epochs = epochs
         self.begin(f"epoch {epoch + 1}/{epochs}", steps)

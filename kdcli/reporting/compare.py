@@ -171,6 +171,7 @@ def compare_runs(run_dirs: Sequence[str | Path], reporter: Reporter) -> dict[str
         rows.append(
             {
                 "method": _arm(first),
+                "arm": "student" if first.method == "none" else first.method,
                 "settings": setting,
                 "teacher": first.teacher.arch if first.teacher else None,
                 "student": first.student.arch,
@@ -180,6 +181,7 @@ def compare_runs(run_dirs: Sequence[str | Path], reporter: Reporter) -> dict[str
                 "parameters": first.student.parameters,
                 "macs": first.student.macs,
                 "top1_last": mean_std([f.last_top1 for f in final]),
+                "top1_last_runs": [f.last_top1 for f in final],
                 "top1_best_on_val": mean_std([f.best_top1 for f in final]),
                 "max_test_top1": mean_std([f.max_test_top1 for f in final]),
                 "wall_seconds": mean_std([r.timing.wall_seconds for r in reports]),

@@ -11,6 +11,7 @@ import torch
 
 import kdcli
 from kdcli.cli import main
+from kdcli.interfaces import StudentTransform
 
 PLUGIN = '''
 """kdcli_scaled: the student's classifier followed by a learned scale (a new parameter: a change of structure)."""
@@ -74,7 +75,7 @@ def test_a_third_party_transform_is_rebuilt_by_eval_and_load_model(
     trained_top1 = json.loads(capsys.readouterr().out)["final"]["last_top1"]
 
     model, card = kdcli.load_model(out / "student.safetensors")
-    assert card.student_transform == {"name": "scaled_head", "options": {"init": 0.5}}
+    assert card.student_transform == StudentTransform("scaled_head", {"init": 0.5})
     scale = model.fc[1].scale  # the structure rebuilt, then its trained value loaded
     assert isinstance(scale, torch.nn.Parameter) and float(scale.detach()) != 0.5
 

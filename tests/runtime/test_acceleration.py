@@ -45,7 +45,7 @@ def test_switches_default_on_for_cuda_and_off_for_cpu() -> None:
 def test_cuda_graphs_are_refused_without_cuda_or_with_fp16() -> None:
     with pytest.raises(UsageError, match="needs a CUDA device"):
         resolve_acceleration(TrainConfig(cuda_graphs=True), torch.device("cpu"))
-    with pytest.raises(UsageError, match="use --precision bf16 or --no-cuda-graphs"):
+    with pytest.raises(UsageError, match=r"use train\.precision=bf16 or train\.cuda_graphs=false"):
         resolve_acceleration(TrainConfig(cuda_graphs=True, precision="fp16"), torch.device("cuda"))
 
 
@@ -81,7 +81,7 @@ def test_channels_last_step_equals_eager(tmp_path: Path, teacher_file: Path) -> 
 @dataclass
 class Trained:
     run: Run
-    records: list[dict[str, float]]
+    records: list[tuple[dict[str, float], float]]
     initial: dict[str, torch.Tensor]
 
 
@@ -112,10 +112,11 @@ def assert_same_runs(reference: Trained, other: Trained, rel: float) -> None:
     the optimizer (AdamW divides by running moments). So each tensor's difference is measured against how far
     training moved it: the paths must agree to ``rel`` of that movement (and of the tensor itself, for a buffer
     that training barely moved)."""
-    for reference_record, record in zip(reference.records, other.records, strict=True):
-        assert record.keys() == reference_record.keys()
-        for key, value in reference_record.items():
-            assert record[key] == pytest.approx(value, rel=10 * rel, abs=10 * rel), key
+    for (reference_losses, reference_top1), (losses, top1) in zip(reference.records, other.records, strict=True):
+        assert losses.keys() == reference_losses.keys()
+        for key, value in reference_losses.items():
+            assert losses[key] == pytest.approx(value, rel=10 * rel, abs=10 * rel), key
+        assert top1 == pytest.approx(reference_top1, rel=10 * rel, abs=10 * rel)
     weights = other.run.student.model.state_dict()
     for name, tensor in reference.run.student.model.state_dict().items():
         if not tensor.is_floating_point():

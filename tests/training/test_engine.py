@@ -11,6 +11,7 @@ from kdcli.config import DataConfig, TrainConfig, resolve
 from kdcli.errors import Interrupted, RunFailed, UsageError
 from kdcli.interfaces import Reporter
 from kdcli.io.checkpoint import load_checkpoint, save_checkpoint
+from kdcli.records import EpochRecord
 from kdcli.runtime.acceleration import resolve_acceleration
 from kdcli.training.engine import run_epochs, train_epoch
 from kdcli.training.optim import lr_factor, make_optimizer
@@ -48,8 +49,8 @@ class InterruptAfter(Reporter):
     def __init__(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def end_epoch(self, record: dict[str, Any]) -> None:
-        if record["epoch"] == self.epoch:
+    def end_epoch(self, record: EpochRecord) -> None:
+        if record.epoch == self.epoch:
             raise KeyboardInterrupt
 
 

@@ -1,0 +1,459 @@
+"""``kdcli sweep``: which method, at which settings, gives the best student for this pair — arms × a grid × seeds,
+several runs at a time on one device, resumable, ending in a verdict (kdcli.reporting.verdict).
+
+Each run is a whole ``kdcli train`` or ``kdcli distill`` in a process of its own, from a configuration file the
+sweep writes first (``DIR/.sweep/NAME.yaml``), into ``DIR/NAME``; its output goes to ``DIR/.sweep/NAME.log``, never to
+the terminal, so nothing from the workers interleaves. That makes each run exactly what ``distill`` would do, keeps
+one run's failure (a NaN, memory) out of the others, and makes the sweep resumable for free: started again, a run
+with a report is kept, one with a checkpoint is resumed (``--resume``), any other is started. A worker dies with the
+sweep (Linux's parent-death signal): killed, the sweep leaves checkpoints, not orphans.
+
+Choices where the issue is silent, so a reader knows them:
+- an arm is a method name (its shipped defaults, as ``--method`` gives) or ``student`` (the student alone: no
+  teacher, ``kdcli train``);
+- a grid key under ``method.`` applies to the arms whose method has that option (``method.temperature`` sweeps
+  vanilla's T but not the student alone's); other keys apply to every arm;
+- a run that failed is tried again when the sweep is started again (an out-of-memory may pass then; a NaN resumes
+  from its last good checkpoint and fails again, quickly).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import itertools
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from kdcli.catalog import method_spec
+from kdcli.config import RunConfig, dump, nested, resolve
+from kdcli.errors import Interrupted, UsageError, option
+from kdcli.interfaces import Reporter
+from kdcli.io.files import atomic_write_text
+from kdcli.records import Record
+from kdcli.reporting.compare import compare_runs
+from kdcli.reporting.verdict import verdict
+from kdcli.suggest import did_you_mean
+
+SWEEP_SCHEMA = "kdcli.sweep/1"
+STUDENT = "student"
+STATE = "sweep.json"
+WORK = ".sweep"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlannedRun:
+    """One run of a sweep: its arm, grid point and seed, its folder name under the sweep's, and its configuration."""
+
+    name: str
+    arm: str
+    point: dict[str, Any]
+    seed: int
+    config: RunConfig
+
+    @property
+    def command(self) -> Literal["train", "distill"]:
+        return "train" if self.arm == STUDENT else "distill"
+
+
+Status = Literal["finished", "failed", "interrupted"]
+
+
+class RunOutcome(Record):
+    """How one run of a sweep ended: ``finished``, ``failed`` (with its one-line reason) or ``interrupted``."""
+
+    name: str
+    arm: str
+    point: dict[str, Any]
+    seed: int
+    status: Status
+    reason: str | None = None
+    seconds: float
+    top1: float | None = None
+
+
+class SweepResult(Record):
+    """A sweep's runs, the compare table over the finished ones and the verdict; ``passed`` is false when a run did
+    not finish or the ``min_gain`` gate was not met."""
+
+    out: str
+    jobs: int
+    wall_seconds: float
+    runs: list[RunOutcome]
+    compare: dict[str, Any]
+    verdict: dict[str, Any] | None
+    passed: bool
+
+    def document(self) -> dict[str, Any]:
+        return {"schema": SWEEP_SCHEMA, **self.model_dump(mode="json")}
+
+
+def _label(value: Any) -> str:
+    return re.sub(r"[^A-Za-z0-9.+-]+", "_", json.dumps(value) if not isinstance(value, str) else value).strip("_")
+
+
+def plan(base: RunConfig, arms: list[str], seeds: list[int], grid: dict[str, list[Any]], out: Path) -> list[PlannedRun]:
+    """Every run of the sweep, each checked as ``distill`` would check it (a bad arm, grid key or value is a usage
+    error before any training). ``base`` is the configuration every run starts from (preset, file, flags)."""
+    if not arms:
+        raise UsageError(
+            f"name at least one arm with {option('methods')}: a method, or {STUDENT} for the student alone"
+        )
+    if not seeds:
+        raise UsageError(f"name at least one seed with {option('seeds')}")
+    if len(set(arms)) < len(arms) or len(set(seeds)) < len(seeds):
+        raise UsageError(f"{option('methods')} and {option('seeds')} name each arm and seed once")
+    for key, values in grid.items():
+        if not values:
+            raise UsageError(f"{option('grid', key + '=V1,V2')} gives no values for {key}")
+    known = {name for arm in arms if arm != STUDENT for name in method_spec(arm).options.model_fields}
+    for key in grid:
+        if key.startswith("method.") and key.removeprefix("method.") not in known:
+            hint = did_you_mean(key.removeprefix("method."), sorted(known), n=1)
+            raise UsageError(
+                f"unknown configuration key {key!r} in {option('grid')}: no arm's method has that option; "
+                f"{hint}the arms' options: {', '.join(sorted(known)) or 'none'}"
+            )
+    start = {k: v for k, v in dump(base).items() if k not in ("output",)}
+    runs: dict[str, PlannedRun] = {}
+    for arm in arms:
+        if arm == STUDENT:
+            layer: dict[str, Any] = {
+                "method": {"name": "none"},
+                "teacher": {"arch": None, "checkpoint": None, "pretrained": False},
+            }
+            options: set[str] = set()
+        else:
+            options = set(method_spec(arm).options.model_fields)  # an unknown arm fails here, with suggestions
+            layer = {"method": {"name": arm}}
+        applied = {
+            key: values
+            for key, values in grid.items()
+            if not key.startswith("method.") or key.removeprefix("method.") in options
+        }
+        for combination in itertools.product(*applied.values()):
+            point = dict(zip(applied, combination, strict=True))
+            for seed in seeds:
+                name = "-".join(
+                    [arm, *(f"{key.rsplit('.', 1)[-1]}{_label(v)}" for key, v in point.items()), f"s{seed}"]
+                )
+                layers: list[tuple[str, dict[str, Any]]] = [("sweep base", start), (f"arm {arm}", layer)]
+                layers += [(f"grid {key}={value}", nested(key, value)) for key, value in point.items()]
+                layers += [("sweep", {"train": {"seed": seed}, "output": {"dir": str(out / name)}})]
+                runs[name] = PlannedRun(name=name, arm=arm, point=point, seed=seed, config=resolve(layers).config)
+    return list(runs.values())
+
+
+def check_out(out: Path) -> None:
+    """A sweep's folder is new, empty, or a sweep's (it holds ``.sweep/``): never a folder of other files."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{option('output.dir', out)} is a file, not a folder; choose another {option('output.dir')}")
+    if out.is_dir() and any(out.iterdir()) and not (out / WORK).is_dir():
+        raise UsageError(
+            f"{option('output.dir', out)} holds files that are not a kdcli sweep's; choose a new or empty "
+            f"{option('output.dir')}, or the folder of the sweep to continue"
+        )
+
+
+def check_teacher(runs: list[PlannedRun]) -> None:
+    """The teachers the runs distill from, each opened once before any run starts (a missing, damaged or
+    mismatched file fails the sweep now, not in every worker)."""
+    from kdcli.runtime.loading import open_model_file, resolve_checkpoint_path
+
+    seen: set[str] = set()
+    for run in runs:
+        checkpoint = run.config.teacher.checkpoint
+        if run.arm == STUDENT or checkpoint is None or checkpoint in seen:
+            continue
+        seen.add(checkpoint)
+        import torch
+
+        open_model_file(resolve_checkpoint_path(checkpoint), torch.device("cpu"))
+
+
+def default_jobs(runs: list[PlannedRun], threads: int | None) -> tuple[int, int]:
+    """``(jobs, threads per run)`` for this machine: on a GPU as many runs as its free memory holds at the measured
+    size of one (one training step of the first run, on the device, with a margin), at most 16; on the CPU the
+    cores divided by the threads of one run (one each by default)."""
+    cores = os.cpu_count() or 1
+    device = runs[0].config.train.device
+    import torch
+
+    if (device in ("auto", "cuda") or device.startswith("cuda:")) and torch.cuda.is_available():
+        peak = measured_memory(runs[0].config)
+        free, _ = torch.cuda.mem_get_info()
+        per_run = peak * 1.5 + (600 << 20)  # the step's peak, a margin, and each process's CUDA context
+        return max(1, min(16, len(runs), int(0.9 * free // per_run))), threads or max(1, cores // 8)
+    per = threads or 1
+    return max(1, min(len(runs), cores // per)), per
+
+
+def measured_memory(config: RunConfig) -> int:
+    """The peak CUDA memory (bytes) of building a run and training it for one step, in this process."""
+    import torch
+
+    from kdcli.training.run import setup
+
+    torch.cuda.reset_peak_memory_stats()
+    run = setup(
+        config.model_copy(update={"train": config.train.model_copy(update={"cuda_graphs": False, "compile": False})}),
+        None,
+    )
+    images, labels = next(iter(run.data.train))
+    run.step(images, labels, 0.0)
+    torch.cuda.synchronize()
+    peak = int(torch.cuda.max_memory_allocated())
+    del run
+    torch.cuda.empty_cache()
+    return peak
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _state(out: Path, runs: list[PlannedRun]) -> dict[str, str]:
+    """Each run's state on disk: ``done`` (a report), ``resume`` (a checkpoint) or ``start``."""
+    state = {}
+    for run in runs:
+        folder = out / run.name
+        state[run.name] = (
+            "done"
+            if (folder / "report.json").is_file()
+            else "resume"
+            if (folder / "checkpoint.pt").is_file()
+            else "start"
+        )
+    return state
+
+
+def _reason(log: Path, code: int) -> str:
+    """The one line a failed worker ended with: its ``kdcli: error:`` line, else its last line, else its code."""
+    try:
+        lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        lines = []
+    errors = [line.removeprefix("kdcli: error: ") for line in lines if line.startswith("kdcli: error: ")]
+    if errors:
+        return errors[-1]
+    return lines[-1][:200] if lines else f"the run's process ended with code {code}"
+
+
+class _Workers:
+    """The processes of the runs in flight, so that an interrupted sweep can stop them (each checkpoints)."""
+
+    def __init__(self) -> None:
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def run(self, run: PlannedRun, out: Path, how: str, threads: int) -> tuple[int, float]:
+        work = out / WORK
+        command = [sys.executable, "-m", "kdcli", run.command]
+        if how == "resume":
+            command += ["--resume", str(out / run.name), "--quiet", "--json"]
+        else:
+            command += ["--config", str(work / f"{run.name}.yaml"), "--quiet", "--json"]
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        env.pop("RANK", None)
+        env.pop("WORLD_SIZE", None)
+        started = time.perf_counter()
+        with open(work / f"{run.name}.log", "wb") as log:
+            process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            )
+            self.processes[run.name] = process
+            code = process.wait()
+        self.processes.pop(run.name, None)
+        return code, time.perf_counter() - started
+
+    def stop(self) -> None:
+        for process in list(self.processes.values()):
+            with contextlib.suppress(OSError):
+                process.send_signal(signal.SIGTERM)
+        for process in list(self.processes.values()):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=60)
+
+
+@contextlib.contextmanager
+def _terminate_on_sigterm() -> Iterator[None]:
+    """SIGTERM to the sweep stops it as Ctrl-C does (the workers checkpoint and stop)."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def sweep(
+    base: RunConfig,
+    arms: list[str],
+    seeds: list[int],
+    grid: dict[str, list[Any]] | None = None,
+    *,
+    jobs: int | None = None,
+    threads: int | None = None,
+    baseline: str = "vanilla",
+    min_gain: float | None = None,
+    reporter: Reporter | None = None,
+) -> SweepResult:
+    """Run every arm × grid point × seed into ``base.output.dir`` (one folder a run), ``jobs`` at a time (default:
+    ``default_jobs``), and return the runs, the compare table and the verdict against ``baseline`` (when it ran).
+    Started again with the same arguments it finishes only what is missing. Raises ``Interrupted`` (the workers
+    stopped at their checkpoints) on Ctrl-C or SIGTERM."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UsageError(
+            "a sweep packs whole runs on one device and each run stays one process; under torchrun "
+            "(which splits one run over processes) start the sweep as a plain command instead"
+        )
+    reporter = reporter or Reporter()
+    if base.output.dir is None:
+        raise UsageError(f"a sweep needs a folder for its runs: {option('output.dir', 'DIR')}")
+    out = Path(base.output.dir).expanduser()
+    check_out(out)
+    runs = plan(base, arms, seeds, grid or {}, out)
+    if min_gain is not None and baseline not in arms:
+        raise UsageError(
+            f"{option('min_gain')} needs the baseline {baseline!r} among the arms; add it to "
+            f"{option('methods')} or choose another {option('baseline')}"
+        )
+    check_teacher(runs)
+    if jobs is not None and jobs < 1:
+        raise UsageError(f"{option('jobs')} is a number of runs at a time, 1 or more, not {jobs}")
+    chosen, per_run = default_jobs(runs, threads) if jobs is None else (jobs, threads or 1)
+    work = out / WORK
+    work.mkdir(parents=True, exist_ok=True)
+    for run in runs:
+        path = work / f"{run.name}.yaml"
+        atomic_write_text(path, f"# kdcli sweep: run {run.name}\n" + yaml.safe_dump(dump(run.config), sort_keys=False))
+    state = _state(out, runs)
+    outcomes: dict[str, RunOutcome] = {}
+    for run in runs:
+        if state[run.name] == "done":
+            outcomes[run.name] = _outcome(run, out, "finished", None, 0.0)
+    pending = [run for run in runs if run.name not in outcomes]
+    reporter.note(
+        f"sweep: {len(runs)} runs ({len(runs) - len(pending)} already done), {chosen} at a time, "
+        f"{per_run} thread(s) each, in {out}"
+    )
+    started = time.perf_counter()
+    workers = _Workers()
+    flight: dict[Future[tuple[int, float]], PlannedRun] = {}
+    queue = list(pending)
+    _show(reporter, outcomes, flight, len(runs))
+    try:
+        with _terminate_on_sigterm(), ThreadPoolExecutor(max_workers=chosen) as pool:
+            while queue or flight:
+                while queue and len(flight) < chosen:
+                    run = queue.pop(0)
+                    flight[pool.submit(workers.run, run, out, state[run.name], per_run)] = run
+                    _show(reporter, outcomes, flight, len(runs))
+                done, _ = wait(flight, return_when=FIRST_COMPLETED)
+                for future in done:
+                    run = flight.pop(future)
+                    code, seconds = future.result()
+                    finished = code == 0 and (out / run.name / "report.json").is_file()
+                    reason = None if finished else _reason(work / f"{run.name}.log", code)
+                    outcome = _outcome(run, out, "finished" if finished else "failed", reason, seconds)
+                    outcomes[run.name] = outcome
+                    top1 = f"top-1 {outcome.top1:.2f} %" if outcome.top1 is not None else f"FAILED: {reason}"
+                    reporter.note(f"{len(outcomes)}/{len(runs)} {run.name}: {top1} in {seconds:.0f} s")
+                    _write_state(out, outcomes, runs)
+                _show(reporter, outcomes, flight, len(runs))
+    except KeyboardInterrupt:
+        workers.stop()
+        for run in flight.values():
+            outcomes[run.name] = _outcome(run, out, "interrupted", "the sweep was stopped", 0.0)
+        _write_state(out, outcomes, runs)
+        reporter.close()
+        raise Interrupted(
+            f"the sweep was stopped; its runs keep their checkpoints: run the same sweep again to "
+            f"finish what is missing in {out}",
+            run=out,
+        ) from None
+    reporter.close()
+    ordered = [outcomes[run.name] for run in runs]
+    _write_state(out, outcomes, runs)
+    finished_runs = [out / o.name for o in ordered if o.status == "finished"]
+    table: dict[str, Any] = {"schema": "kdcli.compare/1", "rows": []}
+    if finished_runs:
+        table = compare_runs(finished_runs, reporter)
+    has_baseline = any(row["arm"] == baseline for row in table["rows"])
+    judged = verdict(table, baseline, min_gain) if has_baseline else None
+    passed = all(o.status == "finished" for o in ordered) and (judged is None or judged["passed"] is not False)
+    return SweepResult(
+        out=str(out),
+        jobs=chosen,
+        wall_seconds=time.perf_counter() - started,
+        runs=ordered,
+        compare=table,
+        verdict=judged,
+        passed=passed,
+    )
+
+
+def _outcome(run: PlannedRun, out: Path, status: Status, reason: str | None, seconds: float) -> RunOutcome:
+    top1 = None
+    if status == "finished":
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            report = json.loads((out / run.name / "report.json").read_text())
+            top1 = report["final"]["last_top1"]
+            seconds = seconds or float(report["timing"]["wall_seconds"])
+    return RunOutcome(
+        name=run.name,
+        arm=run.arm,
+        point=run.point,
+        seed=run.seed,
+        status=status,
+        reason=reason,
+        seconds=seconds,
+        top1=top1,
+    )
+
+
+def _write_state(out: Path, outcomes: dict[str, RunOutcome], runs: list[PlannedRun]) -> None:
+    document = {
+        "schema": SWEEP_SCHEMA,
+        "runs": [outcomes[r.name].model_dump(mode="json") for r in runs if r.name in outcomes],
+    }
+    atomic_write_text(out / STATE, json.dumps(document, indent=1) + "\n")
+
+
+def _show(reporter: Reporter, outcomes: dict[str, RunOutcome], flight: dict[Any, PlannedRun], total: int) -> None:
+    running = ", ".join(run.name for run in flight.values())
+    reporter.status(
+        f"sweep {len(outcomes)}/{total}" + (f" — running {running}" if running else ""), len(outcomes), total
+    )
+
+
+def sweep_runs(folder: Path) -> list[Path]:
+    """The finished runs of a sweep folder (``kdcli compare DIR``): its subfolders with a report, in name order."""
+    return sorted(entry for entry in folder.iterdir() if (entry / "report.json").is_file())
+
+
+def is_sweep(folder: Path) -> bool:
+    return (folder / WORK).is_dir()

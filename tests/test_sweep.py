@@ -1,0 +1,202 @@
+"""``kdcli sweep`` (issue 22): real tiny sweeps on the embedded data — the layout, the verdict against a hand
+computation from the runs' report.json, a sweep killed mid-way and started again, a failing arm, the gate."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kdcli.reporting.verdict import difference, t_quantile
+from tests.conftest import refused, run
+
+TINY = [
+    "--student",
+    "resnet8",
+    "--data",
+    "embedded",
+    "--train-subset",
+    "200",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "50",
+    "--device",
+    "cpu",
+    "--set",
+    "train.eval_batch_size=1000",
+]
+
+
+def sweep_args(teacher: Path, out: Path, *more: str) -> list[str]:
+    return ["sweep", "--teacher", str(teacher), *TINY, "--out", str(out), *more]
+
+
+def last_top1(folder: Path) -> float:
+    return float(json.loads((folder / "report.json").read_text())["final"]["last_top1"])
+
+
+# --- the verdict's arithmetic --------------------------------------------------------------------------------------
+
+
+def test_a_paired_difference_is_a_t_interval_over_the_per_seed_differences() -> None:
+    """Differences 1, 2, 3 points: mean 2, sample sd 1, t(2) = 4.303, half-width 4.303 / √3 = 2.4843."""
+    result = difference({0: 91.0, 1: 92.0, 2: 93.0}, {0: 90.0, 1: 90.0, 2: 90.0})
+    assert result["paired"] and result["seeds"] == 3 and result["difference"] == pytest.approx(2.0)
+    assert result["ci95"] == pytest.approx([2 - 4.303 / math.sqrt(3), 2 + 4.303 / math.sqrt(3)])
+
+
+def test_unmatched_seeds_take_welchs_interval() -> None:
+    """a = (1, 3): mean 2, var 2; b = (0, 0, 3): mean 1, var 3. se² = 2/2 + 3/3 = 2; Welch's df =
+    4 / (1/1 + 1/2) = 2.67, rounded down to 2: t = 4.303; half-width 4.303 · √2."""
+    result = difference({0: 1.0, 1: 3.0}, {0: 0.0, 1: 0.0, 2: 3.0})
+    assert not result["paired"] and result["difference"] == pytest.approx(1.0)
+    assert result["ci95"] == pytest.approx([1 - 4.303 * math.sqrt(2), 1 + 4.303 * math.sqrt(2)])
+    assert difference({0: 1.0}, {0: 0.0})["ci95"] is None  # one seed: no interval
+    assert t_quantile(2.67) == 4.303 and t_quantile(200) == 1.96
+
+
+# --- refused before any run ------------------------------------------------------------------------------------------
+
+
+def test_bad_input_fails_the_sweep_before_any_run(
+    capsys: pytest.CaptureFixture[str], teacher_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "sw"
+    assert "unknown method 'vanila'" in refused(capsys, 2, *sweep_args(teacher_file, out, "--methods", "vanila"))
+    assert "--seeds takes" in refused(capsys, 2, *sweep_args(teacher_file, out, "--methods", "vanilla", "--seeds", "a"))
+    said = refused(capsys, 2, *sweep_args(teacher_file, out, "--methods", "vanilla", "--grid", "method.tmp=2,4"))
+    assert "unknown configuration key 'method.tmp'" in said
+    said = refused(capsys, 2, *sweep_args(tmp_path / "none.safetensors", out, "--methods", "vanilla"))
+    assert "does not exist" in said
+    assert not out.exists() or not any((out / ".sweep").glob("*.log"))  # no run started
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    said = refused(capsys, 2, *sweep_args(teacher_file, tmp_path / "mine", "--methods", "vanilla"))
+    assert "not a kdcli sweep's" in said and (tmp_path / "mine" / "notes.txt").read_text() == "mine"
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    assert "torchrun" in refused(capsys, 2, *sweep_args(teacher_file, out, "--methods", "vanilla"))
+
+
+# --- real sweeps -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_sweep_lays_out_its_runs_and_its_verdict_is_the_hand_computation(
+    capsys: pytest.CaptureFixture[str], teacher_file: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "sw"
+    code, stdout, err = run(
+        capsys,
+        *sweep_args(
+            teacher_file,
+            out,
+            "--methods",
+            "student,vanilla",
+            "--seeds",
+            "0,1",
+            "--grid",
+            "method.temperature=2,4",
+            "--jobs",
+            "2",
+            "--json",
+        ),
+    )
+    assert code == 0, err
+    names = {
+        "student-s0",
+        "student-s1",
+        "vanilla-temperature2-s0",
+        "vanilla-temperature2-s1",
+        "vanilla-temperature4-s0",
+        "vanilla-temperature4-s1",
+    }
+    assert {p.name for p in out.iterdir() if not p.name.startswith(".")} == names | {"sweep.json"}
+    document = json.loads(stdout)
+    assert document["schema"] == "kdcli.sweep/1" and document["passed"] is True
+    assert all(r["status"] == "finished" for r in document["runs"]) and len(document["runs"]) == 6
+    assert len([line for line in err.splitlines() if "top-1" in line and "/6 " in line]) == 6  # a line a run
+    # the verdict against vanilla at its defaults (T = 4), by hand from the report files
+    judged = {(a["method"], a["settings"]): a for a in document["verdict"]["arms"]}
+    assert set(judged) == {("vanilla (temperature=2.0)", ""), ("no teacher (kdcli train)", "")}  # not the baseline
+    for arm, folder in (("vanilla (temperature=2.0)", "vanilla-temperature2"), ("no teacher (kdcli train)", "student")):
+        diffs = [last_top1(out / f"{folder}-s{s}") - last_top1(out / f"vanilla-temperature4-s{s}") for s in (0, 1)]
+        entry = judged[(arm, "")]
+        assert entry["paired"] and entry["difference"] == pytest.approx(statistics.fmean(diffs))
+        half = 12.706 * statistics.stdev(diffs) / math.sqrt(2)
+        assert entry["ci95"] == pytest.approx([statistics.fmean(diffs) - half, statistics.fmean(diffs) + half])
+    # `kdcli compare DIR` gives the same verdict from the folder; the gate's exit codes
+    code, stdout, _ = run(capsys, "compare", str(out), "--json")
+    assert code == 0 and json.loads(stdout)["verdict"]["arms"] == document["verdict"]["arms"]
+    best_gain = max(a["difference"] for a in document["verdict"]["arms"])
+    assert run(capsys, "compare", str(out), "--min-gain", str(best_gain - 0.01))[0] == 0
+    assert run(capsys, "compare", str(out), "--min-gain", str(best_gain + 0.01))[0] == 1
+
+
+@pytest.mark.slow
+def test_a_failing_arm_is_recorded_and_the_others_finish(
+    capsys: pytest.CaptureFixture[str], teacher_file: Path, tmp_path: Path
+) -> None:
+    """A learning rate of 1e12 diverges: that run fails with its one-line reason, the other finishes, exit 1."""
+    out = tmp_path / "sw"
+    code, stdout, _ = run(
+        capsys,
+        *sweep_args(
+            teacher_file,
+            out,
+            "--methods",
+            "vanilla",
+            "--seeds",
+            "0",
+            "--grid",
+            "optim.lr=0.05,1e12",
+            "--jobs",
+            "2",
+            "--json",
+        ),
+    )
+    assert code == 1
+    runs = {r["name"]: r for r in json.loads(stdout)["runs"]}
+    assert runs["vanilla-lr0.05-s0"]["status"] == "finished"
+    failed = runs["vanilla-lr1e12-s0"]
+    assert failed["status"] == "failed" and "non-finite" in failed["reason"] and "\n" not in failed["reason"]
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_midway_finishes_only_what_is_missing(teacher_file: Path, tmp_path: Path) -> None:
+    """SIGKILL to the sweep after its first run finished: the workers die with it (at their checkpoints); the same
+    command again keeps the finished run, and every run ends present exactly once."""
+    out = tmp_path / "sw"
+    command = [
+        sys.executable,
+        "-m",
+        "kdcli",
+        *sweep_args(teacher_file, out, "--methods", "student,vanilla", "--seeds", "0,1", "--jobs", "1", "--quiet"),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    sweep = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not any(out.glob("*/report.json")):
+        time.sleep(0.5)
+    first = sorted(p.parent.name for p in out.glob("*/report.json"))
+    assert first, "no run finished in time"
+    sweep.send_signal(signal.SIGKILL)
+    sweep.wait()
+    time.sleep(2)  # the worker's parent-death SIGTERM
+    finished_before = {name: (out / name / "report.json").stat().st_mtime_ns for name in first}
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    runs = json.loads((out / "sweep.json").read_text())["runs"]
+    assert sorted(r["name"] for r in runs) == ["student-s0", "student-s1", "vanilla-s0", "vanilla-s1"]
+    assert all(r["status"] == "finished" for r in runs)
+    for name, stamp in finished_before.items():  # kept, not run again
+        assert (out / name / "report.json").stat().st_mtime_ns == stamp
