@@ -14,7 +14,8 @@
 #      alone and KD, 3 seeds each, 12 runs at a time, bf16 on both sides, kdcli without compile (a 40-epoch run of
 #      these small models is shorter than its compilation); the one-difference ablations ran on the CPU;
 #   3. the FMNIST-5k protocol as written (../shared/data/README.md): stage 2's kdcli teacher of seed 0 (40 epochs),
-#      resnet8 alone, vanilla, pesf, skd, pea and pea's two ablations on the eager loop; 3 seeds, 8 at a time;
+#      resnet8 alone, vanilla, pesf, skd and pea with their shipped defaults, one `kdcli sweep` (bench/fmnist5k.py),
+#      bf16 without torch.compile; 3 seeds, 8 at a time;
 #   4. with KDCLI_GPU_ENGINE=1, the engine benchmark (bench/engine.py), in what is left of 525 s; it was measured in
 #      the sessions of 2026-11-30 and the schedule change does not touch the step it times.
 # Writes under OUT (at most 8 files come back from the device machine): results.jsonl (every JSON line), gpu.log
@@ -29,7 +30,7 @@ cd "$(dirname "$0")/.."
 WHEELS=(pydantic==2.13.4 pydantic-core==2.46.4 annotated-types==0.7.0 typing-inspection==0.4.2
         typing-extensions==4.16.0 hatchling==1.33.0 trove-classifiers==2026.9.21.13 pathspec==1.1.1 pluggy==1.6.0
         packaging==26.2)
-ARMS=(student@eager vanilla@eager pesf@eager skd@eager pea@eager pea:sps=false@eager pea:ptp=false@eager)
+ARMS=(student vanilla pesf skd pea)
 
 if [[ ${1:-} == --prepare ]]; then
     mkdir -p .whl .data
@@ -77,12 +78,12 @@ PY
 if [[ $DRY == --dry-run ]]; then
     DEVICE=cpu; TEST_LIMIT=600; PARITY_LIMIT=900; TOTAL_LIMIT=3000
     PARITY=(--epochs 1 --teacher-epochs 1 --seeds 0 --jobs 2 --ablations "kdcli/alone:data.drop_last=false")
-    FMNIST=(--epochs 1 --seeds 0 --arms student@eager vanilla@eager --jobs 2 --threads 1)
+    FMNIST=(--epochs 1 --seeds 0 --arms student vanilla --jobs 2 --threads 1)
     ENGINE=(--device cpu --images 256 --configs eager bf16)
 else
     DEVICE=cuda; TEST_LIMIT=300; PARITY_LIMIT=270; TOTAL_LIMIT=525
     PARITY=(--jobs 12 --ablations none --kdcli-args=--no-compile)
-    FMNIST=(--arms "${ARMS[@]}" --jobs 8 --threads 2)
+    FMNIST=(--arms "${ARMS[@]}" --jobs 8 --threads 2 --set train.compile=false)
     ENGINE=(--images 20000 --configs eager recipe graphs-eager batch1024 pesf skd pea-nosps bf16)
 fi
 DATA=.data/fashion-mnist
