@@ -18,7 +18,18 @@ from kdcli._version import __version__
 
 if TYPE_CHECKING:
     from kdcli import models
-    from kdcli.api import analyze, compare, distill, evaluate, export, load_model, resume, sweep, train
+    from kdcli.api import (
+        analyze,
+        compare,
+        distill,
+        evaluate,
+        export,
+        import_checkpoint,
+        load_model,
+        resume,
+        sweep,
+        train,
+    )
     from kdcli.config import RunConfig
 
 _LAZY = {
@@ -26,6 +37,7 @@ _LAZY = {
     "distill": "kdcli.api",
     "evaluate": "kdcli.api",
     "export": "kdcli.api",
+    "import_checkpoint": "kdcli.api",
     "load_model": "kdcli.api",
     "resume": "kdcli.api",
     "sweep": "kdcli.api",
@@ -42,6 +54,7 @@ __all__ = [
     "distill",
     "evaluate",
     "export",
+    "import_checkpoint",
     "load_model",
     "models",
     "resume",

@@ -29,8 +29,8 @@ from kdcli.reporting.compare import compare_runs, markdown_table
 from kdcli.reporting.report import RunResult
 from kdcli.reporting.verdict import verdict, verdict_lines
 from kdcli.runtime.loading import open_model_file, resolve_checkpoint_path, resolve_device
-from kdcli.sweep import SweepResult, is_sweep, sweep_runs
-from kdcli.sweep import sweep as run_sweep
+from kdcli.sweeps import SweepResult, is_sweep, sweep_runs
+from kdcli.sweeps import sweep as run_sweep
 from kdcli.training.engine import execute, resume_config
 
 __all__ = [
@@ -167,7 +167,7 @@ def sweep(
 ) -> SweepResult:
     """Arms (``methods``: method names, or ``student``) × ``grid`` × ``seeds``, each a run from ``config`` into its
     own folder under ``output.dir``, ``jobs`` at a time; resumable; ends with the compare table and the verdict
-    against ``baseline`` (kdcli.sweep)."""
+    against ``baseline`` (kdcli.sweeps)."""
     return run_sweep(_as_config(config), methods, seeds, grid, jobs=jobs, threads=threads, baseline=baseline,
                      min_gain=min_gain, reporter=reporter)  # fmt: skip
 

@@ -200,3 +200,15 @@ def test_a_sweep_killed_midway_finishes_only_what_is_missing(teacher_file: Path,
     assert all(r["status"] == "finished" for r in runs)
     for name, stamp in finished_before.items():  # kept, not run again
         assert (out / name / "report.json").stat().st_mtime_ns == stamp
+
+
+def test_the_api_names_are_functions_not_modules() -> None:
+    """``kdcli.sweep`` once was shadowed by a module of the same name once the engine had imported it."""
+    import types
+
+    import kdcli
+    import kdcli.api  # imports every feature module
+
+    for name in kdcli.__all__:
+        if name not in ("models", "__version__", "RunConfig"):
+            assert not isinstance(getattr(kdcli, name), types.ModuleType), name
