@@ -347,10 +347,19 @@ def sweep(
     chosen, per_run = default_jobs(runs, threads) if jobs is None else (jobs, threads or 1)
     work = out / WORK
     work.mkdir(parents=True, exist_ok=True)
-    for run in runs:
-        path = work / f"{run.name}.yaml"
-        atomic_write_text(path, f"# kdcli sweep: run {run.name}\n" + yaml.safe_dump(dump(run.config), sort_keys=False))
     state = _state(out, runs)
+    texts = {
+        run.name: f"# kdcli sweep: run {run.name}\n" + yaml.safe_dump(dump(run.config), sort_keys=False) for run in runs
+    }
+    for run in runs:  # every run checked before any file is written
+        path = work / f"{run.name}.yaml"
+        if state[run.name] != "start" and path.is_file() and path.read_text() != texts[run.name]:
+            raise UsageError(
+                f"{out / run.name} was run with other settings than this sweep gives it (see {path}); "
+                f"continue a sweep with the same command, or choose a new {option('output.dir')}"
+            )
+    for run in runs:
+        atomic_write_text(work / f"{run.name}.yaml", texts[run.name])
     outcomes: dict[str, RunOutcome] = {}
     for run in runs:
         if state[run.name] == "done":
@@ -365,8 +374,9 @@ def sweep(
     flight: dict[Future[tuple[int, float]], PlannedRun] = {}
     queue = list(pending)
     _show(reporter, outcomes, flight, len(runs))
-    try:
-        with _terminate_on_sigterm(), ThreadPoolExecutor(max_workers=chosen) as pool:
+    stopped = False
+    with _terminate_on_sigterm(), ThreadPoolExecutor(max_workers=chosen) as pool:
+        try:
             while queue or flight:
                 while queue and len(flight) < chosen:
                     run = queue.pop(0)
@@ -384,8 +394,10 @@ def sweep(
                     reporter.note(f"{len(outcomes)}/{len(runs)} {run.name}: {top1} in {seconds:.0f} s")
                     _write_state(out, outcomes, runs)
                 _show(reporter, outcomes, flight, len(runs))
-    except KeyboardInterrupt:
-        workers.stop()
+        except KeyboardInterrupt:  # inside the pool: its threads wait for workers that must be stopped first
+            stopped = True
+            workers.stop()
+    if stopped:
         for run in flight.values():
             outcomes[run.name] = _outcome(run, out, "interrupted", "the sweep was stopped", 0.0)
         _write_state(out, outcomes, runs)
@@ -394,7 +406,7 @@ def sweep(
             f"the sweep was stopped; its runs keep their checkpoints: run the same sweep again to "
             f"finish what is missing in {out}",
             run=out,
-        ) from None
+        )
     reporter.close()
     ordered = [outcomes[run.name] for run in runs]
     _write_state(out, outcomes, runs)

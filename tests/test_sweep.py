@@ -212,3 +212,17 @@ def test_the_api_names_are_functions_not_modules() -> None:
     for name in kdcli.__all__:
         if name not in ("models", "__version__", "RunConfig"):
             assert not isinstance(getattr(kdcli, name), types.ModuleType), name
+
+
+def test_a_sweep_folder_run_with_other_settings_is_refused(
+    capsys: pytest.CaptureFixture[str], teacher_file: Path, tmp_path: Path
+) -> None:
+    """A run of the folder that finished (or checkpointed) under other settings is not mixed into this sweep."""
+    out = tmp_path / "sw"
+    (out / ".sweep").mkdir(parents=True)
+    (out / "vanilla-s0").mkdir()
+    (out / "vanilla-s0" / "report.json").write_text("{}")
+    (out / ".sweep" / "vanilla-s0.yaml").write_text("# kdcli sweep: run vanilla-s0\ntrain: {epochs: 9}\n")
+    said = refused(capsys, 2, *sweep_args(teacher_file, out, "--methods", "vanilla", "--seeds", "0"))
+    assert "was run with other settings" in said and "--out" in said
+    assert (out / ".sweep" / "vanilla-s0.yaml").read_text().endswith("{epochs: 9}\n")  # left as it was
