@@ -231,6 +231,16 @@ class DkdOptions(MethodOptions):
     target: Target = Field("full", description=TARGET_HELP)
 
 
+class DistOptions(MethodOptions):
+    """Defaults are the paper's CIFAR-100 ones (Huang et al. 2022, its code's ``DIST(beta=2, gamma=2, tau=4)`` with
+    CE weight 1); on ImageNet the paper used β = γ = τ = 1."""
+
+    temperature: float = Field(4.0, gt=0.0, description="τ, the softmax temperature of both predictions")
+    ce_weight: float = Field(1.0, ge=0.0, description="weight of the cross-entropy with the labels")
+    beta: float = Field(2.0, ge=0.0, description="β, weight of the inter-class relation (per example, over classes)")
+    gamma: float = Field(2.0, ge=0.0, description="γ, weight of the intra-class relation (per class, over the batch)")
+
+
 class FitnetOptions(MethodOptions):
     """Defaults are mdistiller's CIFAR-100 ones: hint stage 2, CE 1, hint 100."""
 
@@ -286,6 +296,13 @@ DKD = MethodSpec(
     "Zhao et al. 2022: KD decoupled into target-class and non-target-class terms, with warm-up",
     DkdOptions,
     "kdcli.methods.dkd:Dkd",
+)
+DIST = MethodSpec(
+    "dist",
+    "Huang et al. 2022: match the Pearson correlation of the predictions, per example and per class, instead of KL "
+    "(robust to a large teacher–student gap)",
+    DistOptions,
+    "kdcli.methods.dist:Dist",
 )
 FITNET = MethodSpec(
     "fitnet",

@@ -1,15 +1,16 @@
 """``kdcli sweep``: which method, at which settings, gives the best student for this pair — arms × a grid × seeds,
 several runs at a time on one device, resumable, ending in a verdict (kdcli.reporting.verdict).
 
-Each run is a whole ``kdcli train`` or ``kdcli distill`` in a process of its own, from a configuration file the
-sweep writes first (``DIR/.sweep/NAME.yaml``), into ``DIR/NAME``; its output goes to ``DIR/.sweep/NAME.log``, never to
-the terminal, so nothing from the workers interleaves. That makes each run exactly what ``distill`` would do, keeps
-one run's failure (a NaN, memory) out of the others, and makes the sweep resumable for free: started again, a run
-with a report is kept, one with a checkpoint is resumed (``--resume``), any other is started. A worker dies with the
-sweep (Linux's parent-death signal): killed, the sweep leaves checkpoints, not orphans.
+Each run is a whole train or distill run (kdcli.training) in a process of its own (``python -m kdcli.sweeps``),
+from a configuration file the sweep writes first (``DIR/.sweep/NAME.yaml``), into ``DIR/NAME``; its output goes
+to ``DIR/.sweep/NAME.log``, never to the terminal, so nothing from the workers interleaves. That makes each run
+exactly what ``distill`` would do, keeps one run's failure (a NaN, memory) out of the others, and makes the sweep
+resumable for free: started again, a run with a report is kept, one with a checkpoint is resumed, any other is
+started. A worker dies with the sweep (Linux's parent-death signal): killed, the sweep leaves checkpoints, not
+orphans.
 
 Choices where the issue is silent, so a reader knows them:
-- an arm is a method name (its shipped defaults, as ``--method`` gives) or ``student`` (the student alone: no
+- an arm is a method name (its shipped defaults, as ``method.name`` alone gives) or ``student`` (the student alone: no
   teacher, ``kdcli train``);
 - a grid key under ``method.`` applies to the arms whose method has that option (``method.temperature`` sweeps
   vanilla's T but not the student alone's); other keys apply to every arm;
@@ -29,7 +30,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,7 @@ import yaml
 
 from kdcli.catalog import method_spec
 from kdcli.config import RunConfig, dump, nested, resolve
-from kdcli.errors import Interrupted, UsageError, option
+from kdcli.errors import Interrupted, OptionRef, UsageError, option, spell
 from kdcli.interfaces import Reporter
 from kdcli.io.files import atomic_write_text
 from kdcli.records import Record
@@ -63,10 +64,6 @@ class PlannedRun:
     seed: int
     config: RunConfig
 
-    @property
-    def command(self) -> Literal["train", "distill"]:
-        return "train" if self.arm == STUDENT else "distill"
-
 
 Status = Literal["finished", "failed", "interrupted"]
 
@@ -80,6 +77,8 @@ class RunOutcome(Record):
     seed: int
     status: Status
     reason: str | None = None
+    """Why it did not finish: its error's message, whose options are references (``spell`` it, or read
+    ``KdcliError``-style data with ``kdcli.errors.references``)."""
     seconds: float
     top1: float | None = None
 
@@ -96,8 +95,13 @@ class SweepResult(Record):
     verdict: dict[str, Any] | None
     passed: bool
 
-    def document(self) -> dict[str, Any]:
-        return {"schema": SWEEP_SCHEMA, **self.model_dump(mode="json")}
+    def document(self, spelling: Callable[[OptionRef], str] | None = None) -> dict[str, Any]:
+        """The ``kdcli.sweep/1`` JSON document, each run's reason spelled by ``spelling`` (default: for Python)."""
+        document = {"schema": SWEEP_SCHEMA, **self.model_dump(mode="json")}
+        for run in document["runs"]:
+            if run["reason"] is not None:
+                run["reason"] = spell(run["reason"], spelling)
+        return document
 
 
 def _label(value: Any) -> str:
@@ -240,6 +244,32 @@ def _state(out: Path, runs: list[PlannedRun]) -> dict[str, str]:
     return state
 
 
+def work(how: str, target: Path) -> int:
+    """One run of a sweep, in its own process: ``start`` from a configuration file, or ``resume`` a run folder.
+    SIGTERM (the sweep stopping, or dying: the parent-death signal) stops it as Ctrl-C does, at a checkpoint. An
+    error ends it with its exit code and one ``kdcli: error:`` line whose options are references (kdcli.errors),
+    which the sweep keeps as the run's reason."""
+    from kdcli.config import read_yaml
+    from kdcli.errors import KdcliError
+    from kdcli.training.engine import execute, resume_config
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        if how == "resume":
+            execute(resume_config(target), resume=True, run_dir=target)
+        else:
+            execute(resolve([(f"config {target}", read_yaml(target))]).config)
+    except KdcliError as error:
+        print(f"kdcli: error: {error.message}", file=sys.stderr, flush=True)
+        return error.exit_code
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
 def _reason(log: Path, code: int) -> str:
     """The one line a failed worker ended with: its ``kdcli: error:`` line, else its last line, else its code."""
     try:
@@ -260,11 +290,8 @@ class _Workers:
 
     def run(self, run: PlannedRun, out: Path, how: str, threads: int) -> tuple[int, float]:
         work = out / WORK
-        command = [sys.executable, "-m", "kdcli", run.command]
-        if how == "resume":
-            command += ["--resume", str(out / run.name), "--quiet", "--json"]
-        else:
-            command += ["--config", str(work / f"{run.name}.yaml"), "--quiet", "--json"]
+        target = out / run.name if how == "resume" else work / f"{run.name}.yaml"
+        command = [sys.executable, "-m", "kdcli.sweeps", how, str(target)]
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         env.pop("RANK", None)
         env.pop("WORLD_SIZE", None)
@@ -469,3 +496,7 @@ def sweep_runs(folder: Path) -> list[Path]:
 
 def is_sweep(folder: Path) -> bool:
     return (folder / WORK).is_dir()
+
+
+if __name__ == "__main__":
+    sys.exit(work(sys.argv[1], Path(sys.argv[2])))

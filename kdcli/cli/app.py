@@ -567,7 +567,8 @@ def sweep(
     at a time; started again with the same command it finishes only what is missing. Ends with the compare table and
     each arm's difference from the baseline with a 95 % interval; exits 1 when a run failed or --min-gain is not met."""
     from kdcli import api
-    from kdcli.cli.options import check_preset, parse_grid, parse_list
+    from kdcli.cli.options import check_preset, cli_spelling, parse_grid, parse_list
+    from kdcli.errors import spell
 
     check_preset(preset)
     _check_teacher_flags(flags)
@@ -580,10 +581,12 @@ def sweep(
     def render() -> list[Any]:
         lines: list[Any] = [api.markdown_table(result.compare).rstrip("\n")] if result.compare["rows"] else []
         lines += api.verdict_lines(result.verdict) if result.verdict else []
-        lines += [f"FAILED {o.name}: {o.reason}" for o in result.runs if o.status != "finished"]
+        lines += [
+            f"FAILED {o.name}: {spell(o.reason or '', cli_spelling)}" for o in result.runs if o.status != "finished"
+        ]
         return lines
 
-    emit(result.document(), json_, render, quiet=quiet)
+    emit(result.document(cli_spelling), json_, render, quiet=quiet)
     if not result.passed:
         raise typer.Exit(1)
 
