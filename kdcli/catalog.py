@@ -135,6 +135,11 @@ class VanillaOptions(MethodOptions):
     ce_weight: float = Field(0.1, ge=0.0, description="γ, weight of the cross-entropy with the labels")
     kd_weight: float = Field(0.9, ge=0.0, description="α, weight of T²·KL(teacher ‖ student)")
     target: Target = Field("full", description=TARGET_HELP + " (Tang et al. 2020)")
+    logit_standardization: bool = Field(
+        False,
+        description="z-score each logit vector (teacher's and student's) before the temperature softmax of the KD "
+        "term (Sun et al. 2024); kdcli keeps T and the weights, the paper's code moves them to T=2, KD weight 9",
+    )
 
 
 class TransformedTeacherOptions(VanillaOptions):
@@ -229,6 +234,11 @@ class DkdOptions(MethodOptions):
     beta: float = Field(8.0, ge=0.0, description="β, weight of NCKD (non-target-class KD)")
     warmup_epochs: float = Field(20.0, ge=0.0, description="the KD terms ramp up linearly over these epochs")
     target: Target = Field("full", description=TARGET_HELP)
+    logit_standardization: bool = Field(
+        False,
+        description="z-score each logit vector (teacher's and student's) before the temperature softmax of the KD "
+        "term (Sun et al. 2024); kdcli keeps T and the weights, the paper's code moves them to T=2, KD weight 9",
+    )
 
 
 class DistOptions(MethodOptions):

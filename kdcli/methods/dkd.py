@@ -24,15 +24,19 @@ from torch import Tensor
 from kdcli.catalog import DKD, DkdOptions
 from kdcli.interfaces import ModelOutput
 from kdcli.methods.knowledge import ControlTargetMethod
+from kdcli.methods.losses import standardized
 
 MASK = 1000.0
 """Subtracted from the true class's scaled logit to leave it out of the non-target distribution (mdistiller's)."""
 
 
 def dkd_terms(
-    student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, temperature: float
+    student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, temperature: float, standardize: bool = False
 ) -> tuple[Tensor, Tensor]:
-    """``(TCKD, NCKD)``, each ``T²·KL`` averaged over the batch, computed in float32."""
+    """``(TCKD, NCKD)``, each ``T²·KL`` averaged over the batch, computed in float32; with ``standardize`` both
+    logit vectors are z-scored first (Sun et al. 2024, kdcli.methods.losses.standardized)."""
+    if standardize:
+        student_logits, teacher_logits = standardized(student_logits), standardized(teacher_logits)
     true = F.one_hot(labels, student_logits.shape[1]).bool()
     log_s = F.log_softmax(student_logits.float() / temperature, dim=1)
     log_t = F.log_softmax(teacher_logits.float() / temperature, dim=1)
@@ -61,7 +65,8 @@ class Dkd(ControlTargetMethod):
     ) -> dict[str, Tensor]:
         assert teacher is not None
         options = self.options
-        tckd, nckd = dkd_terms(student.logits, self.teacher_targets(teacher, labels), labels, options.temperature)
+        target = self.teacher_targets(teacher, labels)
+        tckd, nckd = dkd_terms(student.logits, target, labels, options.temperature, options.logit_standardization)
         ramp = (progress / options.warmup_epochs).clamp(max=1.0) if options.warmup_epochs > 0 else 1.0
         return {
             "ce": options.ce_weight * F.cross_entropy(student.logits.float(), labels),

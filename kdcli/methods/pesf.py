@@ -90,7 +90,9 @@ class Pesf(TransformedTeacherKD):
         losses = self.loss(student.logits, self._student_target(teacher, adapted, labels), labels)
         if self.options.adapter_target == "detached-student":
             toward = self.adapter_kd_target(student.logits, labels)
-            losses["adapter_kd"] = self.options.kd_weight * kd_divergence(adapted, toward, self.options.temperature)
+            options = self.options
+            divergence = kd_divergence(adapted, toward, options.temperature, options.logit_standardization)
+            losses["adapter_kd"] = options.kd_weight * divergence
         if self.options.anchor_weight > 0:
             losses["anchor"] = self.options.anchor_weight * F.cross_entropy(adapted, labels)
         return losses

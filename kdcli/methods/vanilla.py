@@ -22,7 +22,9 @@ class Vanilla(ControlTargetMethod):
 
     def __init__(self, options: MethodOptions, context: MethodContext) -> None:
         super().__init__(options, context)
-        self.loss = SoftTargetLoss(self.options.temperature, self.options.ce_weight, self.options.kd_weight)
+        options = self.options
+        self.loss = SoftTargetLoss(options.temperature, options.ce_weight, options.kd_weight,
+                                   options.logit_standardization)  # fmt: skip
 
     def forward(
         self, student: ModelOutput, teacher: ModelOutput | None, labels: Tensor, progress: Tensor
