@@ -174,16 +174,12 @@ def check_out(out: Path) -> None:
 def check_teacher(runs: list[PlannedRun]) -> None:
     """The teachers the runs distill from, each opened once before any run starts (a missing, damaged or
     mismatched file fails the sweep now, not in every worker)."""
+    import torch
+
     from kdcli.runtime.loading import open_model_file, resolve_checkpoint_path
 
-    seen: set[str] = set()
-    for run in runs:
-        checkpoint = run.config.teacher.checkpoint
-        if run.arm == STUDENT or checkpoint is None or checkpoint in seen:
-            continue
-        seen.add(checkpoint)
-        import torch
-
+    teachers = {run.config.teacher.checkpoint for run in runs if run.arm != STUDENT} - {None}
+    for checkpoint in sorted(str(path) for path in teachers):
         open_model_file(resolve_checkpoint_path(checkpoint), torch.device("cpu"))
 
 
@@ -368,9 +364,11 @@ def sweep(
             f"{option('min_gain')} needs the baseline {baseline!r} among the arms; add it to "
             f"{option('methods')} or choose another {option('baseline')}"
         )
-    check_teacher(runs)
     if jobs is not None and jobs < 1:
         raise UsageError(f"{option('jobs')} is a number of runs at a time, 1 or more, not {jobs}")
+    if threads is not None and threads < 1:
+        raise UsageError(f"{option('threads')} is a number of CPU threads for each run, 1 or more, not {threads}")
+    check_teacher(runs)  # after the cheap checks: it reads every teacher's weights
     chosen, per_run = default_jobs(runs, threads) if jobs is None else (jobs, threads or 1)
     work = out / WORK
     work.mkdir(parents=True, exist_ok=True)

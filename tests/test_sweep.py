@@ -82,6 +82,9 @@ def test_bad_input_fails_the_sweep_before_any_run(
     (tmp_path / "mine" / "notes.txt").write_text("mine")
     said = refused(capsys, 2, *sweep_args(teacher_file, tmp_path / "mine", "--methods", "vanilla"))
     assert "not a kdcli sweep's" in said and (tmp_path / "mine" / "notes.txt").read_text() == "mine"
+    for flag in ("--jobs", "--threads"):
+        said = refused(capsys, 2, *sweep_args(teacher_file, out, "--methods", "vanilla", flag, "0"))
+        assert f"{flag} is a number" in said and "1 or more" in said
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
     assert "torchrun" in refused(capsys, 2, *sweep_args(teacher_file, out, "--methods", "vanilla"))
