@@ -69,6 +69,13 @@ class DataConfig(Section):
     drop_last: bool = Field(
         False, description="leave out each epoch's last partial training batch (timm's loaders and the plain loop do)"
     )
+    mixup: float = Field(
+        0.0, ge=0.0, description="α of mixup's Beta(α, α) for the training batches; 0 is off (consistent teaching)"
+    )
+    cutmix: float = Field(
+        0.0, ge=0.0, description="α of CutMix's Beta(α, α); 0 is off; with mixup, one of the two a batch"
+    )
+    mix_prob: float = Field(1.0, gt=0.0, le=1.0, description="the probability that a batch is mixed (mixup, cutmix)")
     workers: int = Field(4, ge=0, description="loader processes for imagefolder")
     eval_split: Literal["test", "val"] = "test"
 
@@ -82,6 +89,15 @@ class DataConfig(Section):
                 f"{value}×{value} RGB image alone takes {gib:.1f} GiB as float32"
             )
         return value
+
+    @model_validator(mode="after")
+    def _mix_prob_needs_mixing(self) -> DataConfig:
+        if self.mix_prob != 1.0 and self.mixup == 0 and self.cutmix == 0:
+            raise ValueError(
+                "data.mix_prob is the chance that a batch is mixed, and nothing mixes: set data.mixup or data.cutmix "
+                "(an α such as 0.2 or 1.0) too"
+            )
+        return self
 
 
 class OptimizerConfig(Section):
@@ -453,6 +469,18 @@ def load_preset(name_or_path: str, chain: tuple[Path, ...] = ()) -> dict[str, An
     if base is not None and not isinstance(base, str):
         raise UsageError(f"{path}: base must be a preset name or file, not {base!r}")
     return deep_merge(load_preset(base, (*chain, path.resolve())), data) if base else data
+
+
+def preset_own_keys(name: str) -> dict[str, Any] | None:
+    """The keys a shipped preset sets itself, without its base chain and description; None when ``name`` is no shipped
+    preset. A sweep arm that names a preset lays these over the sweep's configuration (kdcli.sweeps)."""
+    path = presets_dir() / f"{name}.yaml"
+    if not name or "/" in name or not _is_file(path):
+        return None
+    data = read_yaml(path)
+    data.pop("description", None)
+    data.pop("base", None)
+    return data
 
 
 def _is_file(path: Path) -> bool:

@@ -10,8 +10,10 @@ started. A worker dies with the sweep (Linux's parent-death signal): killed, the
 orphans.
 
 Choices where the issue is silent, so a reader knows them:
-- an arm is a method name (its shipped defaults, as ``method.name`` alone gives) or ``student`` (the student alone: no
-  teacher, ``kdcli train``);
+- an arm is a method name (its shipped defaults, as ``method.name`` alone gives), ``student`` (the student alone: no
+  teacher, ``kdcli train``), or a shipped preset that sets a method (a recipe such as ``fmnist5k-consistent``): the
+  keys that preset sets itself (not its base's) over the sweep's configuration, the grid over those, so a recipe
+  runs beside the methods it is measured against, paired by seed;
 - a grid key under ``method.`` applies to the arms whose method has that option (``method.temperature`` sweeps
   vanilla's T but not the student alone's); other keys apply to every arm;
 - a run that failed is tried again when the sweep is started again (an out-of-memory may pass then; a NaN resumes
@@ -38,8 +40,8 @@ from typing import Any, Literal
 
 import yaml
 
-from kdcli.catalog import method_spec
-from kdcli.config import RunConfig, dump, nested, resolve
+from kdcli.catalog import catalog, method_spec
+from kdcli.config import RunConfig, dump, nested, preset_own_keys, resolve
 from kdcli.errors import Interrupted, OptionRef, UsageError, option, spell
 from kdcli.interfaces import Reporter
 from kdcli.io.files import atomic_write_text
@@ -122,7 +124,10 @@ def plan(base: RunConfig, arms: list[str], seeds: list[int], grid: dict[str, lis
     for key, values in grid.items():
         if not values:
             raise UsageError(f"{option('grid', key + '=V1,V2')} gives no values for {key}")
-    known = {name for arm in arms if arm != STUDENT for name in method_spec(arm).options.model_fields}
+    arm_layers = {arm: arm_layer(arm) for arm in arms}
+    known = {
+        name for arm, layer in arm_layers.items() if arm != STUDENT for name in method_options(layer["method"]["name"])
+    }
     for key in grid:
         if key.startswith("method.") and key.removeprefix("method.") not in known:
             hint = did_you_mean(key.removeprefix("method."), sorted(known), n=1)
@@ -132,16 +137,8 @@ def plan(base: RunConfig, arms: list[str], seeds: list[int], grid: dict[str, lis
             )
     start = {k: v for k, v in dump(base).items() if k not in ("output",)}
     runs: dict[str, PlannedRun] = {}
-    for arm in arms:
-        if arm == STUDENT:
-            layer: dict[str, Any] = {
-                "method": {"name": "none"},
-                "teacher": {"arch": None, "checkpoint": None, "pretrained": False},
-            }
-            options: set[str] = set()
-        else:
-            options = set(method_spec(arm).options.model_fields)  # an unknown arm fails here, with suggestions
-            layer = {"method": {"name": arm}}
+    for arm, layer in arm_layers.items():
+        options = set() if arm == STUDENT else method_options(layer["method"]["name"])
         applied = {
             key: values
             for key, values in grid.items()
@@ -160,6 +157,28 @@ def plan(base: RunConfig, arms: list[str], seeds: list[int], grid: dict[str, lis
     return list(runs.values())
 
 
+def arm_layer(arm: str) -> dict[str, Any]:
+    """The configuration an arm lays over the sweep's: the student alone, a method at its defaults, or the keys a
+    recipe preset sets itself. An unknown name fails as an unknown method does, with suggestions."""
+    if arm == STUDENT:
+        return {"method": {"name": "none"}, "teacher": {"arch": None, "checkpoint": None, "pretrained": False}}
+    recipe = preset_own_keys(arm) if arm not in catalog() else None
+    if recipe is None:
+        method_spec(arm)  # an unknown arm fails here, with suggestions
+        return {"method": {"name": arm}}
+    method = recipe.get("method")
+    if not isinstance(method, dict) or not isinstance(method.get("name"), str):
+        raise UsageError(
+            f"the preset {arm!r} sets no method.name, so it is no arm; an arm is a method, {STUDENT}, or a preset "
+            "that sets a method (a recipe such as fmnist5k-consistent)"
+        )
+    return recipe
+
+
+def method_options(name: str) -> set[str]:
+    return set(method_spec(name).options.model_fields)
+
+
 def check_out(out: Path) -> None:
     """A sweep's folder is new, empty, or a sweep's (it holds ``.sweep/``): never a folder of other files."""
     if out.exists() and not out.is_dir():
@@ -171,13 +190,15 @@ def check_out(out: Path) -> None:
         )
 
 
-def check_teacher(runs: list[PlannedRun]) -> None:
-    """The teachers the runs distill from, each opened once before any run starts (a missing, damaged or
-    mismatched file fails the sweep now, not in every worker)."""
+def check_models(runs: list[PlannedRun]) -> None:
+    """Every run names its student and its teacher's weights, and the teachers the runs distill from are each opened
+    once, before any run starts (a missing, damaged or mismatched file fails the sweep now, not in every worker)."""
     import torch
 
-    from kdcli.runtime.loading import open_model_file, resolve_checkpoint_path
+    from kdcli.runtime.loading import check_models_named, open_model_file, resolve_checkpoint_path
 
+    for run in runs:
+        check_models_named(run.config, teacher=run.arm != STUDENT)
     teachers = {run.config.teacher.checkpoint for run in runs if run.arm != STUDENT} - {None}
     for checkpoint in sorted(str(path) for path in teachers):
         open_model_file(resolve_checkpoint_path(checkpoint), torch.device("cpu"))
@@ -211,8 +232,8 @@ def measured_memory(config: RunConfig) -> int:
         config.model_copy(update={"train": config.train.model_copy(update={"cuda_graphs": False, "compile": False})}),
         None,
     )
-    images, labels = next(iter(run.data.train))
-    run.step(images, labels, 0.0)
+    images, labels, mix = next(iter(run.data.train.training_batches()))
+    run.step(images, labels, 0.0, mix=mix)
     torch.cuda.synchronize()
     peak = int(torch.cuda.max_memory_allocated())
     del run
@@ -368,7 +389,7 @@ def sweep(
         raise UsageError(f"{option('jobs')} is a number of runs at a time, 1 or more, not {jobs}")
     if threads is not None and threads < 1:
         raise UsageError(f"{option('threads')} is a number of CPU threads for each run, 1 or more, not {threads}")
-    check_teacher(runs)  # after the cheap checks: it reads every teacher's weights
+    check_models(runs)  # after the cheap checks: it reads every teacher's weights
     chosen, per_run = default_jobs(runs, threads) if jobs is None else (jobs, threads or 1)
     work = out / WORK
     work.mkdir(parents=True, exist_ok=True)

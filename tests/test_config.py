@@ -89,3 +89,12 @@ def test_a_layer_naming_another_method_starts_it_from_its_defaults() -> None:
     assert resolved.sources["method.beta"] == "--set" and "method.alpha" not in resolved.sources  # a default
     same = resolve([("preset quickstart", preset), ("--method", {"method": {"name": "vanilla"}})]).config
     assert same.method_options["kd_weight"] == 0.9  # the same method keeps the preset's options
+
+
+def test_mixing_options_are_checked() -> None:
+    with pytest.raises(UsageError, match=r"data.mix_prob is the chance .* set data.mixup or data.cutmix"):
+        resolve([("--set", parse_set("data.mix_prob=0.5"))])
+    with pytest.raises(UsageError, match=r"data.mixup.*greater than or equal to 0"):
+        resolve([("--mixup", {"data": {"mixup": -0.2}})])
+    mixed = resolve([("--set", parse_set("data.mix_prob=0.5")), ("--cutmix", {"data": {"cutmix": 1.0}})]).config
+    assert (mixed.data.mixup, mixed.data.cutmix, mixed.data.mix_prob) == (0.0, 1.0, 0.5)

@@ -85,9 +85,33 @@ def test_bad_input_fails_the_sweep_before_any_run(
     for flag in ("--jobs", "--threads"):
         said = refused(capsys, 2, *sweep_args(teacher_file, out, "--methods", "vanilla", flag, "0"))
         assert f"{flag} is a number" in said and "1 or more" in said
+    no_student = ["sweep", "--teacher", str(teacher_file), "--data", "embedded", "--out", str(out), "--methods"]
+    assert "name the student architecture: --student ARCH" in refused(capsys, 2, *no_student, "vanilla")
+    untrained = ["sweep", "--teacher", "resnet8", *TINY, "--out", str(out), "--methods", "vanilla"]
+    assert "the teacher has no trained weights" in refused(capsys, 2, *untrained)
+    said = refused(capsys, 2, *sweep_args(teacher_file, out, "--methods", "fmnist5k"))
+    assert "the preset 'fmnist5k' sets no method.name, so it is no arm" in said
+    assert not out.exists() or not any((out / ".sweep").glob("*.log"))
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
     assert "torchrun" in refused(capsys, 2, *sweep_args(teacher_file, out, "--methods", "vanilla"))
+
+
+def test_a_recipe_preset_is_an_arm_with_its_own_keys_over_the_sweeps(tmp_path: Path) -> None:
+    """fmnist5k-consistent sets the method and data.mixup itself: those ride over the sweep's settings, the grid over
+    them, and the sweep's --epochs (which the preset's base also sets) stays."""
+    from kdcli.config import resolve
+    from kdcli.sweeps import plan
+
+    base = resolve([("flags", {"student": {"arch": "resnet8"}, "train": {"epochs": 3}})]).config
+    runs = plan(base, ["vanilla", "fmnist5k-consistent"], [0], {"method.temperature": [2.0]}, tmp_path)
+    by_name = {run.name: run.config for run in runs}
+    assert sorted(by_name) == ["fmnist5k-consistent-temperature2.0-s0", "vanilla-temperature2.0-s0"]
+    recipe, vanilla = by_name["fmnist5k-consistent-temperature2.0-s0"], by_name["vanilla-temperature2.0-s0"]
+    assert (recipe.data.mixup, recipe.method.ce_weight, recipe.method.kd_weight) == (1.0, 0.0, 1.0)  # type: ignore[attr-defined]
+    assert (vanilla.data.mixup, vanilla.method.ce_weight) == (0.0, 0.1)  # type: ignore[attr-defined]
+    assert recipe.method.temperature == vanilla.method.temperature == 2.0  # type: ignore[attr-defined]
+    assert recipe.train.epochs == vanilla.train.epochs == 3 and recipe.data.train_subset is None
 
 
 # --- real sweeps -----------------------------------------------------------------------------------------------------

@@ -533,7 +533,11 @@ def sweep(
     flags: Given,
     methods: Annotated[
         str,
-        typer.Option(metavar="A,B,...", help="arms: method names, and student for the student alone (no teacher)"),
+        typer.Option(
+            metavar="A,B,...",
+            help="arms: method names, student for the student alone (no teacher), or recipe presets such as "
+            "fmnist5k-consistent",
+        ),
     ],
     preset: PresetOpt = None,
     config: ConfigOpt = None,

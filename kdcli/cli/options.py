@@ -84,6 +84,8 @@ RUN = (
     Flag("--data-dir", "data.dir", str, metavar="DIR"),
     Flag("--train-subset", "data.train_subset", int),
     Flag("--val-split", "data.val_split", float, metavar="FRACTION"),
+    Flag("--mixup", "data.mixup", float, metavar="ALPHA"),
+    Flag("--cutmix", "data.cutmix", float, metavar="ALPHA"),
     Flag("--epochs", "train.epochs", int),
     Flag("--batch-size", "train.batch_size", int),
     Flag("--lr", "optim.lr", float, "learning rate of the student", metavar="LR"),

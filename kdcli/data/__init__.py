@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from kdcli.config import DataConfig
 from kdcli.data.loaders import FolderLoader, Loader, TensorLoader, crop_flip
+from kdcli.data.mixing import Mix, Mixing
 from kdcli.data.sources import STATS, ImageArrays, load_cifar, load_embedded, load_fashion_mnist
 from kdcli.errors import UsageError, option
 
@@ -59,6 +60,12 @@ def stratified_indices(labels: torch.Tensor, count: int, seed: int) -> torch.Ten
         members = (labels == label).nonzero().squeeze(1)
         chosen.append(members[torch.randperm(members.numel(), generator=generator)[:take]])
     return torch.cat(chosen).sort().values
+
+
+def mixing_of(config: DataConfig) -> Mixing:
+    """The training batches' mixup / CutMix (kdcli.data.mixing) that ``data.mixup``, ``data.cutmix`` and
+    ``data.mix_prob`` set."""
+    return Mixing(config.mixup, config.cutmix, config.mix_prob)
 
 
 def _pad_to(arrays: ImageArrays, size: int | None) -> ImageArrays:
@@ -138,6 +145,7 @@ def build_data(
             seed=seed,
             shard=shard,
             drop_last=config.drop_last,
+            mixing=mixing_of(config),
         ),
         test=eval_loader(test),
         val=eval_loader(val) if val is not None else None,
@@ -294,6 +302,7 @@ def _build_imagefolder(
             seed=seed,
             shard=shard,
             drop_last=config.drop_last,
+            mixing=mixing_of(config),
         ),
         test=FolderLoader(test_set, eval_batch_size, device, shuffle=False, workers=workers, shard=shard),
         val=None,
@@ -301,4 +310,14 @@ def _build_imagefolder(
     )
 
 
-__all__ = ["DataBundle", "ImageArrays", "Loader", "TensorLoader", "build_data", "crop_flip", "stratified_indices"]
+__all__ = [
+    "DataBundle",
+    "ImageArrays",
+    "Loader",
+    "Mix",
+    "Mixing",
+    "TensorLoader",
+    "build_data",
+    "crop_flip",
+    "stratified_indices",
+]

@@ -18,7 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from kdcli.data.mixing import Mix, Mixing, partner_positions
 from kdcli.errors import UsageError
+
+MIX_SEED_OFFSET = 104_729
+"""Seeds the mixing draws apart from the order and the crops, so turning mixing on leaves those as they were."""
+
+TrainingBatch = tuple[Tensor, Tensor, Mix | None]
+"""Images, their labels, and how the batch was mixed (None when it was not)."""
 
 
 class Loader:
@@ -34,6 +41,7 @@ class Loader:
         seed: int,
         shard: tuple[int, int] = (0, 1),
         drop_last: bool = False,
+        mixing: Mixing | None = None,
     ) -> None:
         self.num_samples = num_samples
         """Images in the split, over every rank."""
@@ -46,6 +54,8 @@ class Loader:
         self.rank, self.world_size = shard
         self.drop_last = drop_last and shuffle
         """A training split leaves out each epoch's last partial batch (timm's loaders, the plain reference loop)."""
+        self.mixing = mixing if mixing is not None and mixing.active and shuffle else None
+        """Mixup / CutMix of the training batches (kdcli.data.mixing); iterating the loader itself never mixes."""
 
     def __len__(self) -> int:
         """Global batches per epoch: the training steps, the same on every rank. A shuffled (training) split leaves
@@ -74,6 +84,20 @@ class Loader:
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         raise NotImplementedError
+
+    def training_batches(self) -> Iterator[TrainingBatch]:
+        """The batches the training step takes: mixed when the loader mixes, each process's batch with itself (an
+        image-folder loader under torchrun mixes within each rank's batch, which the sampler already makes differ
+        from one process's)."""
+        if self.mixing is None:
+            for images, labels in self:
+                yield images, labels, None
+            return
+        generator = epoch_generator(self.seed + MIX_SEED_OFFSET, self.epoch, self.device)
+        for images, labels in self:
+            partners = partner_positions(labels.numel(), labels.device)
+            mixed, weight = self.mixing.apply(images, images[partners], generator)
+            yield mixed, labels, Mix(labels[partners], weight)
 
 
 def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
@@ -113,15 +137,26 @@ class TensorLoader(Loader):
         seed: int = 0,
         shard: tuple[int, int] = (0, 1),
         drop_last: bool = False,
+        mixing: Mixing | None = None,
     ) -> None:
-        super().__init__(int(labels.numel()), batch_size, device, shuffle, seed, shard, drop_last)
+        super().__init__(int(labels.numel()), batch_size, device, shuffle, seed, shard, drop_last, mixing)
         self.images = images.to(device)
         self.labels = labels.to(device)
         self.crop_padding = crop_padding
         self.hflip = hflip
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        for images, labels, _ in self.batches(mixing=None):
+            yield images, labels
+
+    def training_batches(self) -> Iterator[TrainingBatch]:
+        return self.batches(self.mixing)
+
+    def batches(self, mixing: Mixing | None) -> Iterator[TrainingBatch]:
+        """This rank's batches; with ``mixing``, the whole global batch is mixed with itself reversed, so every
+        rank's slice is mixed with the same partners as one process's."""
         generator = epoch_generator(self.seed, self.epoch, self.device)
+        mix_generator = epoch_generator(self.seed + MIX_SEED_OFFSET, self.epoch, self.device) if mixing else None
         if self.shuffle:
             order = torch.randperm(self.num_samples, generator=generator, device=self.device)
         else:
@@ -131,18 +166,35 @@ class TensorLoader(Loader):
             if step == len(self):
                 return  # a last batch too small to give every rank an image
             index = order[start : start + self.batch_size]
-            mine = self.rank_slice(index.numel())
+            size = index.numel()
+            mine = torch.arange(size, device=self.device)[self.rank_slice(size)]
+            offsets = flips = None
             if augment:  # drawn for the whole global batch, so every rank's slice is augmented as one process would
-                size = index.numel()
                 offsets = torch.randint(
                     0, 2 * self.crop_padding + 1, (size, 2), generator=generator, device=self.device
                 )
-                flips = torch.rand(size, generator=generator, device=self.device) < 0.5
-                images = crop_flip(self.images[index[mine]], offsets[mine], flips[mine] & self.hflip, self.crop_padding)
+                flips = (torch.rand(size, generator=generator, device=self.device) < 0.5) & self.hflip
+            if mine.numel() == 0:
+                continue
+            images, labels = self.augmented(index[mine], offsets, flips, mine), self.labels[index[mine]]
+            if mixing is None or mix_generator is None:
+                yield images, labels, None
+                continue
+            partners = partner_positions(size, self.device)[mine]
+            if self.world_size == 1:
+                partner_images = images.flip(0)
             else:
-                images = self.images[index[mine]]
-            if mine.stop > mine.start:
-                yield images.float().div_(255), self.labels[index[mine]]
+                partner_images = self.augmented(index[partners], offsets, flips, partners)
+            mixed, weight = mixing.apply(images, partner_images, mix_generator)
+            yield mixed, labels, Mix(self.labels[index[partners]], weight)
+
+    def augmented(self, samples: Tensor, offsets: Tensor | None, flips: Tensor | None, positions: Tensor) -> Tensor:
+        """The images ``samples`` as floats in [0, 1], cropped and flipped by the draws at ``positions`` of their
+        global batch (none drawn: as they are)."""
+        images = self.images[samples]
+        if offsets is not None and flips is not None:
+            images = crop_flip(images, offsets[positions], flips[positions], self.crop_padding)
+        return images.float().div_(255)
 
 
 class FolderLoader(Loader):
@@ -167,8 +219,18 @@ class FolderLoader(Loader):
         seed: int = 0,
         shard: tuple[int, int] = (0, 1),
         drop_last: bool = False,
+        mixing: Mixing | None = None,
     ) -> None:
-        super().__init__(len(dataset), batch_size, device, shuffle, seed, shard, drop_last)  # type: ignore[arg-type]
+        super().__init__(
+            len(dataset),  # type: ignore[arg-type]
+            batch_size,
+            device,
+            shuffle,
+            seed,
+            shard,
+            drop_last,
+            mixing,
+        )
         self.dataset = dataset
         self.workers = workers
 

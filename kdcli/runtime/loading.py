@@ -88,18 +88,31 @@ class Teacher:
     path: Path | None
 
 
+def check_models_named(config: RunConfig, teacher: bool) -> None:
+    """The checks of the configuration alone that building the models makes first: a student architecture, and (with
+    ``teacher``) trained teacher weights or the smoke-test switch with an architecture. A sweep makes them for every
+    run before it starts any."""
+    if config.student.arch is None:
+        raise UsageError(f"name the student architecture: {option('student.arch', 'ARCH')}")
+    spec = config.teacher
+    if not teacher or spec.checkpoint is not None or spec.pretrained:
+        return
+    if not config.train.allow_untrained_teacher:
+        raise UsageError(
+            f"the teacher has no trained weights: pass {option('teacher.checkpoint', 'FILE')} (or "
+            f"{option('teacher.arch', 'FILE.safetensors')}); {option('train.allow_untrained_teacher')} distills "
+            "from random weights for smoke tests"
+        )
+    if spec.arch is None:
+        raise UsageError(f"name the teacher architecture: {option('teacher.arch', 'ARCH')}")
+
+
 def load_teacher(config: RunConfig, data: DataBundle, device: torch.device) -> Teacher:
     """The frozen teacher, refused when it has no trained weights (unless explicitly allowed)."""
     spec = config.teacher
     if spec.checkpoint is None and not spec.pretrained:
-        if not config.train.allow_untrained_teacher:
-            raise UsageError(
-                f"the teacher has no trained weights: pass {option('teacher.checkpoint', 'FILE')} (or "
-                f"{option('teacher.arch', 'FILE.safetensors')}); {option('train.allow_untrained_teacher')} distills "
-                "from random weights for smoke tests"
-            )
-        if spec.arch is None:
-            raise UsageError(f"name the teacher architecture: {option('teacher.arch', 'ARCH')}")
+        check_models_named(config, teacher=True)
+        assert spec.arch is not None
         in_chans = check_channels(spec.in_chans or data.in_chans, data, f"the teacher {spec.arch}")
         model, _ = sized_model(spec.arch, data.num_classes, in_chans, data.image_size[0], kwargs=spec.kwargs)
         return Teacher(FrozenTeacher(model, data.mean, data.std, in_chans, spec.arch).to(device), spec.arch, None, None)
@@ -141,8 +154,8 @@ def load_teacher(config: RunConfig, data: DataBundle, device: torch.device) -> T
 def build_student(config: RunConfig, data: DataBundle, device: torch.device) -> NormalizedModel:
     """The student as configured, with initial weights from ``student.checkpoint`` when given."""
     spec = config.student
-    if spec.arch is None:
-        raise UsageError(f"name the student architecture: {option('student.arch', 'ARCH')}")
+    check_models_named(config, teacher=False)
+    assert spec.arch is not None
     in_chans = check_channels(spec.in_chans or data.in_chans, data, "the student")
     model, kwargs = sized_model(spec.arch, data.num_classes, in_chans, data.image_size[0], spec.pretrained, spec.kwargs)
     if spec.checkpoint is not None:

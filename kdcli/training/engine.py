@@ -56,8 +56,8 @@ def train_epoch(run: Run, reporter: Reporter) -> tuple[dict[str, float], float]:
     loader = run.data.train
     loader.set_epoch(run.epoch)
     steps = len(loader)
-    for index, (images, labels) in enumerate(loader):
-        run.step(images, labels, run.epoch + index / steps, loader.share(index, labels.numel()))
+    for index, (images, labels, mix) in enumerate(loader.training_batches()):
+        run.step(images, labels, run.epoch + index / steps, loader.share(index, labels.numel()), mix)
         run.scheduler.step()
         reporter.advance()
     return run.step.means()

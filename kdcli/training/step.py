@@ -4,7 +4,8 @@ One step is the frozen teacher's forward (no autograd), the student's forward, t
 backward, and one optimizer step over the student and the method's own parameters. It adds the losses and the
 correct predictions into device tensors, so an epoch reads the host once, at its end. The training progress (epochs
 done, fractional) lives in a 0-dim device tensor that the step fills before each call and passes to the method, so a
-schedule inside a loss moves under compile and inside a replayed graph alike.
+schedule inside a loss moves under compile and inside a replayed graph alike. A mixed batch (mixup / CutMix,
+kdcli.data.mixing) weighs the method's losses under each image's own labels by λ and under its partner's by 1-λ.
 
 With CUDA graphs the whole step (forwards, backward and optimizer) is captured at the training batch size and
 replayed for every full batch, after PyTorch's whole-network capture recipe (docs: "CUDA Graphs", notes/cuda):
@@ -33,6 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from kdcli.data.mixing import Mix
 from kdcli.errors import RunFailed, option
 from kdcli.interfaces import ModelOutput
 from kdcli.methods.base import Method
@@ -70,10 +72,15 @@ class Trainable(nn.Module):
         self.method = method
 
     def forward(
-        self, images: Tensor, teacher: ModelOutput | None, labels: Tensor, progress: Tensor
+        self, images: Tensor, teacher: ModelOutput | None, labels: Tensor, progress: Tensor, mix: Mix | None = None
     ) -> tuple[Tensor, dict[str, Tensor]]:
         student = self.student.outputs(images)
-        return student.logits, self.method(student, teacher, labels, progress)
+        losses = self.method(student, teacher, labels, progress)
+        if mix is None:
+            return student.logits, losses
+        partners = self.method(student, teacher, mix.partner_labels, progress)
+        weight = mix.weight
+        return student.logits, {name: weight * loss + (1 - weight) * partners[name] for name, loss in losses.items()}
 
 
 def trainable_module(parts: StepParts) -> nn.Module:
@@ -102,7 +109,8 @@ class TrainStep:
         self.progress = torch.zeros((), device=parts.device)
         self.share = torch.ones((), device=parts.device)
         self.sums: dict[str, Tensor] = {}
-        self.correct = torch.zeros((), dtype=torch.long, device=parts.device)
+        self.correct = torch.zeros((), device=parts.device)
+        """Correct predictions; in a mixed batch an image counts λ for its own label and 1-λ for its partner's."""
         self.seen = 0
 
     def begin_epoch(self) -> None:
@@ -117,18 +125,21 @@ class TrainStep:
         self.progress.fill_(progress)
         self.share.fill_(share)
 
-    def __call__(self, images: Tensor, labels: Tensor, progress: float, share: float = 1.0) -> None:
+    def __call__(
+        self, images: Tensor, labels: Tensor, progress: float, share: float = 1.0, mix: Mix | None = None
+    ) -> None:
         self.set_inputs(progress, share)
         self.parts.optimizer.zero_grad(set_to_none=True)
-        self.update(images, labels)
+        self.update(images, labels, mix)
         self.seen += labels.numel()
 
-    def update(self, images: Tensor, labels: Tensor) -> None:
-        """Forward, backward, optimizer step, and the running sums; the gradients must be zero or ``None``."""
+    def update(self, images: Tensor, labels: Tensor, mix: Mix | None) -> None:
+        """Forward, backward, optimizer step, and the running sums; the gradients must be zero or ``None``. The
+        teacher labels exactly the (mixed) images the student sees."""
         parts = self.parts
         with self.autocast():
             teacher = self.teacher_forward(images) if self.teacher_forward else None
-            logits, losses = self.forward(images, teacher, labels, self.progress)
+            logits, losses = self.forward(images, teacher, labels, self.progress, mix)
         loss = torch.stack(list(losses.values())).sum()
         parts.scaler.scale(loss * self.share).backward()
         parts.scaler.step(parts.optimizer)
@@ -138,13 +149,18 @@ class TrainStep:
             if name not in self.sums:
                 self.sums[name] = torch.zeros((), device=parts.device)
             self.sums[name].add_(value.detach().float() * batch)
-        self.correct.add_(logits.detach().argmax(1).eq(labels).sum())
+        predicted = logits.detach().argmax(1)
+        if mix is None:
+            self.correct.add_(predicted.eq(labels).sum())
+        else:
+            own, partner = predicted.eq(labels).sum(), predicted.eq(mix.partner_labels).sum()
+            self.correct.add_(torch.lerp(partner.float(), own.float(), mix.weight))
 
     def means(self) -> tuple[dict[str, float], float]:
         """The mean of each loss term (``loss`` their sum) and the top-1 over the epoch so far and over every
         process, read from the device in one transfer (and reduced over the processes in one call)."""
         seen = torch.tensor(float(self.seen), device=self.parts.device)
-        totals = all_reduce_sum(torch.stack([*self.sums.values(), self.correct.float(), seen])).tolist()
+        totals = all_reduce_sum(torch.stack([*self.sums.values(), self.correct, seen])).tolist()
         losses = {name: total / totals[-1] for name, total in zip(self.sums, totals[:-2], strict=True)}
         return losses, 100.0 * totals[-2] / totals[-1]
 
@@ -159,6 +175,7 @@ class GraphedStep(TrainStep):
         self.warmed_up = 0
         self.static_images: Tensor | None = None
         self.static_labels: Tensor | None = None
+        self.static_mix: Mix | None = None
         self.graph: torch.cuda.CUDAGraph | None = None
 
     @property
@@ -170,32 +187,37 @@ class GraphedStep(TrainStep):
         super().begin_epoch()
         device_learning_rates(self.parts.optimizer)  # again after a resume has loaded the optimizer's groups
 
-    def __call__(self, images: Tensor, labels: Tensor, progress: float, share: float = 1.0) -> None:
+    def __call__(
+        self, images: Tensor, labels: Tensor, progress: float, share: float = 1.0, mix: Mix | None = None
+    ) -> None:
         self.set_inputs(progress, share)
         if labels.numel() != self.batch_size:
             # Before the capture, gradients may be freed; after it, they are the graph's buffers: zero them.
             self.parts.optimizer.zero_grad(set_to_none=not self.captured)
-            self.uncaptured_update(images, labels)
+            self.uncaptured_update(images, labels, mix)
         elif self.captured:
             assert self.static_images is not None and self.static_labels is not None
             self.static_images.copy_(images)
             self.static_labels.copy_(labels)
+            if mix is not None and self.static_mix is not None:  # a run mixes every batch or none
+                self.static_mix.partner_labels.copy_(mix.partner_labels)
+                self.static_mix.weight.copy_(mix.weight)
             self.replay()
         elif self.warmed_up < WARMUP_STEPS:
             with self.side_stream():
                 self.parts.optimizer.zero_grad(set_to_none=True)
-                self.uncaptured_update(images, labels)
+                self.uncaptured_update(images, labels, mix)
             self.warmed_up += 1
         else:
-            self.capture(images, labels)
+            self.capture(images, labels, mix)
             self.replay()
         self.seen += labels.numel()
 
-    def uncaptured_update(self, images: Tensor, labels: Tensor) -> None:
+    def uncaptured_update(self, images: Tensor, labels: Tensor, mix: Mix | None) -> None:
         """An eager step of this path: warm-up and partial batches, which a capturable AdamW warns about."""
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*capturable=True.*running without")
-            self.update(images, labels)
+            self.update(images, labels, mix)
 
     @contextlib.contextmanager
     def side_stream(self) -> Iterator[None]:
@@ -209,8 +231,9 @@ class GraphedStep(TrainStep):
             yield
         torch.cuda.current_stream(self.parts.device).wait_stream(stream)
 
-    def capture(self, images: Tensor, labels: Tensor) -> None:
+    def capture(self, images: Tensor, labels: Tensor, mix: Mix | None) -> None:
         self.static_images, self.static_labels = images.clone(), labels.clone()
+        self.static_mix = Mix(mix.partner_labels.clone(), mix.weight.clone()) if mix is not None else None
         self.parts.optimizer.zero_grad(set_to_none=True)
         if not self.cuda:
             return
@@ -222,7 +245,7 @@ class GraphedStep(TrainStep):
                 torch.cuda.device(self.parts.device),
                 torch.cuda.graph(graph, stream=torch.cuda.Stream(self.parts.device), capture_error_mode="thread_local"),
             ):
-                self.update(self.static_images, self.static_labels)
+                self.update(self.static_images, self.static_labels, self.static_mix)
         except RuntimeError as error:
             # A failed capture raises again on leaving the graph's context; the first error is the one to show.
             first = error.__context__ if isinstance(error.__context__, RuntimeError) else error
@@ -239,7 +262,7 @@ class GraphedStep(TrainStep):
         else:  # the CPU: see the module's docstring; a captured backward writes fresh gradients, so zero them
             assert self.static_images is not None and self.static_labels is not None
             self.parts.optimizer.zero_grad(set_to_none=True)
-            self.update(self.static_images, self.static_labels)
+            self.update(self.static_images, self.static_labels, self.static_mix)
 
 
 def device_learning_rates(optimizer: torch.optim.Optimizer) -> None:

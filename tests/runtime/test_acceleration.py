@@ -86,11 +86,17 @@ class Trained:
 
 
 def graphed_run(
-    tmp_path: Path, teacher_file: Path, graphed_on_cpu: bool = False, optim: str = "sgd", **train: Any
+    tmp_path: Path,
+    teacher_file: Path,
+    graphed_on_cpu: bool = False,
+    optim: str = "sgd",
+    data: dict[str, Any] | None = None,
+    **train: Any,
 ) -> Trained:
     """Two epochs of 270 images at batch 50: five full batches (three warm-up, one captured, one replayed) and a
     partial one. ``graphed_on_cpu`` swaps in the CUDA-graph step where the configuration cannot ask for it."""
-    config = tiny_config(tmp_path, teacher={"checkpoint": str(teacher_file)}, data={"train_subset": 270},
+    data = {"train_subset": 270, **(data or {})}
+    config = tiny_config(tmp_path, teacher={"checkpoint": str(teacher_file)}, data=data,
                          train={"epochs": 2, **train}, schedule={"name": "cosine", "warmup_epochs": 0.5},
                          optim={"name": optim, "lr": 0.05 if optim == "sgd" else 0.002})  # fmt: skip
     run = setup(resolve([("test", config)]).config, tmp_path)
@@ -214,6 +220,15 @@ def test_graphed_step_path_equals_the_eager_step_on_the_cpu(tmp_path: Path, teac
     assert all(run.step.sums[name] is total and float(total) == 0.0 for name, total in sums.items())
     assert int(run.step.correct) == 0 and run.step.seen == 0
     assert float(lr) == pytest.approx(eager.run.optimizer.param_groups[0]["lr"], rel=1e-6)
+
+
+def test_graphed_step_path_with_mixing_equals_the_eager_step_on_the_cpu(tmp_path: Path, teacher_file: Path) -> None:
+    """A mixed batch's partner labels and λ go through static buffers like its images."""
+    mixing = {"mixup": 0.4, "cutmix": 1.0, "mix_prob": 0.8}
+    eager = graphed_run(tmp_path / "eager", teacher_file, data=mixing)
+    graphed = graphed_run(tmp_path / "graphed", teacher_file, graphed_on_cpu=True, data=mixing)
+    assert graphed.run.step.static_mix is not None
+    assert_same_runs(eager, graphed, rel=1e-4)
 
 
 def test_device_learning_rate_is_filled_in_place_by_the_scheduler(tmp_path: Path, teacher_file: Path) -> None:
