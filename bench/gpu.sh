@@ -18,6 +18,9 @@
 #      bf16 without torch.compile; 3 seeds, 8 at a time;
 #   4. with KDCLI_GPU_ENGINE=1, the engine benchmark (bench/engine.py), in what is left of 525 s; it was measured in
 #      the sessions of 2026-11-30 and the schedule change does not touch the step it times.
+# With KDCLI_GPU_PLAN=recipes (issue 23) stage 2 is skipped and stage 3 trains its own 40-epoch teacher (seed 0),
+# then runs vanilla against the recipes (fmnist5k-consistent, dist, bench/recipes/*.yaml) for
+# KDCLI_GPU_EPOCHS (default 40; 160 and 400 for the patience curve, one call each) and 3 seeds, 8 at a time.
 # Writes under OUT (at most 8 files come back from the device machine): results.jsonl (every JSON line), gpu.log
 # (every log but the tests'), cuda-tests.log, cuda-tests.xml, runs.tgz (each run's report.json, metrics.jsonl,
 # config.yaml and the reference loop's results, never weights). KDCLI_COMMIT=<sha> names the commit where the copy
@@ -31,6 +34,9 @@ WHEELS=(pydantic==2.13.4 pydantic-core==2.46.4 annotated-types==0.7.0 typing-ins
         typing-extensions==4.16.0 hatchling==1.33.0 trove-classifiers==2026.9.21.13 pathspec==1.1.1 pluggy==1.6.0
         packaging==26.2)
 ARMS=(student vanilla pesf skd pea)
+RECIPE_ARMS=(vanilla fmnist5k-consistent dist bench/recipes/ls.yaml bench/recipes/ls-paper.yaml
+             bench/recipes/consistent-labels.yaml)
+PLAN=${KDCLI_GPU_PLAN:-protocol}
 
 if [[ ${1:-} == --prepare ]]; then
     mkdir -p .whl .data
@@ -79,11 +85,14 @@ if [[ $DRY == --dry-run ]]; then
     DEVICE=cpu; TEST_LIMIT=600; PARITY_LIMIT=900; TOTAL_LIMIT=3000
     PARITY=(--epochs 1 --teacher-epochs 1 --seeds 0 --jobs 2 --ablations "kdcli/alone:data.drop_last=false")
     FMNIST=(--epochs 1 --seeds 0 --arms student vanilla --jobs 2 --threads 1)
+    [[ $PLAN == recipes ]] && FMNIST=(--epochs 1 --teacher-epochs 1 --seeds 0 --arms "${RECIPE_ARMS[@]:0:3}" --jobs 2 --threads 1)
     ENGINE=(--device cpu --images 256 --configs eager bf16)
 else
     DEVICE=cuda; TEST_LIMIT=300; PARITY_LIMIT=270; TOTAL_LIMIT=525
     PARITY=(--jobs 12 --ablations none --kdcli-args=--no-compile)
     FMNIST=(--arms "${ARMS[@]}" --jobs 8 --threads 2 --set train.compile=false)
+    [[ $PLAN == recipes ]] && FMNIST=(--arms "${RECIPE_ARMS[@]}" --epochs "${KDCLI_GPU_EPOCHS:-40}" --jobs 8 --threads 2
+                                      --set train.compile=false)
     ENGINE=(--images 20000 --configs eager recipe graphs-eager batch1024 pesf skd pea-nosps bf16)
 fi
 DATA=.data/fashion-mnist
@@ -95,17 +104,22 @@ timeout "$TEST_LIMIT" python3 -m pytest -v -rs -p no:cacheprovider tests/runtime
     --junitxml "$OUT/cuda-tests.xml" >"$OUT/cuda-tests.log" 2>&1 &
 TESTS_PID=$!
 
-say "2/4 parity with the reference loop (limit ${PARITY_LIMIT}s)"
-timeout "$PARITY_LIMIT" python3 bench/parity.py --data-dir "$DATA" --device "$DEVICE" --out /tmp/kdcli-runs/parity \
-    "${PARITY[@]}" >>"$RESULTS" 2>>"$LOG"
-echo "parity exit $?" >>"$LOG"
+if [[ $PLAN == recipes ]]; then
+    say "2/4 skipped (KDCLI_GPU_PLAN=recipes): stage 3 trains its own teacher"
+    TEACHER_ARGS=()
+else
+    say "2/4 parity with the reference loop (limit ${PARITY_LIMIT}s)"
+    timeout "$PARITY_LIMIT" python3 bench/parity.py --data-dir "$DATA" --device "$DEVICE" --out /tmp/kdcli-runs/parity \
+        "${PARITY[@]}" >>"$RESULTS" 2>>"$LOG"
+    echo "parity exit $?" >>"$LOG"
+    TEACHER_ARGS=(--teacher /tmp/kdcli-runs/parity/kdcli-teacher-s0/student.safetensors)
+fi
 
-TEACHER=/tmp/kdcli-runs/parity/kdcli-teacher-s0/student.safetensors
 FMNIST_LIMIT=$((TOTAL_LIMIT - SECONDS - 20)); ((FMNIST_LIMIT < 30)) && FMNIST_LIMIT=30
-say "3/4 FMNIST-5k protocol with kdcli's 40-epoch teacher of seed 0 (limit ${FMNIST_LIMIT}s)"
-if [[ -f $TEACHER ]]; then
+say "3/4 FMNIST-5k $PLAN with kdcli's 40-epoch teacher of seed 0 (limit ${FMNIST_LIMIT}s)"
+if [[ ${#TEACHER_ARGS[@]} -eq 0 || -f ${TEACHER_ARGS[1]} ]]; then
     timeout "$FMNIST_LIMIT" python3 bench/fmnist5k.py --data-dir "$DATA" --val-split "${KDCLI_PROTOCOL_VAL_SPLIT:-0}" \
-        --device "$DEVICE" --teacher "$TEACHER" --out /tmp/kdcli-runs/fmnist5k "${FMNIST[@]}" >>"$RESULTS" 2>>"$LOG"
+        --device "$DEVICE" "${TEACHER_ARGS[@]}" --out /tmp/kdcli-runs/fmnist5k "${FMNIST[@]}" >>"$RESULTS" 2>>"$LOG"
     echo "fmnist5k exit $?" >>"$LOG"
 else
     echo "no kdcli teacher from stage 2: the protocol did not run" | tee -a "$LOG"

@@ -471,12 +471,14 @@ def load_preset(name_or_path: str, chain: tuple[Path, ...] = ()) -> dict[str, An
     return deep_merge(load_preset(base, (*chain, path.resolve())), data) if base else data
 
 
-def preset_own_keys(name: str) -> dict[str, Any] | None:
-    """The keys a shipped preset sets itself, without its base chain and description; None when ``name`` is no shipped
-    preset. A sweep arm that names a preset lays these over the sweep's configuration (kdcli.sweeps)."""
-    path = presets_dir() / f"{name}.yaml"
-    if not name or "/" in name or not _is_file(path):
-        return None
+def preset_own_keys(name_or_path: str) -> dict[str, Any] | None:
+    """The keys a preset (shipped, or a YAML file) sets itself, without its base chain and description; None when
+    ``name_or_path`` is neither. A sweep arm that names a preset lays these over the sweep's configuration."""
+    path = Path(name_or_path)
+    if not (path.suffix in (".yaml", ".yml") and _is_file(path)):
+        path = presets_dir() / f"{name_or_path}.yaml"
+        if not name_or_path or "/" in name_or_path or not _is_file(path):
+            return None
     data = read_yaml(path)
     data.pop("description", None)
     data.pop("base", None)

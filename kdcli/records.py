@@ -92,6 +92,8 @@ class EpochRecord(Record):
     """Mean of each loss term over the epoch, already weighted; ``loss`` is their sum."""
     train_top1: float
     seconds: float = 0.0
+    loader_seconds: float | None = None
+    """Of ``seconds``, the time the training loop waited for its next batch (None in reports before 0.2.0)."""
     images_per_second: float = 0.0
     val: SplitMetrics | None = None
     test: SplitMetrics | None = None
@@ -111,7 +113,10 @@ class EpochRecord(Record):
         """The record as metrics.jsonl and report.json hold it."""
         flat: dict[str, Any] = {"epoch": self.epoch, "lr": self.lr}
         flat |= {f"train_{term}": value for term, value in self.train_losses.items()}
-        flat |= {"train_top1": self.train_top1, "seconds": self.seconds, "images_per_second": self.images_per_second}
+        flat |= {"train_top1": self.train_top1, "seconds": self.seconds}
+        if self.loader_seconds is not None:
+            flat["loader_seconds"] = self.loader_seconds
+        flat["images_per_second"] = self.images_per_second
         for name in SPLITS:
             metrics = self.split(name)
             if metrics is not None:

@@ -11,9 +11,9 @@ orphans.
 
 Choices where the issue is silent, so a reader knows them:
 - an arm is a method name (its shipped defaults, as ``method.name`` alone gives), ``student`` (the student alone: no
-  teacher, ``kdcli train``), or a shipped preset that sets a method (a recipe such as ``fmnist5k-consistent``): the
-  keys that preset sets itself (not its base's) over the sweep's configuration, the grid over those, so a recipe
-  runs beside the methods it is measured against, paired by seed;
+  teacher, ``kdcli train``), or a recipe: a preset (shipped, or a YAML file, named by its stem) that sets a method.
+  The keys the recipe sets itself (not its base's) go over the sweep's configuration, the grid over those, so a
+  recipe runs beside the methods it is measured against, paired by seed;
 - a grid key under ``method.`` applies to the arms whose method has that option (``method.temperature`` sweeps
   vanilla's T but not the student alone's); other keys apply to every arm;
 - a run that failed is tried again when the sweep is started again (an out-of-memory may pass then; a NaN resumes
@@ -124,7 +124,9 @@ def plan(base: RunConfig, arms: list[str], seeds: list[int], grid: dict[str, lis
     for key, values in grid.items():
         if not values:
             raise UsageError(f"{option('grid', key + '=V1,V2')} gives no values for {key}")
-    arm_layers = {arm: arm_layer(arm) for arm in arms}
+    if len({arm_name(arm) for arm in arms}) < len(arms):
+        raise UsageError(f"{option('methods')} names two arms alike (recipe files are named by their stem)")
+    arm_layers = {arm_name(arm): arm_layer(arm) for arm in arms}
     known = {
         name for arm, layer in arm_layers.items() if arm != STUDENT for name in method_options(layer["method"]["name"])
     }
@@ -157,12 +159,19 @@ def plan(base: RunConfig, arms: list[str], seeds: list[int], grid: dict[str, lis
     return list(runs.values())
 
 
+def arm_name(arm: str) -> str:
+    """An arm's name in its runs' folder names: a recipe file's stem, else the arm as given."""
+    return Path(arm).stem if arm.endswith((".yaml", ".yml")) else arm
+
+
 def arm_layer(arm: str) -> dict[str, Any]:
     """The configuration an arm lays over the sweep's: the student alone, a method at its defaults, or the keys a
     recipe preset sets itself. An unknown name fails as an unknown method does, with suggestions."""
     if arm == STUDENT:
         return {"method": {"name": "none"}, "teacher": {"arch": None, "checkpoint": None, "pretrained": False}}
     recipe = preset_own_keys(arm) if arm not in catalog() else None
+    if recipe is None and arm != arm_name(arm):
+        raise UsageError(f"the recipe file {arm} does not exist; give a YAML file that sets a method, or a preset name")
     if recipe is None:
         method_spec(arm)  # an unknown arm fails here, with suggestions
         return {"method": {"name": arm}}

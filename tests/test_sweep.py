@@ -101,6 +101,7 @@ def test_a_recipe_preset_is_an_arm_with_its_own_keys_over_the_sweeps(tmp_path: P
     """fmnist5k-consistent sets the method and data.mixup itself: those ride over the sweep's settings, the grid over
     them, and the sweep's --epochs (which the preset's base also sets) stays."""
     from kdcli.config import resolve
+    from kdcli.errors import UsageError
     from kdcli.sweeps import plan
 
     base = resolve([("flags", {"student": {"arch": "resnet8"}, "train": {"epochs": 3}})]).config
@@ -112,6 +113,14 @@ def test_a_recipe_preset_is_an_arm_with_its_own_keys_over_the_sweeps(tmp_path: P
     assert (vanilla.data.mixup, vanilla.method.ce_weight) == (0.0, 0.1)  # type: ignore[attr-defined]
     assert recipe.method.temperature == vanilla.method.temperature == 2.0  # type: ignore[attr-defined]
     assert recipe.train.epochs == vanilla.train.epochs == 3 and recipe.data.train_subset is None
+    file = tmp_path / "my-recipe.yaml"
+    file.write_text("method:\n  name: dist\n  beta: 1.0\n")
+    (run,) = plan(base, [str(file)], [1], {}, tmp_path)
+    assert run.name == "my-recipe-s1" and run.config.method.name == "dist" and run.config.method.beta == 1.0  # type: ignore[attr-defined]
+    with pytest.raises(UsageError, match=r"the recipe file .*gone\.yaml does not exist"):
+        plan(base, [str(tmp_path / "gone.yaml")], [0], {}, tmp_path)
+    with pytest.raises(UsageError, match="names two arms alike"):
+        plan(base, [str(file), str(tmp_path / "x" / "my-recipe.yaml")], [0], {}, tmp_path)
 
 
 # --- real sweeps -----------------------------------------------------------------------------------------------------

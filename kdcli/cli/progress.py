@@ -57,7 +57,10 @@ class RichReporter(Reporter):
         parts = [f"epoch {record.epoch:>3}/{self.epochs}", f"loss {record.train_loss:.4f}"]
         parts.append(f"train {record.train_top1:.2f}%")
         parts += [f"{name} {split.top1:.2f}%" for name in ("val", "test") if (split := record.split(name)) is not None]
-        parts.append(f"{record.seconds:.1f} s")
+        seconds = f"{record.seconds:.1f} s"
+        if record.loader_seconds is not None and record.seconds > 0:
+            seconds += f" (data {100 * record.loader_seconds / record.seconds:.0f} %)"
+        parts.append(seconds)
         self.note("  ".join(parts))
 
     def close(self) -> None:

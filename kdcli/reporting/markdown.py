@@ -24,6 +24,14 @@ DIAGNOSTIC_LABELS = {
 listed under their names."""
 
 
+def _fmt_share(fraction: float | None) -> str:
+    """A share of the training time as a percentage, with what it means when the data path sets the pace."""
+    if fraction is None:
+        return "–"
+    told = f"{100 * fraction:.0f} %"
+    return told + " — the data path, not the model, set the pace" if fraction >= 0.5 else told
+
+
 def _fmt(value: Any, digits: int = 2) -> str:
     if value is None:
         return "–"
@@ -100,6 +108,7 @@ def markdown(report: Report, method_sections: list[str]) -> str:
         f"| student file | {student.file_bytes / 1e6:.2f} MB |",
         f"| parameters training adds (not exported) | {_fmt(student.extra_training_parameters)} |",
         f"| seconds per epoch / images per second | {timing.seconds_per_epoch:.2f} / {timing.images_per_second:.0f} |",
+        f"| of the training time, waiting for data | {_fmt_share(timing.loader_fraction)} |",
         f"| wall time | {timing.wall_seconds:.1f} s |",
     ]
     if teacher:

@@ -90,6 +90,9 @@ class Timing(Record):
     wall_seconds: float
     seconds_per_epoch: float
     images_per_second: float
+    loader_fraction: float | None = None
+    """The share of the training epochs' time spent waiting for the next batch (None in reports before 0.2.0): near
+    1 the data path, not the model, sets the pace."""
 
 
 class TargetWarning(Record):

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import torch
 import yaml
@@ -47,20 +47,38 @@ def config_yaml(config: RunConfig) -> str:
     return header + yaml.safe_dump(dump(config), sort_keys=False)
 
 
-def train_epoch(run: Run, reporter: Reporter) -> tuple[dict[str, float], float]:
-    """One pass over the training split: the mean of each loss term and the top-1; losses accumulate on the device
-    and are read once, at the end."""
+class EpochTraining(NamedTuple):
+    losses: dict[str, float]
+    """The mean of each loss term over the epoch (``loss`` their sum)."""
+    top1: float
+    loader_seconds: float
+    """Host time spent waiting for the next batch: what the data path cost beyond the steps. (On a GPU the host runs
+    ahead of the device, so a step-bound epoch blocks in the step, not here; a loader-bound one blocks here.)"""
+
+
+def train_epoch(run: Run, reporter: Reporter) -> EpochTraining:
+    """One pass over the training split: the mean of each loss term, the top-1 (losses accumulate on the device and
+    are read once, at the end) and the time spent waiting for batches."""
     run.student.train()
     run.method.train()
     run.step.begin_epoch()
     loader = run.data.train
     loader.set_epoch(run.epoch)
     steps = len(loader)
-    for index, (images, labels, mix) in enumerate(loader.training_batches()):
+    batches = loader.training_batches()
+    waited = 0.0
+    for index in range(steps + 1):
+        asked = time.perf_counter()
+        batch = next(batches, None)
+        waited += time.perf_counter() - asked
+        if batch is None:
+            break
+        images, labels, mix = batch
         run.step(images, labels, run.epoch + index / steps, loader.share(index, labels.numel()), mix)
         run.scheduler.step()
         reporter.advance()
-    return run.step.means()
+    losses, top1 = run.step.means()
+    return EpochTraining(losses, top1, waited)
 
 
 def non_finite(run: Run) -> str | None:
@@ -80,7 +98,7 @@ def run_epochs(run: Run, reporter: Reporter) -> None:
         reporter.start_epoch(run.epoch, epochs, len(run.data.train))
         lr = float(run.optimizer.param_groups[0]["lr"])
         started = time.perf_counter()
-        losses, top1 = train_epoch(run, reporter)
+        losses, top1, loader_seconds = train_epoch(run, reporter)
         if run.device.type == "cuda":
             torch.cuda.synchronize(run.device)
         seconds = time.perf_counter() - started
@@ -106,6 +124,7 @@ def run_epochs(run: Run, reporter: Reporter) -> None:
             train_losses=losses,
             train_top1=top1,
             seconds=seconds,
+            loader_seconds=loader_seconds,
             images_per_second=run.data.train.num_samples / seconds,
             **split_metrics,
             diagnostics=diagnostics,

@@ -98,10 +98,16 @@ def build_report(run: Run, student: StudentSummary, wall_seconds: float) -> Repo
         best_val_top1=best.get("val_top1"),
         best_top1=best.get("test_top1"),
     )
+    waited = [r.loader_seconds for r in history]
     timing = Timing(
         wall_seconds=wall_seconds,
         seconds_per_epoch=statistics.fmean(r.seconds for r in history),
         images_per_second=statistics.fmean(r.images_per_second for r in history),
+        loader_fraction=(
+            sum(w for w in waited if w is not None) / max(sum(r.seconds for r in history), 1e-9)
+            if None not in waited
+            else None
+        ),
     )
     warnings = [TargetWarning(epoch=r.epoch, warning=r.target_warning) for r in history if r.target_warning]
     return Report(

@@ -53,7 +53,7 @@ def one_epoch(tmp_path: Path, teacher_file: Path, **train: Any) -> tuple[dict[st
     config = tiny_config(tmp_path, teacher={"checkpoint": str(teacher_file)}, data={"train_subset": 40},
                          train={"batch_size": 20, "epochs": 1, **train})  # fmt: skip
     run = setup(resolve([("test", config)]).config, tmp_path)
-    losses, _ = train_epoch(run, Reporter())
+    losses = train_epoch(run, Reporter()).losses
     return losses, {k: v.detach().clone() for k, v in run.student.model.state_dict().items()}
 
 
@@ -106,7 +106,8 @@ def graphed_run(
     records = []
     for epoch in range(2):
         run.epoch = epoch
-        records.append(train_epoch(run, Reporter()))
+        epoch_trained = train_epoch(run, Reporter())
+        records.append((epoch_trained.losses, epoch_trained.top1))
     return Trained(run, records, initial)
 
 

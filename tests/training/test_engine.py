@@ -242,3 +242,25 @@ def test_resume_keeps_this_machines_optimizer_implementation(tmp_path: Path, tea
     assert [(g["fused"], g["capturable"]) for g in resumed.optimizer.param_groups] == [(None, False)]
     resumed.epoch = 1
     assert train_epoch(resumed, Reporter())[0]["loss"] > 0
+
+
+def test_time_waiting_for_data_is_told_apart_from_the_steps(tmp_path: Path, teacher_file: Path) -> None:
+    """A loader that takes 0.1 s a batch: the epoch's loader_seconds holds those waits, the report its share."""
+    import time
+
+    config = tiny_config(tmp_path, teacher={"checkpoint": str(teacher_file)}, train={"epochs": 1})
+    run = setup(resolve([("test", config)]).config, tmp_path)
+    batches = run.data.train.training_batches
+
+    def slow():  # type: ignore[no-untyped-def]
+        for batch in batches():
+            time.sleep(0.1)
+            yield batch
+
+    run.data.train.training_batches = slow  # type: ignore[method-assign]
+    trained = train_epoch(run, Reporter())
+    assert len(run.data.train) == 6 and 0.6 <= trained.loader_seconds < 0.6 + 0.5
+    run_epochs(run, Reporter())  # the one epoch, recorded
+    record = run.history[-1]
+    assert record.loader_seconds is not None and 0.6 <= record.loader_seconds <= record.seconds
+    assert EpochRecord.model_validate(record.flat()).loader_seconds == record.loader_seconds  # metrics.jsonl round trip
