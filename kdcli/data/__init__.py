@@ -247,6 +247,16 @@ def _image_folder(dataset_class: Any, folder: Path, transform: Any) -> tuple[Che
     return CheckedImages(dataset), notes
 
 
+def loader_workers(asked: int | None, processes: int) -> int:
+    """Loader processes for an image folder: as asked, at most one per CPU core this process may use (more only adds
+    contention); by default one per core, the cores shared among the ``processes`` of a torchrun job. Decoding JPEGs
+    at 224 px is what usually sets the pace on one GPU, so the default takes every core rather than a constant."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if asked is not None:
+        return min(asked, cores)
+    return max(1, cores // max(1, processes))
+
+
 def _build_imagefolder(
     config: DataConfig,
     device: torch.device,
@@ -285,7 +295,7 @@ def _build_imagefolder(
             f"{eval_dir} and {root / 'train'} hold different class folders ({found} vs {classes}); "
             "give both the same classes"
         )
-    workers = min(config.workers, os.cpu_count() or 1)  # more workers than cores only adds contention
+    workers = loader_workers(config.workers, shard[1])
     return DataBundle(
         name="imagefolder",
         classes=classes,
@@ -319,5 +329,6 @@ __all__ = [
     "TensorLoader",
     "build_data",
     "crop_flip",
+    "loader_workers",
     "stratified_indices",
 ]
