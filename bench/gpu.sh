@@ -21,6 +21,9 @@
 # With KDCLI_GPU_PLAN=recipes (issue 23) stage 2 is skipped and stage 3 trains its own 40-epoch teacher (seed 0),
 # then runs vanilla against the recipes (fmnist5k-consistent, dist, bench/recipes/*.yaml) for
 # KDCLI_GPU_EPOCHS (default 40; 160 and 400 for the patience curve, one call each) and 3 seeds, 8 at a time.
+# With KDCLI_GPU_PLAN=imagefolder (issue 24) stages 2 and 3 give way to bench/imagefolder.py: a 224-px JPEG folder of
+# 10,000 images, resnet50 → resnet18 and vit_small → vit_tiny, loader alone, step alone, kdcli distill and timm's
+# train.py (.data/timm-train/train.py, put there by --prepare from a fetched timm repository) for 3 epochs each.
 # Writes under OUT (at most 8 files come back from the device machine): results.jsonl (every JSON line), gpu.log
 # (every log but the tests'), cuda-tests.log, cuda-tests.xml, runs.tgz (each run's report.json, metrics.jsonl,
 # config.yaml and the reference loop's results, never weights). KDCLI_COMMIT=<sha> names the commit where the copy
@@ -45,6 +48,16 @@ if [[ ${1:-} == --prepare ]]; then
         -d .whl "${WHEELS[@]}" || exit 1
     cp -r ../shared/data/fashion-mnist .data/ || exit 1
     mkdir -p .data/reference && cp ../shared/reference/fmnist5k_reference.py .data/reference/ || exit 1
+    # timm's train.py for the image-folder comparison: from a local clone or mirror of huggingface/pytorch-image-models
+    # (KDCLI_TIMM_REPO, a git directory; REF the commit), never committed here
+    TIMM_REPO=${KDCLI_TIMM_REPO:-/work/.mirror/huggingface+pytorch-image-models/repo}
+    if git --git-dir "$TIMM_REPO" rev-parse -q --verify "${KDCLI_TIMM_REF:-main}" >/dev/null 2>&1; then
+        mkdir -p .data/timm-train
+        git --git-dir "$TIMM_REPO" show "${KDCLI_TIMM_REF:-main}:train.py" >.data/timm-train/train.py || exit 1
+        git --git-dir "$TIMM_REPO" rev-parse "${KDCLI_TIMM_REF:-main}" >.data/timm-train/REF
+    else
+        echo "no timm repository at $TIMM_REPO: the image-folder plan will run without timm's train.py"
+    fi
     du -sh .whl .data
     exit 0
 fi
@@ -104,7 +117,17 @@ timeout "$TEST_LIMIT" python3 -m pytest -v -rs -p no:cacheprovider tests/runtime
     --junitxml "$OUT/cuda-tests.xml" >"$OUT/cuda-tests.log" 2>&1 &
 TESTS_PID=$!
 
-if [[ $PLAN == recipes ]]; then
+if [[ $PLAN == imagefolder ]]; then
+    IMAGES=10000; VAL=2000; EPOCHS=3
+    [[ $DRY == --dry-run ]] && IMAGES=64 && VAL=32 && EPOCHS=1
+    TIMM=(); [[ -f .data/timm-train/train.py ]] && TIMM=(--timm-train .data/timm-train/train.py)
+    LIMIT=$((TOTAL_LIMIT - SECONDS - 20))
+    say "2-3/4 image folders at 224 px (limit ${LIMIT}s)"
+    timeout "$LIMIT" python3 bench/imagefolder.py --data-dir "$DATA" --device "$DEVICE" --out /tmp/kdcli-runs/imagefolder \
+        --images "$IMAGES" --val-images "$VAL" --epochs "$EPOCHS" --batch-size 128 "${TIMM[@]}" >>"$RESULTS" 2>>"$LOG"
+    echo "imagefolder exit $?" >>"$LOG"
+    TEACHER_ARGS=(--skip)
+elif [[ $PLAN == recipes ]]; then
     say "2/4 skipped (KDCLI_GPU_PLAN=recipes): stage 3 trains its own teacher"
     TEACHER_ARGS=()
 else
@@ -116,8 +139,10 @@ else
 fi
 
 FMNIST_LIMIT=$((TOTAL_LIMIT - SECONDS - 20)); ((FMNIST_LIMIT < 30)) && FMNIST_LIMIT=30
-say "3/4 FMNIST-5k $PLAN with kdcli's 40-epoch teacher of seed 0 (limit ${FMNIST_LIMIT}s)"
-if [[ ${#TEACHER_ARGS[@]} -eq 0 || -f ${TEACHER_ARGS[1]} ]]; then
+if [[ ${TEACHER_ARGS[0]:-} == --skip ]]; then
+    echo "stage 3 skipped (KDCLI_GPU_PLAN=imagefolder)" >>"$LOG"
+elif [[ ${#TEACHER_ARGS[@]} -eq 0 || -f ${TEACHER_ARGS[1]} ]]; then
+    say "3/4 FMNIST-5k $PLAN with kdcli's 40-epoch teacher of seed 0 (limit ${FMNIST_LIMIT}s)"
     timeout "$FMNIST_LIMIT" python3 bench/fmnist5k.py --data-dir "$DATA" --val-split "${KDCLI_PROTOCOL_VAL_SPLIT:-0}" \
         --device "$DEVICE" "${TEACHER_ARGS[@]}" --out /tmp/kdcli-runs/fmnist5k "${FMNIST[@]}" >>"$RESULTS" 2>>"$LOG"
     echo "fmnist5k exit $?" >>"$LOG"
