@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdcli.interfaces import FeatureRequest, ModelOutput
@@ -61,15 +62,37 @@ class NormalizedModel(nn.Module):
         return self.reader(self.normalize(images))
 
 
+def fixed_input_size(model: nn.Module) -> tuple[int, int] | None:
+    """The one input size a model takes (timm's patch models built with a strict ``img_size``), or None for a model
+    that takes any size (convolutional networks, ViTs built with ``dynamic_img_size``)."""
+    patch = getattr(model, "patch_embed", None)
+    size = getattr(patch, "img_size", None)
+    if size is None or not getattr(patch, "strict_img_size", False) or getattr(patch, "dynamic_img_size", False):
+        return None
+    return (int(size[0]), int(size[1]))
+
+
 class FrozenTeacher(NormalizedModel):
-    """The teacher: eval mode (BatchNorm uses running statistics), no gradients, run without autograd."""
+    """The teacher: eval mode (BatchNorm uses running statistics), no gradients, run without autograd.
+
+    **Choice:** a teacher that takes one input size only (a ViT fine-tuned at 384 px, say) gets each batch resized to
+    that size (bilinear, antialiased when shrinking) before its own normalization, so any timm teacher distills into a
+    student at the data's size; the run says so once (kdcli.training.validation)."""
 
     def __init__(
         self, model: nn.Module, mean: Sequence[float], std: Sequence[float], in_chans: int, arch: str = ""
     ) -> None:
         super().__init__(model, mean, std, in_chans, arch)
         self.model.requires_grad_(False)
+        self.input_size = fixed_input_size(model)
         super().train(False)
+
+    def normalize(self, images: Tensor) -> Tensor:
+        size = self.input_size
+        if size is not None and tuple(images.shape[-2:]) != size:
+            shrink = images.shape[-2] > size[0] or images.shape[-1] > size[1]
+            images = F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=shrink)
+        return super().normalize(images)
 
     def train(self, mode: bool = True) -> FrozenTeacher:
         """Stays in eval mode whatever the engine asks: the teacher's BatchNorm statistics must not move."""

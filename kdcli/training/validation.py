@@ -8,7 +8,7 @@ from functools import partial
 import torch
 from torch import Tensor
 
-from kdcli.errors import UsageError
+from kdcli.errors import UsageError, option
 from kdcli.interfaces import ModelOutput, Reporter
 from kdcli.records import EpochRecord, SplitMetrics
 from kdcli.reporting.report import TeacherCheck
@@ -55,11 +55,18 @@ def check_teacher(run: Run, reporter: Reporter) -> TeacherCheck:
         sha256=run.teacher.sha256,
         path=str(run.teacher.path) if run.teacher.path else None,
         parameters=count_parameters(teacher.model),
-        macs=count_macs(teacher.model, (teacher.in_chans, *run.data.image_size)),
+        macs=count_macs(teacher.model, (teacher.in_chans, *(teacher.input_size or run.data.image_size))),
         **metrics,
     )
     chance = 100.0 / run.data.num_classes
     reporter.note(f"teacher {run.teacher.arch}: top-1 {metrics['top1']:.2f}% on {split}")
+    fixed, data_size = run.teacher.module.input_size, run.data.image_size
+    if fixed is not None and fixed != data_size:
+        reporter.note(
+            f"note: the teacher {run.teacher.arch} takes {fixed[0]}×{fixed[1]} images only: each batch is resized for "
+            f"it from the data's {data_size[0]}×{data_size[1]} (bilinear); {option('data.image_size', fixed[0])} "
+            "feeds it its own size"
+        )
     if metrics["top1"] < 2 * chance:
         reporter.note(
             f"warning: the teacher is near chance ({metrics['top1']:.1f}% for {run.data.num_classes} classes); "
