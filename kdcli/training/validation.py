@@ -130,8 +130,16 @@ def check_target(run: Run, record: EpochRecord, reporter: Reporter) -> None:
         return
     record.target_warning = problem
     if not (run.history and run.history[-1].target_warning is not None):
+        if hasattr(run.method.options, "transform_lr_ratio"):  # a trainable teacher-side transform (pesf, skd)
+            cause = (
+                "a transform drifting to the student or to uniform (see `kdcli methods`: anchor_weight, "
+                "transform_lr_ratio; temperature)"
+            )
+        else:
+            cause = (
+                f"the target is the teacher itself, so the teacher is near chance on this data or "
+                f"{option('method.temperature')} flattens it"
+            )
         reporter.note(
-            f"warning: epoch {record.epoch}: the target the student learns from has gone bad: {problem}; "
-            "a transform drifting to the student or to uniform (see `kdcli methods`: anchor_weight, "
-            "transform_lr_ratio; temperature)"
+            f"warning: epoch {record.epoch}: the target the student learns from has gone bad: {problem}; {cause}"
         )

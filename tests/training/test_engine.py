@@ -264,3 +264,21 @@ def test_time_waiting_for_data_is_told_apart_from_the_steps(tmp_path: Path, teac
     record = run.history[-1]
     assert record.loader_seconds is not None and 0.6 <= record.loader_seconds <= record.seconds
     assert EpochRecord.model_validate(record.flat()).loader_seconds == record.loader_seconds  # metrics.jsonl round trip
+
+
+def test_a_flat_target_from_a_plain_method_blames_the_teacher_not_a_transform(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A random teacher's softened logits are near uniform: vanilla has no transform to blame, so the warning names
+    the teacher and the temperature."""
+    from ..conftest import run as cli
+
+    code, _, err = cli(capsys, "distill", "--teacher", "resnet8", "--student", "resnet8", "--allow-untrained-teacher",
+                       "--train-subset", "100", "--epochs", "1", "--device", "cpu",
+                       "--out", str(tmp_path / "r"))  # fmt: skip
+    assert code == 0, err
+    warning = next(line for line in err.splitlines() if "has gone bad" in line)
+    assert (
+        "near uniform" in warning and "the teacher is near chance on this data or --set method.temperature" in warning
+    )
+    assert "transform" not in warning
