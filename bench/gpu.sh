@@ -6,7 +6,7 @@
 #   bash bench/gpu.sh OUT --dry-run    # here, on the CPU: every stage, tiny, to check the script itself
 #
 # Stages, each under its own time limit so that one slow stage cannot take the others' results with it:
-#   1. the CUDA tests (tests/runtime/test_acceleration.py -k cuda; its CPU tests run in CI): graphs equal eager,
+#   1. the CUDA tests (tests/runtime/test_acceleration.py and tests/data/test_device_images.py -k cuda; their CPU tests run in CI): graphs equal eager, nvJPEG decodes,
 #      no host sync in an epoch (114 s alone on an H200, 2026-11-30). They check results, not speed, so they run in
 #      the background beside stage 2 (whose wall times then include sharing the machine with them);
 #   2. parity with the plain reference loop (bench/parity.py, issue 19): the loop (.data/reference/, copied there
@@ -23,7 +23,8 @@
 # KDCLI_GPU_EPOCHS (default 40; 160 and 400 for the patience curve, one call each) and 3 seeds, 8 at a time.
 # With KDCLI_GPU_PLAN=imagefolder (issue 24) stages 2 and 3 give way to bench/imagefolder.py: a 224-px JPEG folder of
 # 10,000 images, resnet50 → resnet18 and vit_small → vit_tiny, loader alone, step alone, kdcli distill and timm's
-# train.py (.data/timm-train/train.py, put there by --prepare from a fetched timm repository) for 3 epochs each.
+# train.py (.data/timm-train/train.py, put there by --prepare from a fetched timm repository) for 3 epochs each; then
+# resnet50 → resnet18 again with data.decode=device (nvJPEG and the crops on the GPU).
 # Writes under OUT (at most 8 files come back from the device machine): results.jsonl (every JSON line), gpu.log
 # (every log but the tests'), cuda-tests.log, cuda-tests.xml, runs.tgz (each run's report.json, metrics.jsonl,
 # config.yaml and the reference loop's results, never weights). KDCLI_COMMIT=<sha> names the commit where the copy
@@ -113,7 +114,8 @@ DATA=.data/fashion-mnist
 rm -rf /tmp/kdcli-runs && mkdir -p /tmp/kdcli-runs
 
 say "1/4 CUDA tests in the background, beside the benchmarks (limit ${TEST_LIMIT}s; log cuda-tests.log)"
-timeout "$TEST_LIMIT" python3 -m pytest -v -rs -p no:cacheprovider tests/runtime/test_acceleration.py -k cuda \
+timeout "$TEST_LIMIT" python3 -m pytest -v -rs -p no:cacheprovider tests/runtime/test_acceleration.py \
+    tests/data/test_device_images.py -k cuda \
     --junitxml "$OUT/cuda-tests.xml" >"$OUT/cuda-tests.log" 2>&1 &
 TESTS_PID=$!
 
@@ -126,6 +128,12 @@ if [[ $PLAN == imagefolder ]]; then
     timeout "$LIMIT" python3 bench/imagefolder.py --data-dir "$DATA" --device "$DEVICE" --out /tmp/kdcli-runs/imagefolder \
         --images "$IMAGES" --val-images "$VAL" --epochs "$EPOCHS" --batch-size 128 "${TIMM[@]}" >>"$RESULTS" 2>>"$LOG"
     echo "imagefolder exit $?" >>"$LOG"
+    LIMIT=$((TOTAL_LIMIT - SECONDS - 20)); ((LIMIT < 30)) && LIMIT=30
+    say "2-3/4 the same with data.decode=device, resnet50 → resnet18 (limit ${LIMIT}s)"
+    timeout "$LIMIT" python3 bench/imagefolder.py --data-dir "$DATA" --device "$DEVICE" --out /tmp/kdcli-runs/imagefolder \
+        --images "$IMAGES" --val-images "$VAL" --epochs "$EPOCHS" --batch-size 128 --decode device \
+        --pairs resnet50:resnet18 >>"$RESULTS" 2>>"$LOG"
+    echo "imagefolder (device decode) exit $?" >>"$LOG"
     TEACHER_ARGS=(--skip)
 elif [[ $PLAN == recipes ]]; then
     say "2/4 skipped (KDCLI_GPU_PLAN=recipes): stage 3 trains its own teacher"

@@ -100,7 +100,8 @@ def config(
         **({"teacher": {"arch": teacher, "checkpoint": args.teacher_path}} if teacher else {}),
         "student": {"arch": student},
         "method": {"name": "vanilla" if teacher else "none"},
-        "data": {"name": "imagefolder", "dir": str(folder), "image_size": args.image_size, "workers": args.workers},
+        "data": {"name": "imagefolder", "dir": str(folder), "image_size": args.image_size, "workers": args.workers,
+                 "decode": args.decode},
         "optim": {"name": "sgd", "lr": args.lr, "momentum": 0.9, "weight_decay": 5e-4},
         "schedule": {"name": "cosine"},
         "train": {"epochs": epochs, "batch_size": args.batch_size, "eval_batch_size": args.batch_size,
@@ -111,7 +112,9 @@ def config(
 
 def loader_speed(folder: Path, args: argparse.Namespace, device: torch.device) -> float:
     """One epoch of the training loader alone (worker start-up included, as every epoch pays it), images/s."""
-    data = DataConfig(name="imagefolder", dir=str(folder), image_size=args.image_size, workers=args.workers)
+    data = DataConfig(
+        name="imagefolder", dir=str(folder), image_size=args.image_size, workers=args.workers, decode=args.decode
+    )
     bundle = build_data(data, device, args.batch_size, args.batch_size, seed=0)
     started, images = time.perf_counter(), 0
     for batch, _ in bundle.train:
@@ -163,6 +166,7 @@ def main() -> None:
     parser.add_argument("--teacher-epochs", type=int, default=0, help="train the teacher with kdcli first (0: random)")
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--workers", type=int, default=None, help="loader processes (default: kdcli's, the cores)")
+    parser.add_argument("--decode", choices=["host", "device"], default="host", help="kdcli's data.decode")
     parser.add_argument("--steps", type=int, default=10, help="steps timed for the step alone")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--timm-train", default=None, help="timm's train.py (its repository at the installed version)")
@@ -195,6 +199,7 @@ def main() -> None:
             "epochs": args.epochs,
             "precision": "fp32" if args.device == "cpu" else "auto (bf16)",
             "workers": loader_workers(args.workers, 1),
+            "decode": args.decode,
             "teacher": teacher_origin(teacher, args.teacher_epochs),
             "loader_images_per_second": loader,
             "step_images_per_second": step_speed(config(teacher, student, folder, out / "step", args, 1), args.steps),

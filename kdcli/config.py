@@ -76,6 +76,11 @@ class DataConfig(Section):
         0.0, ge=0.0, description="α of CutMix's Beta(α, α); 0 is off; with mixup, one of the two a batch"
     )
     mix_prob: float = Field(1.0, gt=0.0, le=1.0, description="the probability that a batch is mixed (mixup, cutmix)")
+    decode: Literal["host", "device"] = Field(
+        "host",
+        description="imagefolder: JPEGs decoded, cropped, flipped and resized on the GPU (nvJPEG; no colour "
+        "jitter), or on the host",
+    )
     workers: int | None = Field(
         None, ge=0, description="loader processes for imagefolder; default: one per CPU core (shared by torchrun's)"
     )

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from kdcli.config import DataConfig
-from kdcli.data.loaders import FolderLoader, Loader, TensorLoader, crop_flip
+from kdcli.data.device_images import EncodedFiles
+from kdcli.data.loaders import DeviceDecodeLoader, FolderLoader, Loader, TensorLoader, crop_flip
 from kdcli.data.mixing import Mix, Mixing
 from kdcli.data.sources import STATS, ImageArrays, load_cifar, load_embedded, load_fashion_mnist
 from kdcli.errors import UsageError, option
@@ -296,6 +297,20 @@ def _build_imagefolder(
             "give both the same classes"
         )
     workers = loader_workers(config.workers, shard[1])
+    notes = train_notes + test_notes
+    train_options: dict[str, Any] = {"batch_size": batch_size, "device": device, "shuffle": True, "workers": workers,
+                                     "seed": seed, "shard": shard, "drop_last": config.drop_last,
+                                     "mixing": mixing_of(config)}  # fmt: skip
+    test_options: dict[str, Any] = {"batch_size": eval_batch_size, "device": device, "shuffle": False,
+                                    "workers": workers, "shard": shard}  # fmt: skip
+    train: FolderLoader
+    if config.decode == "device" and device.type == "cuda":
+        train = DeviceDecodeLoader(EncodedFiles(train_set.reader.samples), size, **train_options)
+        test: FolderLoader = DeviceDecodeLoader(EncodedFiles(test_set.reader.samples), size, **test_options)
+    else:
+        if config.decode == "device":
+            notes.append(f"{option('data.decode', 'device')} decodes on a GPU; on {device.type} the host decodes")
+        train, test = FolderLoader(train_set, **train_options), FolderLoader(test_set, **test_options)
     return DataBundle(
         name="imagefolder",
         classes=classes,
@@ -303,20 +318,10 @@ def _build_imagefolder(
         image_size=(size, size),
         mean=IMAGENET_DEFAULT_MEAN,
         std=IMAGENET_DEFAULT_STD,
-        train=FolderLoader(
-            train_set,
-            batch_size,
-            device,
-            shuffle=True,
-            workers=workers,
-            seed=seed,
-            shard=shard,
-            drop_last=config.drop_last,
-            mixing=mixing_of(config),
-        ),
-        test=FolderLoader(test_set, eval_batch_size, device, shuffle=False, workers=workers, shard=shard),
+        train=train,
+        test=test,
         val=None,
-        notes=train_notes + test_notes,
+        notes=notes,
     )
 
 

@@ -12,7 +12,8 @@ images than processes is left out by every rank (a rank cannot train on nothing)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,8 @@ from kdcli.errors import UsageError
 
 MIX_SEED_OFFSET = 104_729
 """Seeds the mixing draws apart from the order and the crops, so turning mixing on leaves those as they were."""
+CROP_SEED_OFFSET = 15_485_863
+"""Seeds the device path's crop and flip draws apart from the order (kdcli.data.device_images)."""
 
 TrainingBatch = tuple[Tensor, Tensor, Mix | None]
 """Images, their labels, and how the batch was mixed (None when it was not)."""
@@ -240,6 +243,16 @@ class FolderLoader(Loader):
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         from timm.data.loader import fast_collate
 
+        try:
+            for images, labels in self.data_loader(fast_collate):
+                images = images.to(self.device, non_blocking=True).float().div_(255)
+                yield images, labels.to(self.device, non_blocking=True)
+        except UsageError as exc:  # a worker's error comes back with its traceback: keep the message's last line
+            raise UsageError(str(exc).strip().splitlines()[-1].removeprefix("kdcli.errors.UsageError: ")) from None
+
+    def data_loader(self, collate: Callable[..., Any]) -> torch.utils.data.DataLoader:
+        """This epoch's DataLoader over the dataset: shuffled by the epoch's generator (by torch's sampler under
+        torchrun), its worker processes seeded from it, so a resumed epoch loads and augments the same."""
         sampler: torch.utils.data.Sampler[int] | None = None
         if self.world_size > 1 and self.shuffle:  # training: torch's sampler, reshuffled per epoch
             sampler = torch.utils.data.DistributedSampler(self.dataset, self.world_size, self.rank, seed=self.seed)
@@ -247,21 +260,33 @@ class FolderLoader(Loader):
         elif self.world_size > 1:  # evaluation: each image exactly once over the ranks, no padding
             bounds = self.rank_slice(self.num_samples)
             sampler = range(bounds.start, bounds.stop)  # type: ignore[assignment]
-        loader = torch.utils.data.DataLoader(
+        return torch.utils.data.DataLoader(
             self.dataset,
             batch_size=max(1, self.batch_size // self.world_size),
             shuffle=self.shuffle and sampler is None,
             sampler=sampler,
             num_workers=self.workers,
-            collate_fn=fast_collate,
+            collate_fn=collate,
             pin_memory=self.device.type == "cuda",
             generator=epoch_generator(self.seed, self.epoch, torch.device("cpu")),
             drop_last=self.drop_last,
             persistent_workers=False,
         )
-        try:
-            for images, labels in loader:
-                images = images.to(self.device, non_blocking=True).float().div_(255)
-                yield images, labels.to(self.device, non_blocking=True)
-        except UsageError as exc:  # a worker's error comes back with its traceback: keep the message's last line
-            raise UsageError(str(exc).strip().splitlines()[-1].removeprefix("kdcli.errors.UsageError: ")) from None
+
+
+class DeviceDecodeLoader(FolderLoader):
+    """An image folder whose JPEGs are decoded, cropped, flipped and resized on the training device
+    (kdcli.data.device_images): the worker processes only read the files."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset, image_size: int, **options: Any) -> None:
+        super().__init__(dataset, **options)
+        self.image_size = image_size
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        from kdcli.data.device_images import augment, collate, decode
+
+        crops = epoch_generator(self.seed + CROP_SEED_OFFSET, self.epoch, torch.device("cpu")) if self.shuffle else None
+        for data, labels, paths in self.data_loader(collate):
+            images = decode(data, paths, self.device)
+            batch = torch.stack(list(augment(images, self.image_size, crops))).div_(255)
+            yield batch, labels.to(self.device, non_blocking=True)

@@ -1,0 +1,102 @@
+"""The device-side image path (data.decode: device) against torchvision: the same crop draws for the same seed, the
+same pixels for the same window, timm's evaluation crop, and a whole epoch through the loader (on the CPU here; the
+nvJPEG call itself needs CUDA and runs in bench/gpu.sh)."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from torchvision.transforms import RandomResizedCrop, v2
+
+from kdcli.data.device_images import EncodedFiles, centre_crop, crop_params, decode, resized_crop
+from kdcli.data.loaders import DeviceDecodeLoader
+from kdcli.errors import UsageError
+
+
+@pytest.mark.parametrize(("height", "width"), [(120, 90), (64, 64), (30, 200)])
+def test_crop_draws_are_torchvisions_for_the_same_seed(height: int, width: int) -> None:
+    image = torch.zeros(3, height, width)
+    for seed in range(20):
+        torch.manual_seed(seed)
+        expected = RandomResizedCrop.get_params(image, [0.08, 1.0], [3 / 4, 4 / 3])
+        assert crop_params(height, width, torch.Generator().manual_seed(seed)) == expected
+
+
+def test_the_window_resized_is_torchvisions_resized_crop() -> None:
+    image = torch.randint(0, 256, (3, 50, 70), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    ours = resized_crop(image, 5, 11, 30, 41, 24)
+    theirs = v2.functional.resized_crop(image.float(), 5, 11, 30, 41, [24, 24], antialias=True)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-3)
+    assert torch.equal(resized_crop(image, 5, 11, 30, 41, 24).flip(-1), v2.functional.hflip(ours))
+
+
+def test_the_evaluation_crop_is_timms() -> None:
+    from timm.data import create_transform
+
+    pixels = torch.randint(0, 256, (60, 90, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    picture = Image.fromarray(pixels.numpy())
+    timm_eval = create_transform(32, use_prefetcher=True)  # resize 36 on the shorter side, centre crop 32, uint8
+    expected = torch.as_tensor(timm_eval(picture)).float()
+    ours = centre_crop(pixels.permute(2, 0, 1).contiguous(), 32)
+    assert ours.shape == expected.shape == (3, 32, 32)
+    # PIL resizes uint8 with its own filter arithmetic; torch in float: the same picture within rounding
+    assert (ours - expected).abs().mean() < 1.5
+
+
+def folder(root: Path) -> list[tuple[Path, int]]:
+    samples = []
+    for label, value in enumerate((200, 30)):
+        for i in range(5):
+            path = root / f"{label}-{i}.jpg"
+            Image.new("RGB", (40 + 4 * i, 30), (value, value - i, value)).save(path, quality=95)
+            samples.append((path, label))
+    (root / "odd.png").parent.mkdir(exist_ok=True)
+    Image.new("RGB", (20, 20), (200, 200, 200)).save(root / "odd.png")  # not a JPEG: decoded on the host
+    samples.append((root / "odd.png", 0))
+    return samples
+
+
+def test_an_epoch_on_the_device_path_repeats_with_the_seed_and_keeps_labels_with_images(tmp_path: Path) -> None:
+    dataset = EncodedFiles(folder(tmp_path))
+
+    def epoch(loader_epoch: int, workers: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        loader = DeviceDecodeLoader(dataset, 16, batch_size=4, device=torch.device("cpu"), shuffle=True,
+                                    workers=workers, seed=3)  # fmt: skip
+        loader.set_epoch(loader_epoch)
+        return list(loader)
+
+    first = epoch(0, 0)
+    assert [images.shape for images, _ in first] == [(4, 3, 16, 16)] * 2 + [(3, 3, 16, 16)]
+    for images, labels in first:
+        assert images.min() >= 0 and images.max() <= 1
+        bright = images.mean(dim=(1, 2, 3)) > 0.5
+        assert torch.equal(bright, labels == 0)  # each image stays with its label
+    again = epoch(0, 2)  # in worker processes: the same batches
+    assert all(torch.equal(a, b) and torch.equal(x, y) for (a, x), (b, y) in zip(first, again, strict=True))
+    assert not all(torch.equal(a[0], b[0]) for a, b in zip(first, epoch(1, 0), strict=True))
+
+
+def test_a_file_nothing_decodes_is_named(tmp_path: Path) -> None:
+    bad = tmp_path / "cut.jpg"
+    good = tmp_path / "good.jpg"
+    Image.new("RGB", (20, 20)).save(good)
+    bad.write_bytes(good.read_bytes()[:40])
+    files = EncodedFiles([(good, 0), (bad, 1)])
+    data = [files[0][0], files[1][0]]
+    with pytest.raises(UsageError, match=r"cut\.jpg is not a readable image"):
+        decode(data, [str(good), str(bad)], torch.device("cpu"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="nvJPEG needs a CUDA device; none is visible here")
+def test_cuda_decoding_matches_the_host_and_an_epoch_runs_on_the_gpu(tmp_path: Path) -> None:
+    dataset = EncodedFiles(folder(tmp_path))
+    data = [dataset[i][0] for i in range(4)]
+    paths = [dataset[i][2] for i in range(4)]
+    on_gpu, on_host = decode(data, paths, torch.device("cuda")), decode(data, paths, torch.device("cpu"))
+    for gpu, host in zip(on_gpu, on_host, strict=True):
+        assert gpu.is_cuda and gpu.shape == host.shape
+        assert (gpu.cpu().float() - host.float()).abs().mean() < 2  # nvJPEG and libjpeg round the IDCT differently
+    loader = DeviceDecodeLoader(dataset, 16, batch_size=4, device=torch.device("cuda"), shuffle=True, workers=2, seed=3)
+    batches = list(loader)
+    assert [images.shape[0] for images, _ in batches] == [4, 4, 3] and batches[0][0].is_cuda
