@@ -8,10 +8,12 @@ progressive-only JPEG it refuses) is decoded on the host and moved; one that not
 name. On a CPU run the option changes nothing: the host path is the faster one there.
 
 The draws are torchvision's ``RandomResizedCrop`` (scale 0.08–1, ratio 3/4–4/3, ten tries then a centre crop) and a
-fair coin per image, from a generator seeded by (seed, epoch): a resumed epoch draws the same. **Choice:** this path
-crops, flips and resizes (bilinear, antialiased) but leaves out the colour jitter of timm's host transforms; the
-evaluation split is resized to ``size / 0.875`` on its shorter side and centre-cropped, as timm's evaluation
-transform does.
+fair coin per image, from a generator seeded by (seed, epoch, the image's index in the folder): a resumed epoch draws
+the same, and under torchrun each image is cropped as one process would crop it, whichever rank loads it.
+**Choice:** this path crops, flips and resizes (bilinear, antialiased) but leaves out the colour jitter of timm's
+host transforms; the evaluation split is resized to ``size / 0.875`` on its shorter side and centre-cropped, as
+timm's evaluation transform does. torchvision 0.29 marks its image decoders deprecated in favour of TorchCodec; they
+are what this path uses until TorchCodec's GPU JPEG decoder is measured against them.
 """
 
 from __future__ import annotations
@@ -84,13 +86,19 @@ class EncodedFiles(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[Tensor, int, str]:
+    def __getitem__(self, index: int) -> tuple[Tensor, int, str, int]:
         path, label = self.samples[index]
-        return torch.frombuffer(bytearray(Path(path).read_bytes()), dtype=torch.uint8), label, path
+        return torch.frombuffer(bytearray(Path(path).read_bytes()), dtype=torch.uint8), label, path, index
 
 
-def collate(batch: list[tuple[Tensor, int, str]]) -> tuple[list[Tensor], Tensor, list[str]]:
-    return [item[0] for item in batch], torch.tensor([item[1] for item in batch]), [item[2] for item in batch]
+def collate(batch: list[tuple[Tensor, int, str, int]]) -> tuple[list[Tensor], Tensor, list[str], list[int]]:
+    data, labels, paths, indices = zip(*batch, strict=True)
+    return list(data), torch.tensor(labels), list(paths), list(indices)
+
+
+def draw_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of one image's crop and flip in one epoch."""
+    return ((seed * 1_000_003 + epoch) * 2_147_483_647 + index) % 2**63
 
 
 def decode(data: list[Tensor], paths: list[str], device: torch.device) -> list[Tensor]:
@@ -114,13 +122,14 @@ def decode(data: list[Tensor], paths: list[str], device: torch.device) -> list[T
     return images
 
 
-def augment(images: list[Tensor], size: int, generator: torch.Generator | None) -> Iterator[Tensor]:
-    """Training (a generator given): each image's random-resized crop and coin-flip mirror; evaluation: the centre
-    crop. Floats on the 0–255 scale."""
-    for image in images:
-        if generator is None:
+def augment(images: list[Tensor], size: int, seeds: list[int] | None) -> Iterator[Tensor]:
+    """Training (``seeds`` given, one per image, ``draw_seed``): each image's random-resized crop and coin-flip
+    mirror; evaluation: the centre crop. Floats on the 0–255 scale."""
+    for number, image in enumerate(images):
+        if seeds is None:
             yield centre_crop(image, size)
             continue
+        generator = torch.Generator().manual_seed(seeds[number])
         top, left, h, w = crop_params(image.shape[-2], image.shape[-1], generator)
         out = resized_crop(image, top, left, h, w, size)
         if torch.rand(1, generator=generator).item() < 0.5:

@@ -24,8 +24,6 @@ from kdcli.errors import UsageError
 
 MIX_SEED_OFFSET = 104_729
 """Seeds the mixing draws apart from the order and the crops, so turning mixing on leaves those as they were."""
-CROP_SEED_OFFSET = 15_485_863
-"""Seeds the device path's crop and flip draws apart from the order (kdcli.data.device_images)."""
 
 TrainingBatch = tuple[Tensor, Tensor, Mix | None]
 """Images, their labels, and how the batch was mixed (None when it was not)."""
@@ -283,10 +281,10 @@ class DeviceDecodeLoader(FolderLoader):
         self.image_size = image_size
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        from kdcli.data.device_images import augment, collate, decode
+        from kdcli.data.device_images import augment, collate, decode, draw_seed
 
-        crops = epoch_generator(self.seed + CROP_SEED_OFFSET, self.epoch, torch.device("cpu")) if self.shuffle else None
-        for data, labels, paths in self.data_loader(collate):
+        for data, labels, paths, indices in self.data_loader(collate):
             images = decode(data, paths, self.device)
-            batch = torch.stack(list(augment(images, self.image_size, crops))).div_(255)
+            seeds = [draw_seed(self.seed, self.epoch, index) for index in indices] if self.shuffle else None
+            batch = torch.stack(list(augment(images, self.image_size, seeds))).div_(255)
             yield batch, labels.to(self.device, non_blocking=True)

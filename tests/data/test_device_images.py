@@ -9,7 +9,16 @@ import torch
 from PIL import Image
 from torchvision.transforms import RandomResizedCrop, v2
 
-from kdcli.data.device_images import EncodedFiles, centre_crop, crop_params, decode, resized_crop
+from kdcli.data.device_images import (
+    EncodedFiles,
+    augment,
+    centre_crop,
+    collate,
+    crop_params,
+    decode,
+    draw_seed,
+    resized_crop,
+)
 from kdcli.data.loaders import DeviceDecodeLoader
 from kdcli.errors import UsageError
 
@@ -75,6 +84,26 @@ def test_an_epoch_on_the_device_path_repeats_with_the_seed_and_keeps_labels_with
     again = epoch(0, 2)  # in worker processes: the same batches
     assert all(torch.equal(a, b) and torch.equal(x, y) for (a, x), (b, y) in zip(first, again, strict=True))
     assert not all(torch.equal(a[0], b[0]) for a, b in zip(first, epoch(1, 0), strict=True))
+
+
+def test_each_image_is_cropped_the_same_whichever_rank_loads_it(tmp_path: Path) -> None:
+    """The crops are keyed by (seed, epoch, image), so two ranks together crop every image as one process does."""
+    dataset = EncodedFiles(folder(tmp_path))
+
+    def crops(shard: tuple[int, int]) -> dict[int, torch.Tensor]:
+        loader = DeviceDecodeLoader(dataset, 16, batch_size=4, device=torch.device("cpu"), shuffle=True, workers=0,
+                                    seed=3, shard=shard)  # fmt: skip
+        loader.set_epoch(2)
+        found = {}
+        for data, _, paths, indices in loader.data_loader(collate):
+            seeds = [draw_seed(3, 2, index) for index in indices]
+            images = augment(decode(data, paths, torch.device("cpu")), 16, seeds)
+            found.update(zip(indices, images, strict=True))
+        return found
+
+    whole = crops((0, 1))
+    ranks = {**crops((0, 2)), **crops((1, 2))}
+    assert sorted(ranks) == sorted(whole) and all(torch.equal(ranks[i], whole[i]) for i in whole)
 
 
 def test_a_file_nothing_decodes_is_named(tmp_path: Path) -> None:
