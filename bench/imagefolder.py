@@ -29,6 +29,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -181,8 +182,6 @@ def main() -> None:
         args.teacher_path = str(teacher_file(out, teacher, 10, args.image_size, folder, args))
         run_dir = out / f"kdcli-{teacher}-{student}"
         if run_dir.exists():
-            import shutil
-
             shutil.rmtree(run_dir)  # this benchmark's own run folder: measured afresh every time
         line: dict[str, Any] = {
             "benchmark": "imagefolder",

@@ -168,8 +168,17 @@ def sweep(
     """Arms (``methods``: method names, ``student``, or recipe presets) × ``grid`` × ``seeds``, each a run from
     ``config`` into its own folder under ``output.dir``, ``jobs`` at a time; resumable; ends with the compare table and
     the verdict against ``baseline`` (kdcli.sweeps)."""
-    return run_sweep(_as_config(config), methods, seeds, grid, jobs=jobs, threads=threads, baseline=baseline,
-                     min_gain=min_gain, reporter=reporter)  # fmt: skip
+    return run_sweep(
+        _as_config(config),
+        methods,
+        seeds,
+        grid,
+        jobs=jobs,
+        threads=threads,
+        baseline=baseline,
+        min_gain=min_gain,
+        reporter=reporter,
+    )
 
 
 def export(

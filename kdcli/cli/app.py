@@ -580,8 +580,17 @@ def sweep(
     arms = parse_list("--methods", methods, str)
     seed_list = parse_list("--seeds", seeds, int)
     resolved = resolve(_layers(preset, config, flags, set_))
-    result = api.sweep(resolved.config, arms, seed_list, parse_grid(grid or []), jobs=jobs, threads=threads,
-                       baseline=baseline, min_gain=min_gain, reporter=_reporter(quiet))  # fmt: skip
+    result = api.sweep(
+        resolved.config,
+        arms,
+        seed_list,
+        parse_grid(grid or []),
+        jobs=jobs,
+        threads=threads,
+        baseline=baseline,
+        min_gain=min_gain,
+        reporter=_reporter(quiet),
+    )
 
     def render() -> list[Any]:
         lines: list[Any] = [api.markdown_table(result.compare).rstrip("\n")] if result.compare["rows"] else []

@@ -298,11 +298,23 @@ def _build_imagefolder(
         )
     workers = loader_workers(config.workers, shard[1])
     notes = train_notes + test_notes
-    train_options: dict[str, Any] = {"batch_size": batch_size, "device": device, "shuffle": True, "workers": workers,
-                                     "seed": seed, "shard": shard, "drop_last": config.drop_last,
-                                     "mixing": mixing_of(config)}  # fmt: skip
-    test_options: dict[str, Any] = {"batch_size": eval_batch_size, "device": device, "shuffle": False,
-                                    "workers": workers, "shard": shard}  # fmt: skip
+    train_options: dict[str, Any] = {
+        "batch_size": batch_size,
+        "device": device,
+        "shuffle": True,
+        "workers": workers,
+        "seed": seed,
+        "shard": shard,
+        "drop_last": config.drop_last,
+        "mixing": mixing_of(config),
+    }
+    test_options: dict[str, Any] = {
+        "batch_size": eval_batch_size,
+        "device": device,
+        "shuffle": False,
+        "workers": workers,
+        "shard": shard,
+    }
     train: FolderLoader
     if config.decode == "device" and device.type == "cuda":
         train = DeviceDecodeLoader(EncodedFiles(train_set.reader.samples), size, **train_options)

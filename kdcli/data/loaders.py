@@ -94,11 +94,15 @@ class Loader:
             for images, labels in self:
                 yield images, labels, None
             return
-        generator = epoch_generator(self.seed + MIX_SEED_OFFSET, self.epoch, self.device)
+        generator = self.mix_generator()
         for images, labels in self:
             partners = partner_positions(labels.numel(), labels.device)
             mixed, weight = self.mixing.apply(images, images[partners], generator)
             yield mixed, labels, Mix(labels[partners], weight)
+
+    def mix_generator(self) -> torch.Generator:
+        """This epoch's generator of the mixing draws, apart from the order's and the crops'."""
+        return epoch_generator(self.seed + MIX_SEED_OFFSET, self.epoch, self.device)
 
 
 def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
@@ -157,7 +161,7 @@ class TensorLoader(Loader):
         """This rank's batches; with ``mixing``, the whole global batch is mixed with itself reversed, so every
         rank's slice is mixed with the same partners as one process's."""
         generator = epoch_generator(self.seed, self.epoch, self.device)
-        mix_generator = epoch_generator(self.seed + MIX_SEED_OFFSET, self.epoch, self.device) if mixing else None
+        mix_generator = self.mix_generator() if mixing else None
         if self.shuffle:
             order = torch.randperm(self.num_samples, generator=generator, device=self.device)
         else:

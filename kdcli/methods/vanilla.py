@@ -23,8 +23,9 @@ class Vanilla(ControlTargetMethod):
     def __init__(self, options: MethodOptions, context: MethodContext) -> None:
         super().__init__(options, context)
         options = self.options
-        self.loss = SoftTargetLoss(options.temperature, options.ce_weight, options.kd_weight,
-                                   options.logit_standardization)  # fmt: skip
+        self.loss = SoftTargetLoss(
+            options.temperature, options.ce_weight, options.kd_weight, options.logit_standardization
+        )
 
     def forward(
         self, student: ModelOutput, teacher: ModelOutput | None, labels: Tensor, progress: Tensor

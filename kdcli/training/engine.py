@@ -65,18 +65,15 @@ def train_epoch(run: Run, reporter: Reporter) -> EpochTraining:
     loader = run.data.train
     loader.set_epoch(run.epoch)
     steps = len(loader)
-    batches = loader.training_batches()
     waited = 0.0
-    for index in range(steps + 1):
-        asked = time.perf_counter()
-        batch = next(batches, None)
+    asked = time.perf_counter()
+    for index, (images, labels, mix) in enumerate(loader.training_batches()):
         waited += time.perf_counter() - asked
-        if batch is None:
-            break
-        images, labels, mix = batch
         run.step(images, labels, run.epoch + index / steps, loader.share(index, labels.numel()), mix)
         run.scheduler.step()
         reporter.advance()
+        asked = time.perf_counter()
+    waited += time.perf_counter() - asked  # the loader's end of epoch (its workers stopping)
     losses, top1 = run.step.means()
     return EpochTraining(losses, top1, waited)
 
