@@ -179,8 +179,9 @@ def _print_result(result: RunResult, as_json: bool, quiet: bool = False) -> None
         columns = ("model", "arch", "params", "MACs", "top-1", "top-1 (best val)", "top-5")
         timing = report.timing
         waiting = "" if timing.loader_fraction is None else f" ({100 * timing.loader_fraction:.0f} % waiting for data)"
+        epochs = f"{final.epochs} epoch" + ("" if final.epochs == 1 else "s")
         summary = (
-            f"{final.epochs} epochs, {timing.seconds_per_epoch:.1f} s/epoch{waiting}, {timing.images_per_second:.0f} "
+            f"{epochs}, {timing.seconds_per_epoch:.1f} s/epoch{waiting}, {timing.images_per_second:.0f} "
             f"images/s on {report.environment.device}; run directory {result.run_dir}"
         )
         return [table(title, columns, rows, right=columns[2:]), summary]

@@ -188,6 +188,15 @@ def test_teacher_file_without_the_usual_suffix_is_a_file(
     assert json.loads(out)["teacher"]["arch"] == "resnet8"
 
 
+def test_the_summary_line_counts_epochs_in_words(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, teacher_file: Path
+) -> None:
+    code, out, err = run(capsys, "distill", "--teacher", str(teacher_file), "--student", "resnet8", "--train-subset",
+                         "100", "--epochs", "1", "--device", "cpu", "--out", str(tmp_path / "r"))  # fmt: skip
+    assert code == 0, err
+    assert re.search(r"^1 epoch, [0-9.]+ s/epoch \([0-9]+ % waiting for data\), [0-9]+ images/s on cpu", out, re.M), out
+
+
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # bit-for-bit repeatable across processes
 
 
