@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import itertools
 import json
 import os
@@ -215,9 +216,9 @@ def check_models(runs: list[PlannedRun]) -> None:
 
 def default_jobs(runs: list[PlannedRun], threads: int | None) -> tuple[int, int]:
     """``(jobs, threads per run)`` for this machine: on a GPU as many runs as its free memory holds at the measured
-    size of one (one training step of the first run, on the device, with a margin), at most 16; on the CPU the
-    cores divided by the threads of one run (one each by default)."""
-    cores = os.cpu_count() or 1
+    size of one (one training step of the first run, on the device, with a margin), at most 16, the cores shared
+    among them; on the CPU the cores divided by the threads of one run (one each by default)."""
+    cores = len(_cores())
     device = runs[0].config.train.device
     import torch
 
@@ -225,7 +226,8 @@ def default_jobs(runs: list[PlannedRun], threads: int | None) -> tuple[int, int]
         peak = measured_memory(runs[0].config)
         free, _ = torch.cuda.mem_get_info()
         per_run = peak * 1.5 + (600 << 20)  # the step's peak, a margin, and each process's CUDA context
-        return max(1, min(16, len(runs), int(0.9 * free // per_run))), threads or max(1, cores // 8)
+        jobs = max(1, min(16, len(runs), int(0.9 * free // per_run)))
+        return jobs, threads or max(1, cores // jobs)
     per = threads or 1
     return max(1, min(len(runs), cores // per)), per
 
@@ -250,9 +252,31 @@ def measured_memory(config: RunConfig) -> int:
     return peak
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+def _cores() -> list[int]:
+    """The CPU cores this process may run on."""
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+
+
+def core_shares(jobs: int, threads: int) -> list[frozenset[int]] | None:
+    """The cores of each of ``jobs`` run slots: the cores this process may use, split into ``jobs`` contiguous shares
+    (sizes differing by one at most). A run is pinned to its slot's share, so its threads and its image loader's
+    workers (one per core it may use, kdcli.data.loader_workers) stay on its own cores, instead of every run
+    starting a worker on every core of the machine. None (no pinning) where the platform cannot pin, or where the
+    runs ask more threads than the cores hold (``--threads``: oversubscribing is then the user's choice)."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    cores = _cores()
+    if jobs * threads > len(cores):
+        return None
+    return [frozenset(cores[k * len(cores) // jobs : (k + 1) * len(cores) // jobs]) for k in range(jobs)]
+
+
+def _prepare_worker(cores: frozenset[int] | None) -> None:  # pragma: no cover - in the child, between fork and exec
+    """Die with the sweep (Linux's parent-death signal) and stay on the run's cores."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if cores is not None:
+        os.sched_setaffinity(0, cores)
 
 
 def _state(out: Path, runs: list[PlannedRun]) -> dict[str, str]:
@@ -314,7 +338,9 @@ class _Workers:
     def __init__(self) -> None:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
-    def run(self, run: PlannedRun, out: Path, how: str, threads: int) -> tuple[int, float]:
+    def run(
+        self, run: PlannedRun, out: Path, how: str, threads: int, cores: frozenset[int] | None
+    ) -> tuple[int, float]:
         work = out / WORK
         target = out / run.name if how == "resume" else work / f"{run.name}.yaml"
         command = [sys.executable, "-m", "kdcli.sweeps", how, str(target)]
@@ -328,7 +354,7 @@ class _Workers:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                preexec_fn=functools.partial(_prepare_worker, cores) if sys.platform == "linux" else None,
             )
             self.processes[run.name] = process
             code = process.wait()
@@ -420,26 +446,36 @@ def sweep(
         if state[run.name] == "done":
             outcomes[run.name] = _outcome(run, out, "finished", None, 0.0)
     pending = [run for run in runs if run.name not in outcomes]
+    shares = core_shares(max(1, min(chosen, len(pending))), per_run)
+    pinned = ""
+    if shares:
+        low, high = min(map(len, shares)), max(map(len, shares))
+        pinned = f" on {low} core(s)" if low == high else f" on {low}-{high} cores"
     reporter.note(
         f"sweep: {len(runs)} runs ({len(runs) - len(pending)} already done), {chosen} at a time, "
-        f"{per_run} thread(s) each, in {out}"
+        f"{per_run} thread(s) each{pinned}, in {out}"
     )
     started = time.perf_counter()
     workers = _Workers()
     flight: dict[Future[tuple[int, float]], PlannedRun] = {}
     queue = list(pending)
+    slots: dict[Future[tuple[int, float]], int] = {}  # a run in flight -> its slot (its share of the cores)
+    free = list(range(chosen))
     _show(reporter, outcomes, flight, len(runs))
     stopped = False
     with _terminate_on_sigterm(), ThreadPoolExecutor(max_workers=chosen) as pool:
         try:
             while queue or flight:
                 while queue and len(flight) < chosen:
-                    run = queue.pop(0)
-                    flight[pool.submit(workers.run, run, out, state[run.name], per_run)] = run
+                    run, slot = queue.pop(0), free.pop(0)
+                    cores_of_run = shares[slot] if shares else None
+                    future = pool.submit(workers.run, run, out, state[run.name], per_run, cores_of_run)
+                    flight[future], slots[future] = run, slot
                     _show(reporter, outcomes, flight, len(runs))
                 done, _ = wait(flight, return_when=FIRST_COMPLETED)
                 for future in done:
                     run = flight.pop(future)
+                    free.append(slots.pop(future))
                     code, seconds = future.result()
                     finished = code == 0 and (out / run.name / "report.json").is_file()
                     reason = None if finished else _reason(work / f"{run.name}.log", code)

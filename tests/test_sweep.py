@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from kdcli.reporting.verdict import difference, t_quantile
+from kdcli.sweeps import core_shares
 from tests.conftest import refused, run
 
 TINY = [
@@ -65,6 +66,18 @@ def test_unmatched_seeds_take_welchs_interval() -> None:
 
 
 # --- refused before any run ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="pinning to cores is Linux's")
+def test_runs_at_a_time_share_the_cores_without_overlap() -> None:
+    cores = os.sched_getaffinity(0)
+    for jobs in range(1, len(cores) + 1):
+        shares = core_shares(jobs, 1)
+        assert shares is not None and len(shares) == jobs
+        assert set().union(*shares) == cores and sum(map(len, shares)) == len(cores)  # a partition of the cores
+        assert max(map(len, shares)) - min(map(len, shares)) <= 1
+    assert core_shares(len(cores), 2) is None  # more threads asked than the cores hold: not pinned
+    assert core_shares(len(cores) + 1, 1) is None
 
 
 def test_bad_input_fails_the_sweep_before_any_run(
@@ -161,6 +174,9 @@ def test_a_sweep_lays_out_its_runs_and_its_verdict_is_the_hand_computation(
     assert document["schema"] == "kdcli.sweep/1" and document["passed"] is True
     assert all(r["status"] == "finished" for r in document["runs"]) and len(document["runs"]) == 6
     assert len([line for line in err.splitlines() if "top-1" in line and "/6 " in line]) == 6  # a line a run
+    if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2:  # two at a time: each on its half
+        cores = {json.loads((out / name / "report.json").read_text())["environment"]["cpu_cores"] for name in names}
+        assert cores <= {len(os.sched_getaffinity(0)) // 2, (len(os.sched_getaffinity(0)) + 1) // 2}, cores
     # the verdict against vanilla at its defaults (T = 4), by hand from the report files
     judged = {(a["method"], a["settings"]): a for a in document["verdict"]["arms"]}
     assert set(judged) == {("vanilla (temperature=2.0)", ""), ("no teacher (kdcli train)", "")}  # not the baseline

@@ -248,11 +248,16 @@ def _image_folder(dataset_class: Any, folder: Path, transform: Any) -> tuple[Che
     return CheckedImages(dataset), notes
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity: a sweep pins each run to its share, kdcli.sweeps)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def loader_workers(asked: int | None, processes: int) -> int:
     """Loader processes for an image folder: as asked, at most one per CPU core this process may use (more only adds
     contention); by default one per core, the cores shared among the ``processes`` of a torchrun job. Decoding JPEGs
     at 224 px is what usually sets the pace on one GPU, so the default takes every core rather than a constant."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = usable_cores()
     if asked is not None:
         return min(asked, cores)
     return max(1, cores // max(1, processes))

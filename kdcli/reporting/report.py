@@ -35,6 +35,8 @@ class Environment(Record):
     device: str
     cuda: str | None = None
     cpu_threads: int
+    cpu_cores: int | None = None
+    """The CPU cores the run could use (a sweep's run: its share of the machine's); absent in older reports."""
 
 
 class TeacherCheck(Record):

@@ -13,6 +13,7 @@ import torch
 
 from kdcli._version import __version__
 from kdcli.config import dump
+from kdcli.data import usable_cores
 from kdcli.io.model_file import ModelCard, save_model
 from kdcli.models.factory import create_model
 from kdcli.reporting.markdown import write_reports
@@ -40,6 +41,7 @@ def environment(device: torch.device) -> Environment:
         device=torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
         cuda=torch.version.cuda,
         cpu_threads=torch.get_num_threads(),
+        cpu_cores=usable_cores(),
     )
 
 
