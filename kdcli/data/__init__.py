@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from kdcli.config import DataConfig
 from kdcli.data.device_images import EncodedFiles
+from kdcli.data.images import checked_image
 from kdcli.data.loaders import DeviceDecodeLoader, FolderLoader, Loader, TensorLoader, crop_flip
 from kdcli.data.mixing import Mix, Mixing
 from kdcli.data.sources import STATS, ImageArrays, load_cifar, load_embedded, load_fashion_mnist
@@ -153,10 +154,6 @@ def build_data(
     )
 
 
-# PIL modes whose conversion to RGB keeps the picture; 16-bit and float images ("I;16", "I", "F") are clipped at 255.
-FAITHFUL_MODES = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"})
-
-
 class CheckedImages(torch.utils.data.Dataset):
     """The images of timm's ImageDataset (its reader's files and labels, its transform), each decoded here: a file
     that cannot be decoded is refused by name rather than skipped, and likewise an image whose pixels the conversion
@@ -172,22 +169,10 @@ class CheckedImages(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> Any:
-        from PIL import Image
-
         name = self.dataset.filename(index, absolute=True)
         source, target = self.reader[index][:2]
-        try:
-            with source, Image.open(source) as image:
-                if image.mode not in FAITHFUL_MODES:  # the header's mode, before any pixel is decoded
-                    raise UsageError(
-                        f"{name} is a {image.mode!r} image, whose values converting to 8-bit RGB would "
-                        "clip; convert it to 8-bit (RGB or grey) or remove it"
-                    )
-                picture = image.convert("RGB")  # decodes the pixels: a damaged file fails here
-        except Image.DecompressionBombError as exc:
-            raise UsageError(f"{name} is too large to decode safely ({exc}); resize or remove it") from None
-        except (OSError, SyntaxError, ValueError) as exc:  # PIL's UnidentifiedImageError is an OSError
-            raise UsageError(f"{name} is not a readable image ({exc}); remove or replace it") from None
+        with source, checked_image(source, name) as image:
+            picture = image.convert("RGB")  # decodes the pixels: a damaged file fails here
         transform = self.dataset.transform
         return (transform(picture) if transform is not None else picture), target
 

@@ -18,6 +18,7 @@ are what this path uses until TorchCodec's GPU JPEG decoder is measured against 
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -27,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from kdcli.data.images import checked_image
 from kdcli.errors import UsageError
 
 SCALE = (0.08, 1.0)
@@ -88,7 +90,10 @@ class EncodedFiles(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, int, str, int]:
         path, label = self.samples[index]
-        return torch.frombuffer(bytearray(Path(path).read_bytes()), dtype=torch.uint8), label, path, index
+        raw = Path(path).read_bytes()
+        with checked_image(io.BytesIO(raw), path):
+            pass  # the header only, the host path's checks; the pixels are decoded on the device
+        return torch.frombuffer(bytearray(raw), dtype=torch.uint8), label, path, index
 
 
 def collate(batch: list[tuple[Tensor, int, str, int]]) -> tuple[list[Tensor], Tensor, list[str], list[int]]:

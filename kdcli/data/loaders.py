@@ -245,11 +245,16 @@ class FolderLoader(Loader):
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         from timm.data.loader import fast_collate
 
+        for images, labels in self.worker_batches(fast_collate):
+            images = images.to(self.device, non_blocking=True).float().div_(255)
+            yield images, labels.to(self.device, non_blocking=True)
+
+    def worker_batches(self, collate: Callable[..., Any]) -> Iterator[Any]:
+        """This epoch's batches from ``data_loader``; a file a worker refused (a usage error, which comes back with
+        the worker's traceback in its message) is raised again with its own one line."""
         try:
-            for images, labels in self.data_loader(fast_collate):
-                images = images.to(self.device, non_blocking=True).float().div_(255)
-                yield images, labels.to(self.device, non_blocking=True)
-        except UsageError as exc:  # a worker's error comes back with its traceback: keep the message's last line
+            yield from self.data_loader(collate)
+        except UsageError as exc:
             raise UsageError(str(exc).strip().splitlines()[-1].removeprefix("kdcli.errors.UsageError: ")) from None
 
     def data_loader(self, collate: Callable[..., Any]) -> torch.utils.data.DataLoader:
@@ -287,7 +292,7 @@ class DeviceDecodeLoader(FolderLoader):
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         from kdcli.data.device_images import augment, collate, decode, draw_seed
 
-        for data, labels, paths, indices in self.data_loader(collate):
+        for data, labels, paths, indices in self.worker_batches(collate):
             images = decode(data, paths, self.device)
             seeds = [draw_seed(self.seed, self.epoch, index) for index in indices] if self.shuffle else None
             batch = torch.stack(list(augment(images, self.image_size, seeds))).div_(255)

@@ -4,6 +4,7 @@ nvJPEG call itself needs CUDA and runs in bench/gpu.sh)."""
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -109,12 +110,40 @@ def test_each_image_is_cropped_the_same_whichever_rank_loads_it(tmp_path: Path) 
 def test_a_file_nothing_decodes_is_named(tmp_path: Path) -> None:
     bad = tmp_path / "cut.jpg"
     good = tmp_path / "good.jpg"
-    Image.new("RGB", (20, 20)).save(good)
-    bad.write_bytes(good.read_bytes()[:40])
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(good)
+    bad.write_bytes(
+        good.read_bytes()[: good.stat().st_size // 2]
+    )  # the header whole (the workers pass it), half the pixels
     files = EncodedFiles([(good, 0), (bad, 1)])
     data = [files[0][0], files[1][0]]
     with pytest.raises(UsageError, match=r"cut\.jpg is not a readable image"):
         decode(data, [str(good), str(bad)], torch.device("cpu"))
+
+
+def test_the_loader_processes_refuse_what_the_host_path_refuses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The device path reads only bytes in its workers; PIL's header check there refuses, by name, a 16-bit image
+    (its conversion to 8-bit RGB clips), a file that is no image, and one over the decompression-bomb limit."""
+    deep, text, fine = tmp_path / "scan.png", tmp_path / "notes.jpg", tmp_path / "fine.png"
+    Image.fromarray(np.full((16, 16), 40000, dtype=np.uint16)).save(deep)
+    text.write_text("not an image")
+    Image.new("RGB", (16, 16)).save(fine)
+    files = EncodedFiles([(deep, 0), (text, 1), (fine, 2)])
+    with pytest.raises(UsageError, match=r"scan\.png is a 'I.*would clip"):
+        files[0]
+    with pytest.raises(UsageError, match=r"notes\.jpg is not a readable image"):
+        files[1]
+    assert files[2][0].numel() == fine.stat().st_size
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 16 × 16 = 256 pixels > 2 × 100
+    with pytest.raises(UsageError, match=r"fine\.png is too large to decode safely"):
+        files[2]
+    monkeypatch.undo()
+    loader = DeviceDecodeLoader(files, 16, batch_size=3, device=torch.device("cpu"), shuffle=True, workers=2, seed=0)
+    with pytest.raises(UsageError) as refused:  # from a worker process: one line, not the worker's traceback
+        list(loader)
+    assert "\n" not in str(refused.value) and str(refused.value).startswith(str(tmp_path)), str(refused.value)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="nvJPEG needs a CUDA device; none is visible here")
