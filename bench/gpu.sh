@@ -21,6 +21,8 @@
 # With KDCLI_GPU_PLAN=recipes (issue 23) stage 2 is skipped and stage 3 trains its own 40-epoch teacher (seed 0),
 # then runs vanilla against the recipes (fmnist5k-consistent, dist, bench/recipes/*.yaml) for
 # KDCLI_GPU_EPOCHS (default 40; 160 and 400 for the patience curve, one call each) and 3 seeds, 8 at a time.
+# KDCLI_GPU_ARMS replaces those arms and KDCLI_GPU_GRID adds a sweep grid: the temperature grid is
+#   KDCLI_GPU_PLAN=recipes KDCLI_GPU_ARMS="vanilla BEST" KDCLI_GPU_GRID="method.temperature=1,2,4,8" bash bench/gpu.sh OUT
 # With KDCLI_GPU_PLAN=imagefolder (issue 24) stages 2 and 3 give way to bench/imagefolder.py: a 224-px JPEG folder of
 # 10,000 images, resnet50 → resnet18 and vit_small → vit_tiny, loader alone, step alone, kdcli distill and timm's
 # train.py (.data/timm-train/train.py, put there by --prepare from a fetched timm repository) for 3 epochs each; then
@@ -41,6 +43,8 @@ ARMS=(student vanilla pesf skd pea)
 RECIPE_ARMS=(vanilla fmnist5k-consistent dist bench/recipes/ls.yaml bench/recipes/ls-paper.yaml
              bench/recipes/consistent-labels.yaml)
 PLAN=${KDCLI_GPU_PLAN:-protocol}
+[[ -n ${KDCLI_GPU_ARMS:-} ]] && read -r -a RECIPE_ARMS <<<"$KDCLI_GPU_ARMS"
+GRID=(); [[ -n ${KDCLI_GPU_GRID:-} ]] && GRID=(--grid "$KDCLI_GPU_GRID")
 
 if [[ ${1:-} == --prepare ]]; then
     mkdir -p .whl .data
@@ -99,14 +103,15 @@ if [[ $DRY == --dry-run ]]; then
     DEVICE=cpu; TEST_LIMIT=600; PARITY_LIMIT=900; TOTAL_LIMIT=3000
     PARITY=(--epochs 1 --teacher-epochs 1 --seeds 0 --jobs 2 --ablations "kdcli/alone:data.drop_last=false")
     FMNIST=(--epochs 1 --seeds 0 --arms student vanilla --jobs 2 --threads 1)
-    [[ $PLAN == recipes ]] && FMNIST=(--epochs 1 --teacher-epochs 1 --seeds 0 --arms "${RECIPE_ARMS[@]:0:3}" --jobs 2 --threads 1)
+    [[ $PLAN == recipes ]] && FMNIST=(--epochs 1 --teacher-epochs 1 --seeds 0 --arms "${RECIPE_ARMS[@]:0:3}" "${GRID[@]}"
+                                      --jobs 2 --threads 1)
     ENGINE=(--device cpu --images 256 --configs eager bf16)
 else
     DEVICE=cuda; TEST_LIMIT=300; PARITY_LIMIT=270; TOTAL_LIMIT=525
     PARITY=(--jobs 12 --ablations none --kdcli-args=--no-compile)
     FMNIST=(--arms "${ARMS[@]}" --jobs 8 --threads 2 --set train.compile=false)
-    [[ $PLAN == recipes ]] && FMNIST=(--arms "${RECIPE_ARMS[@]}" --epochs "${KDCLI_GPU_EPOCHS:-40}" --jobs 8 --threads 2
-                                      --set train.compile=false)
+    [[ $PLAN == recipes ]] && FMNIST=(--arms "${RECIPE_ARMS[@]}" "${GRID[@]}" --epochs "${KDCLI_GPU_EPOCHS:-40}" --jobs 8
+                                      --threads 2 --set train.compile=false)
     ENGINE=(--images 20000 --configs eager recipe graphs-eager batch1024 pesf skd pea-nosps bf16)
 fi
 DATA=.data/fashion-mnist
