@@ -40,6 +40,16 @@ MAX_IMAGE_SIZE = 2048
 """``data.image_size`` at most: twice the largest input of timm's pretrained models (1024, SAM's ViTs)."""
 
 
+class KeyedValueError(ValueError):
+    """A model validator's error about one key (a value that contradicts another key's): reported under that key,
+    with its value, and with the layer that set it, as a field's own error is. ``key`` is relative to the model."""
+
+    def __init__(self, key: str, value: Any, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.value = value
+
+
 class Section(Settings):
     """A configuration section: unknown keys are errors, numbers are finite, and a boolean is not a number."""
 
@@ -100,9 +110,11 @@ class DataConfig(Section):
     @model_validator(mode="after")
     def _mix_prob_needs_mixing(self) -> DataConfig:
         if self.mix_prob != 1.0 and self.mixup == 0 and self.cutmix == 0:
-            raise ValueError(
-                "data.mix_prob is the chance that a batch is mixed, and nothing mixes: set data.mixup or data.cutmix "
-                "(an α such as 0.2 or 1.0) too"
+            raise KeyedValueError(
+                "mix_prob",
+                self.mix_prob,
+                "it is the chance that a batch is mixed, and nothing mixes: set data.mixup or data.cutmix (an α "
+                "such as 0.2 or 1.0) too",
             )
         return self
 
@@ -138,11 +150,13 @@ class ScheduleConfig(Section):
     @model_validator(mode="after")
     def _one_warmup_and_a_cycle_onecycle_has(self) -> ScheduleConfig:
         if self.warmup_epochs > 0 and self.warmup_fraction is not None:
-            raise ValueError("give warmup_epochs or warmup_fraction, not both")
+            raise KeyedValueError(
+                "warmup_fraction", self.warmup_fraction, "give warmup_epochs or warmup_fraction, not both"
+            )
         if self.cycle_momentum and self.name != "onecycle":
-            raise ValueError(f"cycle_momentum belongs to the onecycle schedule, not {self.name!r}")
+            raise KeyedValueError("cycle_momentum", True, f"it belongs to the onecycle schedule, not {self.name!r}")
         if self.cycle_momentum and self.base_momentum > self.max_momentum:
-            raise ValueError(f"base_momentum {self.base_momentum} is above max_momentum {self.max_momentum}")
+            raise KeyedValueError("base_momentum", self.base_momentum, f"it is above max_momentum {self.max_momentum}")
         return self
 
     def warmup(self, epochs: int) -> float:
@@ -221,7 +235,9 @@ class RunConfig(Section):
     @model_validator(mode="after")
     def _momentum_cycles_with_sgd(self) -> RunConfig:
         if self.schedule.cycle_momentum and self.optim.name != "sgd":
-            raise ValueError("schedule.cycle_momentum cycles SGD's momentum; use optim.name sgd or turn it off")
+            raise KeyedValueError(
+                "schedule.cycle_momentum", True, "it cycles SGD's momentum; use optim.name sgd or turn it off"
+            )
         return self
 
     @property
@@ -596,6 +612,9 @@ def _explain(
     """One line for the first validation error: the key, what is wrong, the valid choices, and where it came from."""
     error = exc.errors()[0]
     loc = tuple(error["loc"])
+    keyed = (error.get("ctx") or {}).get("error")
+    if isinstance(keyed, KeyedValueError):  # a model validator's: the section's loc, the key named by the error
+        loc, error = (*loc, *keyed.key.split(".")), {**error, "input": keyed.value}
     key = prefix + ".".join(str(part) for part in loc)
     where = _origin(key, sources)
     if error["type"] == "extra_forbidden":

@@ -262,7 +262,7 @@ def core_shares(jobs: int, threads: int) -> list[frozenset[int]] | None:
     (sizes differing by one at most). A run is pinned to its slot's share, so its threads and its image loader's
     workers (one per core it may use, kdcli.data.loader_workers) stay on its own cores, instead of every run
     starting a worker on every core of the machine. None (no pinning) where the platform cannot pin, or where the
-    runs ask more threads than the cores hold (``--threads``: oversubscribing is then the user's choice)."""
+    runs ask more threads than the cores hold (oversubscribing is then the caller's choice)."""
     if not hasattr(os, "sched_setaffinity"):
         return None
     cores = _cores()

@@ -1,4 +1,5 @@
 import io
+import re
 from pathlib import Path
 from typing import Any
 
@@ -201,8 +202,9 @@ def _round_trip(state: dict[str, Any]) -> io.BytesIO:
 def test_schedule_settings_that_contradict_are_refused(
     schedule: dict[str, Any], optim: dict[str, Any], message: str
 ) -> None:
-    with pytest.raises(UsageError, match=message):
+    with pytest.raises(UsageError, match=message) as refused:
         resolve([("t", {"schedule": schedule, "optim": optim})])
+    assert re.match(r"invalid value for 'schedule\.[a-z_]+' \(from t\)", str(refused.value)), str(refused.value)
 
 
 def test_cycled_momentum_keeps_cuda_graphs_off() -> None:
