@@ -44,7 +44,7 @@ RECIPE_ARMS=(vanilla fmnist5k-consistent dist bench/recipes/ls.yaml bench/recipe
              bench/recipes/consistent-labels.yaml)
 PLAN=${KDCLI_GPU_PLAN:-protocol}
 [[ -n ${KDCLI_GPU_ARMS:-} ]] && read -r -a RECIPE_ARMS <<<"$KDCLI_GPU_ARMS"
-GRID=(); [[ -n ${KDCLI_GPU_GRID:-} ]] && GRID=(--grid "$KDCLI_GPU_GRID")
+GRID=(); [[ -n ${KDCLI_GPU_GRID:-} ]] && read -r -a GRID <<<"--grid $KDCLI_GPU_GRID"  # items split at spaces
 
 if [[ ${1:-} == --prepare ]]; then
     mkdir -p .whl .data

@@ -10,8 +10,8 @@ vit_small_patch16_224:vit_tiny_patch16_224) it measures, with the same batch and
 
 - the loader alone: kdcli's image-folder training loader (timm's transforms in prefetcher mode, worker processes,
   pinned memory) iterated for one epoch with nothing else to do, images/s, and its seconds to the first batch (the
-  worker start-up each epoch pays: what persistent workers would save); then over its first 2,048 images with 1,
-  half the cores and all of them as workers (does one more core still help?);
+  worker start-up each epoch pays: what persistent workers would save); then its steady rate after the first batch
+  over its first 4,096 images with 1, half the cores and all of them as workers (does one more core still help?);
 - the step alone: kdcli's whole distillation step (teacher forward, student forward and backward, optimizer) on one
   batch resident on the device, images/s;
 - the whole ``kdcli distill`` for ``--epochs``: images/s over its training epochs, the share of that time spent
@@ -115,31 +115,35 @@ def config(
 
 def loader_speed(
     folder: Path, args: argparse.Namespace, device: torch.device, workers: int | None, limit: int | None = None
-) -> tuple[float, float]:
-    """The training loader alone for one epoch (or its first ``limit`` images): images/s, worker start-up included
-    as every epoch pays it, and the seconds to its first batch (what persistent workers would save an epoch)."""
+) -> tuple[float, float, float]:
+    """The training loader alone for one epoch (or its first ``limit`` images): images/s over the whole of it
+    (worker start-up included, as every epoch pays it), the seconds to its first batch (what persistent workers would
+    save an epoch), and images/s after the first batch (the workers' steady rate)."""
     data = DataConfig(
         name="imagefolder", dir=str(folder), image_size=args.image_size, workers=workers, decode=args.decode
     )
     bundle = build_data(data, device, args.batch_size, args.batch_size, seed=0)
-    started, images, first = time.perf_counter(), 0, 0.0
+    started, images, first, first_images = time.perf_counter(), 0, None, 0
     for batch, _ in bundle.train:
         images += batch.shape[0]
-        if not first:
-            first = time.perf_counter() - started
+        if first is None:
+            first, first_images = time.perf_counter() - started, images
         if limit is not None and images >= limit:
             break
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return images / (time.perf_counter() - started), first
+    seconds = time.perf_counter() - started
+    first = first or 0.0
+    steady = (images - first_images) / (seconds - first) if images > first_images else 0.0
+    return images / seconds, first, steady
 
 
 def loader_scaling(folder: Path, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
-    """The loader alone over its first 2,048 images with 1, half the cores and all of them: does another core
-    still add images/s (the default takes every core)?"""
+    """The loader's steady rate (after its first batch, over its first 4,096 images) with 1, half the cores and all
+    of them as workers: does another core still add images/s (the default takes every core)?"""
     cores = loader_workers(None, 1)
     counts = sorted({1, max(1, cores // 2), cores})
-    return {str(n): loader_speed(folder, args, device, n, limit=2048)[0] for n in counts}
+    return {str(n): loader_speed(folder, args, device, n, limit=4096)[2] for n in counts}
 
 
 def step_speed(settings: dict[str, Any], steps: int) -> float:
@@ -193,7 +197,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(args.device)
     folder = make_folder(out, args.data_dir, args.images, args.val_images, args.image_size)
-    loader, first_batch = loader_speed(folder, args, device, args.workers)
+    loader, first_batch, _ = loader_speed(folder, args, device, args.workers)
     scaling = loader_scaling(folder, args, device)
     for pair in args.pairs:
         teacher, student = pair.split(":")

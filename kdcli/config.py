@@ -41,13 +41,13 @@ MAX_IMAGE_SIZE = 2048
 
 
 class KeyedValueError(ValueError):
-    """A model validator's error about one key (a value that contradicts another key's): reported under that key,
-    with its value, and with the layer that set it, as a field's own error is. ``key`` is relative to the model."""
+    """A model validator's error about keys that contradict each other (``values``: each key, relative to the model,
+    with its value). It is reported as a field's own error is, under the key the latest layer set (the first key when
+    no layer did), with that key's value and layer: the setting the user just gave is the one named."""
 
-    def __init__(self, key: str, value: Any, message: str) -> None:
+    def __init__(self, message: str, values: dict[str, Any]) -> None:
         super().__init__(message)
-        self.key = key
-        self.value = value
+        self.values = values
 
 
 class Section(Settings):
@@ -111,10 +111,9 @@ class DataConfig(Section):
     def _mix_prob_needs_mixing(self) -> DataConfig:
         if self.mix_prob != 1.0 and self.mixup == 0 and self.cutmix == 0:
             raise KeyedValueError(
-                "mix_prob",
-                self.mix_prob,
-                "it is the chance that a batch is mixed, and nothing mixes: set data.mixup or data.cutmix (an α "
-                "such as 0.2 or 1.0) too",
+                "data.mix_prob is the chance that a batch is mixed, and nothing mixes: set data.mixup or data.cutmix "
+                "(an α such as 0.2 or 1.0) too",
+                {"mix_prob": self.mix_prob},
             )
         return self
 
@@ -151,12 +150,19 @@ class ScheduleConfig(Section):
     def _one_warmup_and_a_cycle_onecycle_has(self) -> ScheduleConfig:
         if self.warmup_epochs > 0 and self.warmup_fraction is not None:
             raise KeyedValueError(
-                "warmup_fraction", self.warmup_fraction, "give warmup_epochs or warmup_fraction, not both"
+                "give schedule.warmup_epochs or schedule.warmup_fraction, not both",
+                {"warmup_fraction": self.warmup_fraction, "warmup_epochs": self.warmup_epochs},
             )
         if self.cycle_momentum and self.name != "onecycle":
-            raise KeyedValueError("cycle_momentum", True, f"it belongs to the onecycle schedule, not {self.name!r}")
+            raise KeyedValueError(
+                f"schedule.cycle_momentum belongs to the onecycle schedule, not {self.name!r}",
+                {"cycle_momentum": True, "name": self.name},
+            )
         if self.cycle_momentum and self.base_momentum > self.max_momentum:
-            raise KeyedValueError("base_momentum", self.base_momentum, f"it is above max_momentum {self.max_momentum}")
+            raise KeyedValueError(
+                f"schedule.base_momentum {self.base_momentum} is above schedule.max_momentum {self.max_momentum}",
+                {"base_momentum": self.base_momentum, "max_momentum": self.max_momentum},
+            )
         return self
 
     def warmup(self, epochs: int) -> float:
@@ -236,7 +242,8 @@ class RunConfig(Section):
     def _momentum_cycles_with_sgd(self) -> RunConfig:
         if self.schedule.cycle_momentum and self.optim.name != "sgd":
             raise KeyedValueError(
-                "schedule.cycle_momentum", True, "it cycles SGD's momentum; use optim.name sgd or turn it off"
+                "schedule.cycle_momentum cycles SGD's momentum; use optim.name sgd or turn it off",
+                {"schedule.cycle_momentum": True, "optim.name": self.optim.name},
             )
         return self
 
@@ -537,7 +544,7 @@ def resolve(layers: list[Layer]) -> ResolvedConfig:
     try:
         config = RunConfig.model_validate(merged)
     except ValidationError as exc:
-        raise UsageError(_explain(exc, RunConfig, "", sources)) from None
+        raise UsageError(_explain(exc, RunConfig, "", sources, layers=[source for source, _ in layers])) from None
     config = _validate_method_options(config, sources)
     # A leaf set by a layer may be a whole section collapsed to one key; record leaves it implies too.
     for key in flatten(dump(config)):
@@ -607,14 +614,23 @@ def _section_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
 
 
 def _explain(
-    exc: ValidationError, model: type[BaseModel], prefix: str, sources: dict[str, str], fixed: list[str] | None = None
+    exc: ValidationError,
+    model: type[BaseModel],
+    prefix: str,
+    sources: dict[str, str],
+    fixed: list[str] | None = None,
+    layers: list[str] | None = None,
 ) -> str:
-    """One line for the first validation error: the key, what is wrong, the valid choices, and where it came from."""
+    """One line for the first validation error: the key, what is wrong, the valid choices, and where it came from.
+    ``layers``: the layers' names, lowest precedence first (a ``KeyedValueError`` names the latest one's key)."""
     error = exc.errors()[0]
     loc = tuple(error["loc"])
     keyed = (error.get("ctx") or {}).get("error")
-    if isinstance(keyed, KeyedValueError):  # a model validator's: the section's loc, the key named by the error
-        loc, error = (*loc, *keyed.key.split(".")), {**error, "input": keyed.value}
+    if isinstance(keyed, KeyedValueError):  # a model validator's: its loc is the section's; the error names the keys
+        rank = {name: position for position, name in enumerate(layers or [])}
+        section = prefix + "".join(f"{part}." for part in loc)
+        blamed = max(keyed.values, key=lambda k: rank.get(sources.get(section + k, ""), -1))
+        loc, error = (*loc, *blamed.split(".")), {**error, "input": keyed.values[blamed]}
     key = prefix + ".".join(str(part) for part in loc)
     where = _origin(key, sources)
     if error["type"] == "extra_forbidden":

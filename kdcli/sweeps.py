@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import functools
 import itertools
 import json
 import os
@@ -271,12 +270,9 @@ def core_shares(jobs: int, threads: int) -> list[frozenset[int]] | None:
     return [frozenset(cores[k * len(cores) // jobs : (k + 1) * len(cores) // jobs]) for k in range(jobs)]
 
 
-def _prepare_worker(cores: frozenset[int] | None) -> None:  # pragma: no cover - in the child, between fork and exec
-    """Die with the sweep (Linux's parent-death signal) and stay on the run's cores."""
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    if cores is not None:
-        os.sched_setaffinity(0, cores)
 
 
 def _state(out: Path, runs: list[PlannedRun]) -> dict[str, str]:
@@ -294,11 +290,15 @@ def _state(out: Path, runs: list[PlannedRun]) -> dict[str, str]:
     return state
 
 
-def work(how: str, target: Path) -> int:
-    """One run of a sweep, in its own process: ``start`` from a configuration file, or ``resume`` a run folder.
-    SIGTERM (the sweep stopping, or dying: the parent-death signal) stops it as Ctrl-C does, at a checkpoint. An
-    error ends it with its exit code and one ``kdcli: error:`` line whose options are references (kdcli.errors),
-    which the sweep keeps as the run's reason."""
+def work(how: str, target: Path, cores: str | None = None) -> int:
+    """One run of a sweep, in its own process: ``start`` from a configuration file, or ``resume`` a run folder, on
+    ``cores`` (``"0,1"``: its share of the machine's, ``core_shares``; a platform or container that refuses the pin
+    leaves the run on every core). SIGTERM (the sweep stopping, or dying: the parent-death signal) stops it as Ctrl-C
+    does, at a checkpoint. An error ends it with its exit code and one ``kdcli: error:`` line whose options are
+    references (kdcli.errors), which the sweep keeps as the run's reason."""
+    if cores and hasattr(os, "sched_setaffinity"):
+        with contextlib.suppress(OSError, ValueError):
+            os.sched_setaffinity(0, {int(core) for core in cores.split(",")})
     from kdcli.config import read_yaml
     from kdcli.errors import KdcliError
     from kdcli.training.engine import execute, resume_config
@@ -344,18 +344,24 @@ class _Workers:
         work = out / WORK
         target = out / run.name if how == "resume" else work / f"{run.name}.yaml"
         command = [sys.executable, "-m", "kdcli.sweeps", how, str(target)]
+        if cores is not None:
+            command.append(",".join(map(str, sorted(cores))))
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         env.pop("RANK", None)
         env.pop("WORLD_SIZE", None)
         started = time.perf_counter()
         with open(work / f"{run.name}.log", "wb") as log:
-            process = subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                preexec_fn=functools.partial(_prepare_worker, cores) if sys.platform == "linux" else None,
-            )
+            try:
+                process = subprocess.Popen(
+                    command,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                )
+            except (OSError, subprocess.SubprocessError) as error:  # the run fails, not the sweep
+                log.write(f"kdcli: error: the run's process did not start: {error}\n".encode())
+                return 1, time.perf_counter() - started
             self.processes[run.name] = process
             code = process.wait()
         self.processes.pop(run.name, None)
@@ -460,7 +466,7 @@ def sweep(
     flight: dict[Future[tuple[int, float]], PlannedRun] = {}
     queue = list(pending)
     slots: dict[Future[tuple[int, float]], int] = {}  # a run in flight -> its slot (its share of the cores)
-    free = list(range(chosen))
+    free = list(range(len(shares) if shares else chosen))
     _show(reporter, outcomes, flight, len(runs))
     stopped = False
     with _terminate_on_sigterm(), ThreadPoolExecutor(max_workers=chosen) as pool:
@@ -563,4 +569,4 @@ def is_sweep(folder: Path) -> bool:
 
 
 if __name__ == "__main__":
-    sys.exit(work(sys.argv[1], Path(sys.argv[2])))
+    sys.exit(work(sys.argv[1], Path(sys.argv[2]), *sys.argv[3:4]))

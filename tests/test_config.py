@@ -95,8 +95,8 @@ def test_mixing_options_are_checked() -> None:
     with pytest.raises(UsageError) as refused:  # named by the key and the layer that set it, not by the section
         resolve([("preset quickstart", {"data": {"name": "embedded"}}), ("--set", parse_set("data.mix_prob=0.5"))])
     assert str(refused.value) == (
-        "invalid value for 'data.mix_prob' (from --set): it is the chance that a batch is mixed, and nothing mixes: "
-        "set data.mixup or data.cutmix (an α such as 0.2 or 1.0) too (got 0.5)"
+        "invalid value for 'data.mix_prob' (from --set): data.mix_prob is the chance that a batch is mixed, and "
+        "nothing mixes: set data.mixup or data.cutmix (an α such as 0.2 or 1.0) too (got 0.5)"
     )
     with pytest.raises(UsageError, match=r"data.mixup.*greater than or equal to 0"):
         resolve([("--mixup", {"data": {"mixup": -0.2}})])

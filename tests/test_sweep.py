@@ -10,11 +10,14 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from kdcli import sweeps
 from kdcli.reporting.verdict import difference, t_quantile
 from kdcli.sweeps import core_shares
 from tests.conftest import refused, run
@@ -78,6 +81,36 @@ def test_runs_at_a_time_share_the_cores_without_overlap() -> None:
         assert max(map(len, shares)) - min(map(len, shares)) <= 1
     assert core_shares(len(cores), 2) is None  # more threads asked than the cores hold: not pinned
     assert core_shares(len(cores) + 1, 1) is None
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2, reason="needs two cores to pin to"
+)
+def test_runs_in_flight_never_share_a_core(
+    capsys: pytest.CaptureFixture[str], teacher_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scheduling alone (each run's process replaced by a short wait): four runs two at a time, each given a
+    slot's cores when it starts and the slot back when it ends; no two runs in flight hold the same core."""
+    in_flight: list[frozenset[int]] = []
+    given, overlaps = [], []
+    lock = threading.Lock()
+
+    def wait_instead_of_training(self: object, run: object, out: Path, how: str, threads: int, cores: Any) -> Any:
+        with lock:
+            overlaps.extend(cores & other for other in in_flight if cores & other)
+            in_flight.append(cores)
+            given.append(cores)
+        time.sleep(0.3)
+        with lock:
+            in_flight.remove(cores)
+        return 1, 0.3
+
+    monkeypatch.setattr(sweeps._Workers, "run", wait_instead_of_training)
+    code, _, err = run(
+        capsys, *sweep_args(teacher_file, tmp_path / "sw", "--methods", "vanilla", "--seeds", "0,1,2,3", "--jobs", "2")
+    )
+    assert code == 1, err  # no run wrote a report: each counts as failed
+    assert len(given) == 4 and all(given) and not overlaps, (given, overlaps)
 
 
 def test_bad_input_fails_the_sweep_before_any_run(

@@ -108,8 +108,10 @@ def draw_seed(seed: int, epoch: int, index: int) -> int:
 
 def decode(data: list[Tensor], paths: list[str], device: torch.device) -> list[Tensor]:
     """Each file as a (3, H, W) uint8 image on ``device``: JPEGs in one nvJPEG call on CUDA, anything else (or a batch
-    nvJPEG refuses) on the host, file by file; a file nothing can decode is a usage error naming it."""
+    nvJPEG refuses) on the host, file by file, 16-bit colour brought to 8 bits as the host path does; a file nothing
+    can decode is a usage error naming it."""
     from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+    from torchvision.transforms.v2.functional import to_dtype
 
     if device.type == "cuda" and all(bytes(d[:2].tolist()) == JPEG_START for d in data):
         try:
@@ -119,11 +121,13 @@ def decode(data: list[Tensor], paths: list[str], device: torch.device) -> list[T
     images = []
     for encoded, path in zip(data, paths, strict=True):
         try:
-            images.append(decode_image(encoded, mode=ImageReadMode.RGB).to(device, non_blocking=True))
+            image = decode_image(encoded, mode=ImageReadMode.RGB)
         except RuntimeError as error:
             raise UsageError(
                 f"{path} is not a readable image ({str(error).splitlines()[0]}); remove or replace it"
             ) from None
+        # a 16-bit RGB PNG decodes to uint16: to 8 bits as PIL's conversion does on the host path (its high byte)
+        images.append(to_dtype(image, torch.uint8, scale=True).to(device, non_blocking=True))
     return images
 
 

@@ -2,6 +2,8 @@
 same pixels for the same window, timm's evaluation crop, and a whole epoch through the loader (on the CPU here; the
 nvJPEG call itself needs CUDA and runs in bench/gpu.sh)."""
 
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -144,6 +146,28 @@ def test_the_loader_processes_refuse_what_the_host_path_refuses(
     with pytest.raises(UsageError) as refused:  # from a worker process: one line, not the worker's traceback
         list(loader)
     assert "\n" not in str(refused.value) and str(refused.value).startswith(str(tmp_path)), str(refused.value)
+
+
+def png_rgb16(path: Path, size: int, value: int) -> None:
+    """A 16-bit-per-channel RGB PNG (PIL writes none): PIL opens it as 8-bit "RGB", torchvision as uint16."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = b"\x00" + np.full((size, 3), value, dtype=">u2").tobytes()
+    header = struct.pack(">IIBBBBB", size, size, 16, 2, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(row * size)) + chunk(b"IEND", b"")
+    )
+
+
+def test_a_16_bit_colour_image_reaches_the_model_as_the_host_path_gives_it(tmp_path: Path) -> None:
+    deep = tmp_path / "deep.png"
+    png_rgb16(deep, 8, 40000)
+    files = EncodedFiles([(deep, 0)])
+    (image,) = decode([files[0][0]], [str(deep)], torch.device("cpu"))
+    host = torch.from_numpy(np.asarray(Image.open(deep).convert("RGB"))).permute(2, 0, 1)
+    assert image.dtype == torch.uint8 and torch.equal(image, host)  # 156 = 40000 // 256 (it was 40000 / 255 ≈ 157)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="nvJPEG needs a CUDA device; none is visible here")

@@ -197,7 +197,7 @@ def _round_trip(state: dict[str, Any]) -> io.BytesIO:
     [({"name": "onecycle", "warmup_epochs": 3, "warmup_fraction": 0.2}, {}, "not both"),
      ({"name": "cosine", "cycle_momentum": True}, {}, "belongs to the onecycle"),
      ({"name": "onecycle", "cycle_momentum": True}, {"name": "adamw"}, "cycles SGD's momentum"),
-     ({"name": "onecycle", "cycle_momentum": True, "base_momentum": 0.97}, {}, "above max_momentum")],
+     ({"name": "onecycle", "cycle_momentum": True, "base_momentum": 0.97}, {}, "above schedule.max_momentum")],
 )  # fmt: skip
 def test_schedule_settings_that_contradict_are_refused(
     schedule: dict[str, Any], optim: dict[str, Any], message: str
@@ -205,6 +205,20 @@ def test_schedule_settings_that_contradict_are_refused(
     with pytest.raises(UsageError, match=message) as refused:
         resolve([("t", {"schedule": schedule, "optim": optim})])
     assert re.match(r"invalid value for 'schedule\.[a-z_]+' \(from t\)", str(refused.value)), str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("preset", "given", "blamed"),
+    [({"name": "onecycle", "warmup_fraction": 0.2}, {"warmup_epochs": 3}, "'schedule.warmup_epochs' (from --set): "),
+     ({"name": "onecycle", "warmup_epochs": 3}, {"warmup_fraction": 0.2}, "'schedule.warmup_fraction' (from --set): "),
+     ({"name": "onecycle", "cycle_momentum": True}, {"name": "cosine"}, "'schedule.name' (from --set): ")],
+)  # fmt: skip
+def test_of_two_settings_that_contradict_the_one_just_given_is_named(
+    preset: dict[str, Any], given: dict[str, Any], blamed: str
+) -> None:
+    with pytest.raises(UsageError) as refused:
+        resolve([("preset p", {"schedule": preset}), ("--set", {"schedule": given})])
+    assert blamed in str(refused.value), str(refused.value)
 
 
 def test_cycled_momentum_keeps_cuda_graphs_off() -> None:
