@@ -25,8 +25,9 @@
 #   KDCLI_GPU_PLAN=recipes KDCLI_GPU_ARMS="vanilla BEST" KDCLI_GPU_GRID="method.temperature=1,2,4,8" bash bench/gpu.sh OUT
 # With KDCLI_GPU_PLAN=imagefolder (issue 24) stages 2 and 3 give way to bench/imagefolder.py: a 224-px JPEG folder of
 # 10,000 images, resnet50 → resnet18 and vit_small → vit_tiny, loader alone, step alone, kdcli distill and timm's
-# train.py (.data/timm-train/train.py, put there by --prepare from a fetched timm repository) for 3 epochs each; then
-# resnet50 → resnet18 again with data.decode=device (nvJPEG and the crops on the GPU).
+# train.py (.data/timm-train/train.py, put there by --prepare from a fetched timm repository) for 3 epochs each, from
+# the same teacher trained 2 epochs by kdcli (so that the top-1s compare students of a teacher that knows something);
+# then resnet50 → resnet18 again with data.decode=device (nvJPEG and the crops on the GPU).
 # Writes under OUT (at most 8 files come back from the device machine): results.jsonl (every JSON line), gpu.log
 # (every log but the tests'), cuda-tests.log, cuda-tests.xml, runs.tgz (each run's report.json, metrics.jsonl,
 # config.yaml and the reference loop's results, never weights). KDCLI_COMMIT=<sha> names the commit where the copy
@@ -125,18 +126,20 @@ timeout "$TEST_LIMIT" python3 -m pytest -v -rs -p no:cacheprovider tests/runtime
 TESTS_PID=$!
 
 if [[ $PLAN == imagefolder ]]; then
-    IMAGES=10000; VAL=2000; EPOCHS=3; BATCH=128
-    [[ $DRY == --dry-run ]] && IMAGES=64 && VAL=32 && EPOCHS=1 && BATCH=16  # timm's train.py drops a partial batch
+    IMAGES=10000; VAL=2000; EPOCHS=3; BATCH=128; TEACHER_EPOCHS=2  # a teacher that knows something: comparable top-1s
+    [[ $DRY == --dry-run ]] && IMAGES=64 && VAL=32 && EPOCHS=1 && BATCH=16 && TEACHER_EPOCHS=1  # timm's train.py drops a partial batch
     TIMM=(); [[ -f .data/timm-train/train.py ]] && TIMM=(--timm-train .data/timm-train/train.py)
     LIMIT=$((TOTAL_LIMIT - SECONDS - 20))
     say "2-3/4 image folders at 224 px (limit ${LIMIT}s)"
     timeout "$LIMIT" python3 bench/imagefolder.py --data-dir "$DATA" --device "$DEVICE" --out /tmp/kdcli-runs/imagefolder \
-        --images "$IMAGES" --val-images "$VAL" --epochs "$EPOCHS" --batch-size "$BATCH" "${TIMM[@]}" >>"$RESULTS" 2>>"$LOG"
+        --images "$IMAGES" --val-images "$VAL" --epochs "$EPOCHS" --batch-size "$BATCH" --teacher-epochs "$TEACHER_EPOCHS" \
+        "${TIMM[@]}" >>"$RESULTS" 2>>"$LOG"
     echo "imagefolder exit $?" >>"$LOG"
     LIMIT=$((TOTAL_LIMIT - SECONDS - 20)); ((LIMIT < 30)) && LIMIT=30
     say "2-3/4 the same with data.decode=device, resnet50 → resnet18 (limit ${LIMIT}s)"
     timeout "$LIMIT" python3 bench/imagefolder.py --data-dir "$DATA" --device "$DEVICE" --out /tmp/kdcli-runs/imagefolder \
         --images "$IMAGES" --val-images "$VAL" --epochs "$EPOCHS" --batch-size "$BATCH" --decode device \
+        --teacher-epochs "$TEACHER_EPOCHS" \
         --pairs resnet50:resnet18 >>"$RESULTS" 2>>"$LOG"
     echo "imagefolder (device decode) exit $?" >>"$LOG"
     TEACHER_ARGS=(--skip)

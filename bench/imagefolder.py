@@ -79,19 +79,22 @@ def make_folder(out: Path, data_dir: str | None, train_images: int, val_images: 
 
 def teacher_file(out: Path, arch: str, classes: int, size: int, folder: Path, args: argparse.Namespace) -> Path:
     """A plain timm state dict in safetensors (no kdcli metadata), random (seed 0) or trained by kdcli, and the same
-    weights as a timm ``local-dir:`` folder (config.json, model.safetensors) for timm's train.py."""
-    path = out / f"teacher-{arch}.safetensors"
+    weights as a timm ``local-dir:`` folder (config.json, model.safetensors) for timm's train.py. Named by its
+    training epochs (``-e0``: random), so a folder reused with another ``--teacher-epochs`` never hands over the
+    other teacher."""
+    path = out / f"teacher-{arch}-e{args.teacher_epochs}.safetensors"
     if not path.is_file():
+        partial = path.with_name(path.name + ".partial")
         if args.teacher_epochs:
-            result = kdcli.train(
-                config(None, arch, folder, out / f"teacher-{arch}-run", args, epochs=args.teacher_epochs)
-            )
-            path.write_bytes(result.student_path.read_bytes())
+            run = out / f"teacher-{arch}-e{args.teacher_epochs}-run"
+            result = kdcli.train(config(None, arch, folder, run, args, epochs=args.teacher_epochs))
+            partial.write_bytes(result.student_path.read_bytes())
         else:
             torch.manual_seed(0)
             sized = {"img_size": size} if "vit" in arch or "deit" in arch else {}
             model = timm.create_model(arch, num_classes=classes, **sized)
-            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(partial))
+        os.replace(partial, path)
     return path
 
 
@@ -170,6 +173,7 @@ def kdcli_run(settings: dict[str, Any]) -> dict[str, Any]:
     return {
         "images_per_second": images / train_seconds,
         "top1": result.report.final.last_top1,
+        "teacher_top1": result.report.teacher.top1 if result.report.teacher else None,
         "loader_fraction": result.report.timing.loader_fraction,
         "wall_seconds": time.perf_counter() - started,
     }
@@ -234,7 +238,8 @@ def main() -> None:
 
 
 def teacher_origin(arch: str, epochs: int) -> str:
-    return f"{arch}, " + (f"trained {epochs} epochs by kdcli" if epochs else "random weights (seed 0)")
+    trained = f"trained {epochs} epoch{'s' if epochs > 1 else ''} by kdcli"
+    return f"{arch}, " + (trained if epochs else "random weights (seed 0)")
 
 
 def commit() -> str | None:
@@ -257,7 +262,7 @@ def timm_train(args: argparse.Namespace, teacher: str, student: str, folder: Pat
     epoch's last line reads ``[ n-1/n (100%)]``.)"""
     from timm.models import save_for_hf
 
-    local = out / f"teacher-{teacher}-timm"
+    local = out / f"teacher-{teacher}-e{args.teacher_epochs}-timm"
     if not (local / "model.safetensors").is_file():
         from safetensors.torch import load_file
 
