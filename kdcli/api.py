@@ -106,7 +106,7 @@ def analyze(
     ce_weight: float = 0.1,
     kd_weight: float = 0.9,
     device: str = "auto",
-    batch_size: int = 512,
+    batch_size: int | None = None,
     reporter: Reporter | None = None,
     out: str | Path | None = None,
     force: bool = False,

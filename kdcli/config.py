@@ -178,7 +178,12 @@ class ScheduleConfig(Section):
 class TrainConfig(Section):
     epochs: int = Field(240, ge=1)
     batch_size: int = Field(64, ge=1, description="the global batch: under torchrun it is split over the processes")
-    eval_batch_size: int = Field(512, ge=1)
+    eval_batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="images per evaluation forward; default: 512 on a GPU, 64 on the CPU, where larger batches "
+        "outgrow the caches (bench/eval_batch.py: 1.5-2x slower per image at 512)",
+    )
     seed: int = Field(0, ge=0, lt=2**32, description="seeds the student's weights and the order of the batches")
     device: str = "auto"
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="auto: bf16 on CUDA, else fp32")

@@ -67,7 +67,7 @@ def evaluate(
     split: str = "test",
     teacher: str | Path | None = None,
     device: str = "auto",
-    batch_size: int = 512,
+    batch_size: int | None = None,
     min_top1: float | None = None,
 ) -> EvalSummary:
     """Evaluate model files on ``split`` of ``data``; a ``data`` whose ``name`` was not set (``DataConfig(dir=...)``),
@@ -80,7 +80,9 @@ def evaluate(
     if min_top1 is not None and not 0 <= min_top1 <= 100:  # NaN fails both comparisons, so it is refused too
         raise UsageError(f"{option('min_top1')} is a top-1 in percent, between 0 and 100, not {min_top1}")
     torch_device = resolve_device(device)
-    autocast = resolve_acceleration(TrainConfig(), torch_device).autocast(torch_device)
+    acceleration = resolve_acceleration(TrainConfig(eval_batch_size=batch_size), torch_device)
+    autocast = acceleration.autocast(torch_device)
+    batch = acceleration.eval_batch_size
     teacher_predictions: dict[str, torch.Tensor] = {}
     bundles: dict[str, DataBundle] = {}
     results = []
@@ -91,7 +93,7 @@ def evaluate(
         config = data_of_file(data, card, path)
         data_name = config.name
         if data_name not in bundles:  # files on the same data set share one loaded copy
-            bundles[data_name] = build_data(config, torch_device, batch_size, batch_size, seed=0)
+            bundles[data_name] = build_data(config, torch_device, batch, batch, seed=0)
         bundle = bundles[data_name]
         if bundle.num_classes != card.num_classes:
             raise UsageError(f"{path} predicts {card.num_classes} classes but {data_name} has {bundle.num_classes}")

@@ -157,7 +157,7 @@ def analyze(
     ce_weight: float = 0.1,
     kd_weight: float = 0.9,
     device: str = "auto",
-    batch_size: int = 512,
+    batch_size: int | None = None,
     reporter: Reporter | None = None,
 ) -> Analysis:
     """The teacher's knowledge on a split (``train`` by default, without augmentation) of ``data`` (its ``name``
@@ -171,7 +171,9 @@ def analyze(
         if not math.isfinite(weight):
             raise UsageError(f"{option(name)} must be a finite number (the run's loss weight), not {weight:g}")
     torch_device = resolve_device(device)
-    autocast = resolve_acceleration(TrainConfig(), torch_device).autocast(torch_device)
+    acceleration = resolve_acceleration(TrainConfig(eval_batch_size=batch_size), torch_device)
+    autocast = acceleration.autocast(torch_device)
+    batch = acceleration.eval_batch_size
     teacher_path = resolve_checkpoint_path(str(teacher))
     card = require_card(teacher_path, "kdcli analyze")
     student_path = resolve_checkpoint_path(str(student)) if student is not None else None
@@ -185,13 +187,13 @@ def analyze(
     student_model = open_model_file(student_path, torch_device)[0] if student_path is not None else None
     data = data_of_file(data, card, teacher_path)
     data_name = data.name
-    bundle = build_data(data, torch_device, batch_size, batch_size, seed=0)
+    bundle = build_data(data, torch_device, batch, batch, seed=0)
     if bundle.num_classes != card.num_classes:
         raise UsageError(f"{teacher_path} predicts {card.num_classes} classes but {data_name} has {bundle.num_classes}")
     check_channels(card.in_chans, bundle, f"the teacher {teacher_path}")
     if student_card is not None:
         check_channels(student_card.in_chans, bundle, f"the student {student_path}")
-    loader = _clean_split(bundle, split, batch_size)
+    loader = _clean_split(bundle, split, batch)
 
     def progress(index: int, output: object, labels: Tensor) -> None:
         reporter.advance()

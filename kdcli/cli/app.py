@@ -287,7 +287,10 @@ def eval_(
         Path | None, typer.Option(metavar="FILE", help="teacher file: also report top-1 agreement with it")
     ] = None,
     device: DeviceOpt = "auto",
-    batch_size: Annotated[int, typer.Option(min=1, metavar="N", help="images per forward pass")] = 512,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(min=1, metavar="N", help="images per forward pass (default: 512 on a GPU, 64 on the CPU)"),
+    ] = None,
     min_top1: Annotated[
         float | None, typer.Option(metavar="PERCENT", help="exit 1 when a model's top-1 (%) is below this")
     ] = None,

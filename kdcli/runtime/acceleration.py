@@ -1,4 +1,5 @@
-"""The fast path's switches: mixed precision, channels-last memory, torch.compile and CUDA graphs.
+"""The fast path's switches: mixed precision, channels-last memory, torch.compile and CUDA graphs, and the
+evaluation batch.
 
 Each switch defaults to on for CUDA and off elsewhere (``None`` in the configuration means automatic), so the
 CPU path stays the plain eager loop. Compiled forwards share their parameters with the eager modules, so
@@ -6,7 +7,10 @@ checkpoints, evaluation and export do not change. Each forward is compiled for s
 the epoch's last, partial batch get one specialization each, rather than one slower dynamic-shape kernel set.
 The frozen teacher is compiled with inductor's freezing, which treats its weights as constants and folds its
 BatchNorm into the convolutions. CUDA graphs capture the whole training step (kdcli.training.step); they work with and
-without compile, and not with fp16, whose dynamic loss scaling reads the host between steps.
+without compile, and not with fp16, whose dynamic loss scaling reads the host between steps. Evaluation runs at 512
+images a forward on a GPU and 64 on the CPU, where larger batches outgrow the caches (measured with
+bench/eval_batch.py: 512 costs 1.5-2x more per image than 64 for the CIFAR zoo); evaluated in eval mode, each image's
+prediction does not depend on its batch.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ from torch._inductor import config as inductor_config
 from kdcli.config import TrainConfig
 from kdcli.errors import UsageError, option
 
+GPU_EVAL_BATCH = 512
+CPU_EVAL_BATCH = 64
+
 
 @dataclass(frozen=True)
 class Acceleration:
@@ -29,6 +36,7 @@ class Acceleration:
     channels_last: bool
     compile: bool
     cuda_graphs: bool
+    eval_batch_size: int
 
     def autocast(
         self, device: torch.device, cache: bool = True
@@ -86,4 +94,5 @@ def resolve_acceleration(train: TrainConfig, device: torch.device, cycled_moment
     cuda_graphs = auto_graphs if train.cuda_graphs is None else train.cuda_graphs
     compile_ = cuda if train.compile is None else train.compile
     channels_last = cuda if train.channels_last is None else train.channels_last
-    return Acceleration(precision, channels_last, compile_, cuda_graphs)
+    eval_batch_size = train.eval_batch_size or (GPU_EVAL_BATCH if cuda else CPU_EVAL_BATCH)
+    return Acceleration(precision, channels_last, compile_, cuda_graphs, eval_batch_size)

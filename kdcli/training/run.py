@@ -147,7 +147,7 @@ def setup(config: RunConfig, run_dir: Path | None, data: DataBundle | None = Non
     if data is None:
         train = config.train
         shard = (place.rank, place.world_size)
-        data = build_data(config.data, device, train.batch_size, train.eval_batch_size, train.seed, shard)
+        data = build_data(config.data, device, train.batch_size, acceleration.eval_batch_size, train.seed, shard)
         available = data.train.num_samples + (data.val.num_samples if data.val is not None else 0)
         if config.data.train_subset is not None and config.data.train_subset > available:
             subset = option("data.train_subset", config.data.train_subset)

@@ -51,7 +51,7 @@ def run_teacher_pass(run: Run, stage: TeacherPass, reporter: Reporter) -> None:
     """The teacher over the clean training images, in order, once; the method keeps what it needs."""
     assert run.teacher is not None
     train = in_memory_training_set(run, stage.name)
-    clean = TensorLoader(train.images, train.labels, run.config.train.eval_batch_size, run.device)
+    clean = TensorLoader(train.images, train.labels, run.acceleration.eval_batch_size, run.device)
     teacher = run.teacher.module
     teacher_logits, labels = once(run, lambda: predict(teacher.predict, clean, run.autocast))
     summary = stage.use(teacher_logits, labels)
@@ -70,7 +70,7 @@ def run_relabel_stage(run: Run, stage: RelabelStage, reporter: Reporter) -> None
     views = TensorLoader(
         train.images,
         train.labels,
-        run.config.train.eval_batch_size,
+        run.acceleration.eval_batch_size,
         run.device,
         crop_padding=train.crop_padding,
         hflip=train.hflip,

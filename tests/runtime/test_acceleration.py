@@ -195,7 +195,7 @@ def test_frozen_teacher_compiles_to_the_eager_outputs_and_keeps_its_weights(teac
     before = {k: v.clone() for k, v in teacher.model.state_dict().items()}
     images = torch.rand(16, 1, 32, 32, generator=torch.Generator().manual_seed(0))
     eager = teacher.predict(images).logits
-    frozen = Acceleration("fp32", False, True, False).frozen(teacher.predict)
+    frozen = Acceleration("fp32", False, True, False, 64).frozen(teacher.predict)
     assert torch.allclose(frozen(images).logits, eager, rtol=1e-4, atol=1e-5)
     assert torch.allclose(frozen(images + 0.1).logits, teacher.predict(images + 0.1).logits, atol=1e-5)
     assert all(torch.equal(v, before[k]) for k, v in teacher.model.state_dict().items())
