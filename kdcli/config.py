@@ -181,8 +181,8 @@ class TrainConfig(Section):
     eval_batch_size: int | None = Field(
         None,
         ge=1,
-        description="images per evaluation forward; default: 512 on a GPU, 64 on the CPU, where larger batches "
-        "outgrow the caches (bench/eval_batch.py: 1.5-2x slower per image at 512)",
+        description="images per evaluation forward (global under torchrun); default: 512 per GPU, 64 per CPU "
+        "process, where larger batches outgrow the caches (bench/eval_batch.py: 1.5-2.3x slower per image at 512)",
     )
     seed: int = Field(0, ge=0, lt=2**32, description="seeds the student's weights and the order of the batches")
     device: str = "auto"
@@ -567,6 +567,14 @@ def data_config(**values: Any) -> DataConfig:
     except ValidationError as exc:
         sources = {f"data.{key}": option(f"data.{key}") for key in values}  # a bad value names its option
         raise UsageError(_explain(exc, DataConfig, "data.", sources)) from None
+
+
+def evaluation_settings(batch_size: int | None) -> TrainConfig:
+    """The settings a command without a run (``eval``, ``analyze``) evaluates with: ``batch_size`` images a forward
+    (None: the device's default), a bad one a one-line usage error that names the option."""
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise UsageError(f"{option('batch_size')} is the images per forward pass, 1 or more, not {batch_size!r}")
+    return TrainConfig(eval_batch_size=batch_size)
 
 
 def _refuse_non_finite(tree: Any, key: str, sources: dict[str, str]) -> None:

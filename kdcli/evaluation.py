@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from kdcli.config import DataConfig, TrainConfig
+from kdcli.config import DataConfig, evaluation_settings
 from kdcli.data import DataBundle, build_data
 from kdcli.errors import UsageError, option
 from kdcli.io.model_file import require_card
@@ -80,7 +80,7 @@ def evaluate(
     if min_top1 is not None and not 0 <= min_top1 <= 100:  # NaN fails both comparisons, so it is refused too
         raise UsageError(f"{option('min_top1')} is a top-1 in percent, between 0 and 100, not {min_top1}")
     torch_device = resolve_device(device)
-    acceleration = resolve_acceleration(TrainConfig(eval_batch_size=batch_size), torch_device)
+    acceleration = resolve_acceleration(evaluation_settings(batch_size), torch_device)
     autocast = acceleration.autocast(torch_device)
     batch = acceleration.eval_batch_size
     teacher_predictions: dict[str, torch.Tensor] = {}

@@ -23,7 +23,7 @@ from kdcli.analysis.report import (
     Instance,
     Universe,
 )
-from kdcli.config import DataConfig, TrainConfig
+from kdcli.config import DataConfig, evaluation_settings
 from kdcli.data import DataBundle, Loader, TensorLoader, build_data
 from kdcli.errors import UsageError, option
 from kdcli.interfaces import Reporter
@@ -171,7 +171,7 @@ def analyze(
         if not math.isfinite(weight):
             raise UsageError(f"{option(name)} must be a finite number (the run's loss weight), not {weight:g}")
     torch_device = resolve_device(device)
-    acceleration = resolve_acceleration(TrainConfig(eval_batch_size=batch_size), torch_device)
+    acceleration = resolve_acceleration(evaluation_settings(batch_size), torch_device)
     autocast = acceleration.autocast(torch_device)
     batch = acceleration.eval_batch_size
     teacher_path = resolve_checkpoint_path(str(teacher))

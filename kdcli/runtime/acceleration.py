@@ -8,8 +8,8 @@ the epoch's last, partial batch get one specialization each, rather than one slo
 The frozen teacher is compiled with inductor's freezing, which treats its weights as constants and folds its
 BatchNorm into the convolutions. CUDA graphs capture the whole training step (kdcli.training.step); they work with and
 without compile, and not with fp16, whose dynamic loss scaling reads the host between steps. Evaluation runs at 512
-images a forward on a GPU and 64 on the CPU, where larger batches outgrow the caches (measured with
-bench/eval_batch.py: 512 costs 1.5-2x more per image than 64 for the CIFAR zoo); evaluated in eval mode, each image's
+images a forward per GPU and 64 per CPU process, where larger batches outgrow the caches (measured with
+bench/eval_batch.py: 512 costs 1.5-2.3x more per image than 64 for the CIFAR zoo); evaluated in eval mode, each image's
 prediction does not depend on its batch.
 """
 

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from kdcli.catalog import method_spec
-from kdcli.config import RunConfig
+from kdcli.config import RunConfig, TrainConfig
 from kdcli.data import DataBundle, build_data
 from kdcli.errors import UsageError, option
 from kdcli.interfaces import MethodContext, ModelOutput
@@ -122,6 +122,12 @@ def method_class(name: str) -> type[Method]:
     return implementation
 
 
+def evaluation_batch(train: TrainConfig, acceleration: Acceleration, processes: int) -> int:
+    """The global evaluation batch: as given (split over torchrun's processes, as the training batch), or the
+    device's default for each of the ``processes`` (kdcli.runtime.acceleration)."""
+    return train.eval_batch_size or acceleration.eval_batch_size * processes
+
+
 def default_run_dir(config: RunConfig, teacher_arch: str | None) -> Path:
     """``<root>/<time>-<method>-<teacher>-<student>``, or ``<root>/<time>-train-<model>``."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -147,7 +153,8 @@ def setup(config: RunConfig, run_dir: Path | None, data: DataBundle | None = Non
     if data is None:
         train = config.train
         shard = (place.rank, place.world_size)
-        data = build_data(config.data, device, train.batch_size, acceleration.eval_batch_size, train.seed, shard)
+        eval_batch = evaluation_batch(train, acceleration, place.world_size)
+        data = build_data(config.data, device, train.batch_size, eval_batch, train.seed, shard)
         available = data.train.num_samples + (data.val.num_samples if data.val is not None else 0)
         if config.data.train_subset is not None and config.data.train_subset > available:
             subset = option("data.train_subset", config.data.train_subset)

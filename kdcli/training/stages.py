@@ -23,6 +23,9 @@ from kdcli.training.step import StepParts, make_train_step
 
 VIEW_SEED_OFFSET = 7919
 """Seeds the augmented views the teacher labels and the stage's shuffling apart from the main epochs'."""
+VIEW_BATCH = 512
+"""The batches the teacher labels the views in. The crops and flips are drawn batch by batch from one stream, so the
+views depend on this size: fixed, rather than the evaluation batch (a speed setting that differs by device)."""
 
 
 def run_pre_stage(run: Run, stage: PreStage, reporter: Reporter) -> None:
@@ -70,7 +73,7 @@ def run_relabel_stage(run: Run, stage: RelabelStage, reporter: Reporter) -> None
     views = TensorLoader(
         train.images,
         train.labels,
-        run.acceleration.eval_batch_size,
+        VIEW_BATCH,
         run.device,
         crop_padding=train.crop_padding,
         hflip=train.hflip,

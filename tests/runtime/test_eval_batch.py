@@ -9,8 +9,9 @@ from safetensors.torch import load_file
 
 import kdcli
 from kdcli.config import TrainConfig, resolve
+from kdcli.errors import UsageError
 from kdcli.runtime.acceleration import resolve_acceleration
-from kdcli.training.run import setup
+from kdcli.training.run import evaluation_batch, setup
 
 from ..conftest import tiny_config
 
@@ -38,13 +39,31 @@ def test_evaluation_gives_the_same_predictions_at_any_batch(teacher_file: Path) 
     assert odd.ece == pytest.approx(default.ece, abs=1e-4)
 
 
+def distill(out: Path, teacher_file: Path, eval_batch: int | None, seed: int = 0) -> Path:
+    train = {"epochs": 1, "eval_batch_size": eval_batch, "seed": seed}
+    teacher = {"checkpoint": str(teacher_file)}
+    config = tiny_config(out, teacher=teacher, data={"train_subset": 100}, train=train)
+    return kdcli.distill(config).student_path
+
+
 def test_the_student_trains_the_same_whatever_the_evaluation_batch(tmp_path: Path, teacher_file: Path) -> None:
-    students = []
-    for eval_batch in (1000, None):
-        train = {"epochs": 1, "eval_batch_size": eval_batch}
-        teacher = {"checkpoint": str(teacher_file)}
-        config = tiny_config(tmp_path / str(eval_batch), teacher=teacher, data={"train_subset": 100}, train=train)
-        students.append(load_file(kdcli.distill(config).student_path))
+    students = [load_file(distill(tmp_path / str(batch), teacher_file, batch)) for batch in (1000, None)]
     assert students[0].keys() == students[1].keys()
     for name, tensor in students[0].items():
         assert torch.equal(students[1][name], tensor), name
+    # so runs that differ only in it are one arm to `kdcli compare` (reports before 0.2 hold 512, later ones null)
+    distill(tmp_path / "seed1", teacher_file, None, seed=1)
+    rows = kdcli.compare([tmp_path / "1000", tmp_path / "seed1"])["rows"]
+    assert [(row["method"], row["seeds"]) for row in rows] == [("vanilla", [0, 1])]
+
+
+def test_a_bad_evaluation_batch_is_one_line_naming_the_option(teacher_file: Path) -> None:
+    for bad in (0, -3, True, 2.5):
+        with pytest.raises(UsageError, match=r"^batch_size is the images per forward pass, 1 or more, not "):
+            kdcli.evaluate([teacher_file], device="cpu", batch_size=bad)  # type: ignore[arg-type]
+
+
+def test_the_default_evaluation_batch_is_each_processs_under_torchrun() -> None:
+    cpu = resolve_acceleration(TrainConfig(), torch.device("cpu"))
+    assert evaluation_batch(TrainConfig(), cpu, processes=4) == 4 * 64  # 64 images a forward in each process
+    assert evaluation_batch(TrainConfig(eval_batch_size=100), cpu, processes=4) == 100  # given: global, as training's
