@@ -4,6 +4,7 @@ a thin preset of arms over ``kdcli sweep``.
     python bench/fmnist5k.py --data-dir ../shared/data/fashion-mnist --arms student vanilla pesf skd pea  # protocol
     python bench/fmnist5k.py --data-dir ... --teacher T.safetensors --arms vanilla --seeds 0 --device cpu
     python bench/fmnist5k.py --data-dir ... --arms vanilla pea --grid method.sps=true,false  # pea with and without SPS
+    python bench/fmnist5k.py --data-dir ... --device cpu --precision bf16  # a CPU with bf16 units: about twice as fast
 
 Trains the teacher once (seed 0, the ``fmnist5k-teacher`` preset) unless ``--teacher FILE`` gives one, then runs
 ``kdcli sweep --preset fmnist5k-vanilla`` with the arms (``student`` is the student alone; a method runs with its
@@ -83,6 +84,9 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], dest="sets", help="kdcli --set items for every run")
     parser.add_argument("--val-split", type=float, default=0.0)
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--precision", default="auto", help="teacher and student runs: auto (bf16 on CUDA, else fp32), bf16, fp32"
+    )
     parser.add_argument("--threads", type=int, default=None, help="CPU threads per run")
     parser.add_argument("--jobs", type=int, default=None, help="runs at a time (default: kdcli sweep's choice)")
     args = parser.parse_args()
@@ -104,6 +108,8 @@ def main() -> None:
                 "0",
                 "--device",
                 args.device,
+                "--precision",
+                args.precision,
                 *data,
                 *(["--epochs", str(args.teacher_epochs)] if args.teacher_epochs else []),
                 "--out",
@@ -122,6 +128,8 @@ def main() -> None:
         *epochs,
         "--device",
         args.device,
+        "--precision",
+        args.precision,
         "--val-split",
         str(args.val_split),
         "--methods",
@@ -166,6 +174,7 @@ def main() -> None:
                 "torch": torch.__version__,
                 "device": torch.cuda.get_device_name() if args.device != "cpu" and torch.cuda.is_available() else "cpu",
                 "cpu": platform.processor() or platform.machine(),
+                "precision": args.precision,
                 "jobs": sweep["jobs"],
                 "seeds": args.seeds,
                 "student_epochs": args.epochs or 40,
