@@ -85,7 +85,10 @@ def main() -> None:
     parser.add_argument("--val-split", type=float, default=0.0)
     parser.add_argument("--device", default="auto")
     parser.add_argument(
-        "--precision", default="auto", help="teacher and student runs: auto (bf16 on CUDA, else fp32), bf16, fp32"
+        "--precision",
+        default="auto",
+        choices=["auto", "bf16", "fp16", "fp32"],
+        help="teacher and student runs: auto (bf16 on CUDA, else fp32), bf16, fp16, fp32",
     )
     parser.add_argument("--threads", type=int, default=None, help="CPU threads per run")
     parser.add_argument("--jobs", type=int, default=None, help="runs at a time (default: kdcli sweep's choice)")
