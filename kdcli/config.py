@@ -187,7 +187,9 @@ class TrainConfig(Section):
     seed: int = Field(0, ge=0, lt=2**32, description="seeds the student's weights and the order of the batches")
     device: str = "auto"
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="auto: bf16 on CUDA, else fp32")
-    channels_last: bool | None = Field(None, description="channels-last memory format; default: on for CUDA")
+    channels_last: bool | None = Field(
+        None, description="channels-last memory format; default: on for CUDA and the CPU"
+    )
     compile: bool | None = Field(None, description="torch.compile the forwards; default: on for CUDA")
     cuda_graphs: bool | None = Field(
         None, description="capture the whole training step in a CUDA graph; default: on for CUDA unless fp16"

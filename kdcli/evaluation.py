@@ -88,7 +88,7 @@ def evaluate(
     results = []
     for raw_path in paths:
         path = Path(raw_path)
-        wrapped, card = open_model_file(path, torch_device)
+        wrapped, card = open_model_file(path, torch_device, channels_last=acceleration.channels_last)
         assert card is not None
         config = data_of_file(data, card, path)
         data_name = config.name
@@ -106,7 +106,9 @@ def evaluate(
         if teacher is not None:
             key = f"{data_name}:{split}"
             if key not in teacher_predictions:
-                teacher_model, teacher_card = open_model_file(Path(teacher), torch_device)
+                teacher_model, teacher_card = open_model_file(
+                    Path(teacher), torch_device, channels_last=acceleration.channels_last
+                )
                 if teacher_card is not None and teacher_card.num_classes != card.num_classes:
                     raise UsageError(
                         f"the teacher {teacher} predicts {teacher_card.num_classes} classes but {path} "

@@ -183,8 +183,11 @@ def analyze(
             f"the student {student_path} predicts {student_card.num_classes} classes but the teacher "
             f"{teacher_path} {card.num_classes}; pass a student of the teacher's classes"
         )
-    teacher_model, _ = open_model_file(teacher_path, torch_device)
-    student_model = open_model_file(student_path, torch_device)[0] if student_path is not None else None
+    layout = acceleration.channels_last
+    teacher_model, _ = open_model_file(teacher_path, torch_device, channels_last=layout)
+    student_model = (
+        open_model_file(student_path, torch_device, channels_last=layout)[0] if student_path is not None else None
+    )
     data = data_of_file(data, card, teacher_path)
     data_name = data.name
     bundle = build_data(data, torch_device, batch, batch, seed=0)

@@ -50,6 +50,12 @@ class NormalizedModel(nn.Module):
     def forward(self, images: Tensor) -> Tensor:
         return self.model(self.normalize(images))
 
+    def to_channels_last(self) -> NormalizedModel:
+        """Weights and, from now on, every normalized input batch in the channels-last memory format."""
+        self.to(memory_format=torch.channels_last)
+        self.channels_last = True
+        return self
+
     def read_features(self, requests: tuple[FeatureRequest, ...]) -> None:
         """From now on ``outputs`` delivers these features; call again after the model's structure changed."""
         if self.reader is not None:

@@ -68,16 +68,19 @@ def open_model_file(
     num_classes: int | None = None,
     frozen: bool = False,
     stats: tuple[Sequence[float], Sequence[float]] | None = None,
+    channels_last: bool = False,
 ) -> tuple[NormalizedModel, ModelCard | None]:
     """A model file built and loaded (its student transform applied, from its metadata), wrapped with its own
     normalization: a ``FrozenTeacher`` when ``frozen``, else an eval-mode ``NormalizedModel``. A file without kdcli
-    metadata needs ``arch`` and ``num_classes``, and is normalized with ``stats`` (the data's mean and std)."""
+    metadata needs ``arch`` and ``num_classes``, and is normalized with ``stats`` (the data's mean and std).
+    ``channels_last``: weights and inputs in that memory format (the resolved acceleration's choice)."""
     model, card = load_model(path, arch=arch, num_classes=num_classes)
     in_chans = card.in_chans if card else conv_in_chans(model.state_dict())
     mean, std = (card.mean, card.std) if card else (stats or ((0.5,) * in_chans, (0.5,) * in_chans))
     name = card.arch if card else str(arch)
     wrapper = FrozenTeacher if frozen else NormalizedModel
-    return wrapper(model, mean, std, in_chans, name).to(device).eval(), card
+    wrapped = wrapper(model, mean, std, in_chans, name).to(device).eval()
+    return (wrapped.to_channels_last() if channels_last else wrapped), card
 
 
 @dataclass

@@ -179,8 +179,7 @@ def setup(config: RunConfig, run_dir: Path | None, data: DataBundle | None = Non
         student.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(student.model)
     if acceleration.channels_last:
         for wrapped in [student] + ([teacher.module] if teacher else []):
-            wrapped.to(memory_format=torch.channels_last)
-            wrapped.channels_last = True
+            wrapped.to_channels_last()
     run_dir = run_dir or broadcast(default_run_dir(config, teacher.arch if teacher else None))  # rank 0's clock
     run = Run(
         config=config,

@@ -7,8 +7,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import torch
-
 from kdcli.catalog import SupervisedOptions
 from kdcli.config import ScheduleConfig
 from kdcli.data import TensorLoader
@@ -132,4 +130,4 @@ def run_relabel_stage(run: Run, stage: RelabelStage, reporter: Reporter) -> None
     student.reset_classifier(run.data.num_classes)  # a fresh classifier for the main epochs
     run.student.to(run.device)
     if run.acceleration.channels_last:
-        run.student.to(memory_format=torch.channels_last)
+        run.student.to_channels_last()

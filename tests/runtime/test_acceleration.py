@@ -29,9 +29,11 @@ def fresh_compile_cache() -> None:
     counters.clear()
 
 
-def test_switches_default_on_for_cuda_and_off_for_cpu() -> None:
+def test_switches_default_on_for_cuda_and_off_for_cpu_but_channels_last() -> None:
     cpu = resolve_acceleration(TrainConfig(), torch.device("cpu"))
-    assert (cpu.precision, cpu.channels_last, cpu.compile, cpu.cuda_graphs) == ("fp32", False, False, False)
+    assert (cpu.precision, cpu.channels_last, cpu.compile, cpu.cuda_graphs) == ("fp32", True, False, False)
+    assert not resolve_acceleration(TrainConfig(channels_last=False), torch.device("cpu")).channels_last
+    assert not resolve_acceleration(TrainConfig(), torch.device("meta")).channels_last
     cuda = resolve_acceleration(TrainConfig(), torch.device("cuda"))
     assert (cuda.precision, cuda.channels_last, cuda.compile, cuda.cuda_graphs) == ("bf16", True, True, True)
     explicit = resolve_acceleration(TrainConfig(compile=False, cuda_graphs=False), torch.device("cuda"))
@@ -73,9 +75,13 @@ def test_compiled_step_equals_eager(tmp_path: Path, teacher_file: Path) -> None:
 
 
 def test_channels_last_step_equals_eager(tmp_path: Path, teacher_file: Path) -> None:
-    eager = one_epoch(tmp_path / "eager", teacher_file)
-    channels_last = one_epoch(tmp_path / "cl", teacher_file, channels_last=True)
+    eager = one_epoch(tmp_path / "eager", teacher_file, channels_last=False)
+    channels_last = one_epoch(tmp_path / "cl", teacher_file)  # the CPU's default
     assert_same_step(eager, channels_last)
+    kernels = [t for t in channels_last[1].values() if t.dim() == 4]
+    assert all(t.is_contiguous(memory_format=torch.channels_last) for t in kernels)
+    assert any(not t.is_contiguous() for t in kernels)  # really reordered, not a layout both formats share
+    assert all(t.is_contiguous() for t in eager[1].values())
 
 
 @dataclass
