@@ -3,7 +3,7 @@ evaluation batch.
 
 Each switch defaults to on for CUDA and off elsewhere (``None`` in the configuration means automatic), so the
 CPU path stays the plain eager loop, but for one: channels-last is on for the CPU too, where oneDNN's convolutions
-run 1.3-1.8x faster a training step in it (docs/results.md, "Channels-last on the CPU"; the reference loop runs
+run 1.26-1.47x faster a training epoch in it (docs/results.md, "Channels-last on the CPU"; the reference loop runs
 channels-last on every device). Compiled forwards share their parameters with the eager modules, so
 checkpoints, evaluation and export do not change. Each forward is compiled for static shapes: the full batch and
 the epoch's last, partial batch get one specialization each, rather than one slower dynamic-shape kernel set.
