@@ -159,6 +159,7 @@ def main() -> None:
                 if (source / name).is_file():
                     shutil.copy2(source / name, target / name)
     arms: dict[str, dict[str, Any]] = {}
+    precisions = set()  # as the runs resolved it (report.json), not as asked: "auto" is bf16 on CUDA, else fp32
     for run in sweep["runs"]:
         label = run["name"].rsplit("-s", 1)[0]
         arm = arms.setdefault(label, {"runs": [], "best_on_val": [], "failed": []})
@@ -167,6 +168,7 @@ def main() -> None:
             continue
         report = json.loads((out / "sweep" / run["name"] / "report.json").read_text())
         arm["runs"].append(report["final"]["last_top1"])
+        precisions.add(report["environment"].get("precision") or args.precision)
         if report["final"]["best_top1"] is not None:
             arm["best_on_val"].append(report["final"]["best_top1"])
     print(
@@ -177,7 +179,7 @@ def main() -> None:
                 "torch": torch.__version__,
                 "device": torch.cuda.get_device_name() if args.device != "cpu" and torch.cuda.is_available() else "cpu",
                 "cpu": platform.processor() or platform.machine(),
-                "precision": args.precision,
+                "precision": ",".join(sorted(precisions)) or args.precision,
                 "jobs": sweep["jobs"],
                 "seeds": args.seeds,
                 "student_epochs": args.epochs or 40,

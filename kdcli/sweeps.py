@@ -217,9 +217,12 @@ def default_jobs(runs: list[PlannedRun], threads: int | None) -> tuple[int, int]
     """``(jobs, threads per run)`` for this machine: on a GPU as many runs as its free memory holds at the measured
     size of one (one training step of the first run, on the device, with a margin), at most 16, the cores shared
     among them; on the CPU the cores divided by the threads of one run (one each by default)."""
-    cores = len(_cores())
-    device = runs[0].config.train.device
     import torch
+
+    from kdcli.data import usable_cores
+
+    cores = usable_cores()
+    device = runs[0].config.train.device
 
     if (device in ("auto", "cuda") or device.startswith("cuda:")) and torch.cuda.is_available():
         peak = measured_memory(runs[0].config)
@@ -251,11 +254,6 @@ def measured_memory(config: RunConfig) -> int:
     return peak
 
 
-def _cores() -> list[int]:
-    """The CPU cores this process may run on."""
-    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
-
-
 def core_shares(jobs: int, threads: int) -> list[frozenset[int]] | None:
     """The cores of each of ``jobs`` run slots: the cores this process may use, split into ``jobs`` contiguous shares
     (sizes differing by one at most). A run is pinned to its slot's share, so its threads and its image loader's
@@ -264,7 +262,9 @@ def core_shares(jobs: int, threads: int) -> list[frozenset[int]] | None:
     runs ask more threads than the cores hold (oversubscribing is then the caller's choice)."""
     if not hasattr(os, "sched_setaffinity"):
         return None
-    cores = _cores()
+    from kdcli.data import usable_core_ids  # imports torch: not at the CLI's start (kdcli --help)
+
+    cores = usable_core_ids()
     if jobs * threads > len(cores):
         return None
     return [frozenset(cores[k * len(cores) // jobs : (k + 1) * len(cores) // jobs]) for k in range(jobs)]

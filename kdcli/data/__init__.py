@@ -233,9 +233,14 @@ def _image_folder(dataset_class: Any, folder: Path, transform: Any) -> tuple[Che
     return CheckedImages(dataset), notes
 
 
-def usable_cores() -> int:
+def usable_core_ids() -> list[int]:
     """The CPU cores this process may run on (its affinity: a sweep pins each run to its share, kdcli.sweeps)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+
+
+def usable_cores() -> int:
+    """How many CPU cores this process may run on (``usable_core_ids``)."""
+    return len(usable_core_ids())
 
 
 def loader_workers(asked: int | None, processes: int) -> int:

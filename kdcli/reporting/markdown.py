@@ -91,8 +91,9 @@ def markdown(report: Report, method_sections: list[str]) -> str:
     lines = [
         f"# kdcli run — {title}",
         "",
-        f"kdcli {report.kdcli_version}, {report.created}, device {report.environment.device}, "
-        f"data `{config['data']['name']}`, {final.epochs} epochs, seed {config['train']['seed']}.",
+        f"kdcli {report.kdcli_version}, {report.created}, device {report.environment.device}"
+        + (f" ({report.environment.precision})" if report.environment.precision else "")
+        + f", data `{config['data']['name']}`, {final.epochs} epochs, seed {config['train']['seed']}.",
         "",
         "| | value |",
         "|---|---|",

@@ -37,6 +37,12 @@ class Environment(Record):
     cpu_threads: int
     cpu_cores: int | None = None
     """The CPU cores the run could use (a sweep's run: its share of the machine's); absent in older reports."""
+    precision: str | None = None
+    """The precision the run trained in, ``auto`` settled (bf16 on CUDA, else fp32); absent in older reports."""
+    channels_last: bool | None = None
+    compile: bool | None = None
+    cuda_graphs: bool | None = None
+    """The fast-path switches as the run resolved them (kdcli.runtime.acceleration); absent in older reports."""
 
 
 class TeacherCheck(Record):

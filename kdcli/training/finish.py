@@ -27,12 +27,13 @@ from kdcli.reporting.report import (
     Timing,
     TransformCost,
 )
+from kdcli.runtime.acceleration import Acceleration
 from kdcli.runtime.distributed import broadcast
 from kdcli.runtime.metrics import count_macs, count_parameters
 from kdcli.training.run import Run
 
 
-def environment(device: torch.device) -> Environment:
+def environment(device: torch.device, acceleration: Acceleration) -> Environment:
     return Environment(
         python=platform.python_version(),
         torch=torch.__version__,
@@ -42,6 +43,10 @@ def environment(device: torch.device) -> Environment:
         cuda=torch.version.cuda,
         cpu_threads=torch.get_num_threads(),
         cpu_cores=usable_cores(),
+        precision=acceleration.precision,
+        channels_last=acceleration.channels_last,
+        compile=acceleration.compile,
+        cuda_graphs=acceleration.cuda_graphs,
     )
 
 
@@ -117,7 +122,7 @@ def build_report(run: Run, student: StudentSummary, wall_seconds: float) -> Repo
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         kind="train" if run.config.method.name == "none" else "distill",
         method=run.config.method.name,
-        environment=environment(run.device),
+        environment=environment(run.device, run.acceleration),
         config=dump(run.config),
         teacher=run.teacher_check,
         student=student,

@@ -1,4 +1,5 @@
 import io
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -298,3 +299,16 @@ def test_a_flat_target_from_a_plain_method_blames_the_teacher_not_a_transform(
         "near uniform" in warning and "the teacher is near chance on this data or --set method.temperature" in warning
     )
     assert "transform" not in warning
+
+
+def test_report_records_the_switches_the_run_resolved(tmp_path: Path, teacher_file: Path) -> None:
+    """``auto`` is settled in report.json (fp32 and channels-last on the CPU), and an explicit choice is recorded
+    as run, so a figure's precision is read from its run, not from the command that asked for it."""
+    auto = json.loads((teacher_file.parent / "report.json").read_text())["environment"]
+    switches = (auto["precision"], auto["channels_last"], auto["compile"], auto["cuda_graphs"])
+    assert switches == ("fp32", True, False, False)
+    config = tiny_config(tmp_path / "bf16", train={"epochs": 1, "precision": "bf16", "channels_last": False})
+    del config["teacher"]
+    report = kdcli.train(config).report
+    assert (report.environment.precision, report.environment.channels_last) == ("bf16", False)
+    assert "device cpu (bf16)" in (tmp_path / "bf16" / "report.md").read_text()
