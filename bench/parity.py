@@ -44,6 +44,7 @@ import kdcli
 from kdcli.data import stratified_indices
 from kdcli.data.sources import load_fashion_mnist
 from kdcli.reporting.compare import mean_std
+from kdcli.sweeps import die_with_parent
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE_CANDIDATES = (ROOT.parent / "shared" / "reference" / "fmnist5k_reference.py",
@@ -124,7 +125,8 @@ class Bench:
                 name, _, value = switch.partition("=")
                 command += [f"--{name}"] + ([value] if value else [])
             started = time.perf_counter()
-            done = subprocess.run(command, capture_output=True, text=True, env=self.env, cwd=folder)
+            done = subprocess.run(command, capture_output=True, text=True, env=self.env, cwd=folder,
+                                  preexec_fn=die_with_parent())  # fmt: skip
             if done.returncode != 0:
                 tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
                 for role in ("teacher", "alone", "kd") if teacher else ("alone",):
@@ -160,7 +162,8 @@ class Bench:
                 command = [sys.executable, "-m", "kdcli", verb, "--resume", str(folder), "--quiet", "--json"]
             else:
                 command += ["--out", str(folder)]
-            done = subprocess.run(command, capture_output=True, text=True, env=self.env, cwd=ROOT)
+            done = subprocess.run(command, capture_output=True, text=True, env=self.env, cwd=ROOT,
+                                  preexec_fn=die_with_parent())  # fmt: skip
             if done.returncode != 0:
                 tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
                 raise RuntimeError(f"exit {done.returncode}: {tail}")

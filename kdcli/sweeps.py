@@ -270,9 +270,21 @@ def core_shares(jobs: int, threads: int) -> list[frozenset[int]] | None:
     return [frozenset(cores[k * len(cores) // jobs : (k + 1) * len(cores) // jobs]) for k in range(jobs)]
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+def die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the child process sent SIGTERM when the thread that started it ends (Linux's
+    PR_SET_PDEATHSIG; None elsewhere), so a killed sweep or benchmark leaves no orphan training on. libc is opened
+    here, in the parent: loading a library between fork and exec in a process with threads can deadlock."""
+    if sys.platform != "linux":
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def set_parent_death_signal() -> None:  # pragma: no cover - runs in the child between fork and exec
+        prctl(1, signal.SIGTERM)
+
+    return set_parent_death_signal
 
 
 def _state(out: Path, runs: list[PlannedRun]) -> dict[str, str]:
@@ -357,7 +369,7 @@ class _Workers:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     env=env,
-                    preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                    preexec_fn=die_with_parent(),
                 )
             except (OSError, subprocess.SubprocessError) as error:  # the run fails, not the sweep
                 log.write(f"kdcli: error: the run's process did not start: {error}\n".encode())

@@ -83,6 +83,41 @@ def test_runs_at_a_time_share_the_cores_without_overlap() -> None:
     assert core_shares(len(cores) + 1, 1) is None
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="the parent-death signal is Linux's")
+def test_a_worker_started_from_a_thread_dies_with_its_parent() -> None:
+    """A parent that starts a worker from a thread pool, as the sweep and bench/parity.py do, is SIGKILLed: the worker
+    gets SIGTERM instead of training on as an orphan."""
+    parent_code = (
+        "import subprocess, sys, time\n"
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "from kdcli.sweeps import die_with_parent\n"
+        "def work():\n"
+        "    sleeper = [sys.executable, '-c', 'import time; time.sleep(60)']\n"
+        "    child = subprocess.Popen(sleeper, preexec_fn=die_with_parent())\n"
+        "    print(child.pid, flush=True)\n"
+        "    child.wait()\n"
+        "ThreadPoolExecutor(1).submit(work)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", parent_code], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+
+    def running() -> bool:  # a zombie waiting for its reaper has ended
+        status = Path(f"/proc/{child}/status")
+        return status.is_file() and "\nState:\tZ" not in status.read_text()
+
+    assert running()
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while running() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if running():
+        os.kill(child, signal.SIGKILL)
+        pytest.fail("the worker outlived its parent")
+
+
 @pytest.mark.skipif(
     not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2, reason="needs two cores to pin to"
 )
