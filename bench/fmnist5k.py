@@ -159,7 +159,8 @@ def main() -> None:
                 if (source / name).is_file():
                     shutil.copy2(source / name, target / name)
     arms: dict[str, dict[str, Any]] = {}
-    precisions = set()  # as the runs resolved it (report.json), not as asked: "auto" is bf16 on CUDA, else fp32
+    # as the runs resolved them (report.json), not as asked: "auto" is bf16 on CUDA, else fp32
+    precisions, threads = set(), set()
     for run in sweep["runs"]:
         label = run["name"].rsplit("-s", 1)[0]
         arm = arms.setdefault(label, {"runs": [], "best_on_val": [], "failed": []})
@@ -169,6 +170,7 @@ def main() -> None:
         report = json.loads((out / "sweep" / run["name"] / "report.json").read_text())
         arm["runs"].append(report["final"]["last_top1"])
         precisions.add(report["environment"].get("precision") or args.precision)
+        threads.add(report["environment"]["cpu_threads"])
         if report["final"]["best_top1"] is not None:
             arm["best_on_val"].append(report["final"]["best_top1"])
     print(
@@ -181,6 +183,7 @@ def main() -> None:
                 "cpu": platform.processor() or platform.machine(),
                 "precision": ",".join(sorted(precisions)) or args.precision,
                 "jobs": sweep["jobs"],
+                "threads_per_run": sorted(threads),
                 "seeds": args.seeds,
                 "student_epochs": args.epochs or 40,
                 "teacher_epochs": teacher_epochs(teacher) if args.teacher else (args.teacher_epochs or 40),
