@@ -93,7 +93,8 @@ def markdown(report: Report, method_sections: list[str]) -> str:
         "",
         f"kdcli {report.kdcli_version}, {report.created}, device {report.environment.device}"
         + (f" ({report.environment.precision})" if report.environment.precision else "")
-        + f", data `{config['data']['name']}`, {final.epochs} epochs, seed {config['train']['seed']}.",
+        + f", data `{config['data']['name']}`, {final.epochs} epoch{'' if final.epochs == 1 else 's'}, "
+        f"seed {config['train']['seed']}.",
         "",
         "| | value |",
         "|---|---|",

@@ -311,4 +311,4 @@ def test_report_records_the_switches_the_run_resolved(tmp_path: Path, teacher_fi
     del config["teacher"]
     report = kdcli.train(config).report
     assert (report.environment.precision, report.environment.channels_last) == ("bf16", False)
-    assert "device cpu (bf16)" in (tmp_path / "bf16" / "report.md").read_text()
+    assert "device cpu (bf16), data `embedded`, 1 epoch, seed 0." in (tmp_path / "bf16" / "report.md").read_text()
