@@ -33,9 +33,12 @@ ROOT = Path(__file__).resolve().parent.parent
 SMALL_FILES = ("report.json", "report.md", "metrics.jsonl", "config.yaml")
 
 
-def kdcli(*args: str, ok: tuple[int, ...] = (0,)) -> dict[str, Any]:
-    """``kdcli ARGS --json`` from this checkout; its JSON document (an exit code outside ``ok`` stops the bench)."""
+def kdcli(*args: str, ok: tuple[int, ...] = (0,), threads: int | None = None) -> dict[str, Any]:
+    """``kdcli ARGS --json`` from this checkout; its JSON document (an exit code outside ``ok`` stops the bench).
+    ``threads``: the CPU threads torch may use in it (default: torch's, all the cores)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    if threads:
+        env |= {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     done = subprocess.run([sys.executable, "-m", "kdcli", *args, "--json"], env=env, capture_output=True, text=True)
     if done.returncode not in ok:
         sys.exit(f"kdcli {args[0]} failed ({done.returncode}): {done.stderr.strip()[-600:]}")
@@ -120,7 +123,8 @@ def main() -> None:
                 "--quiet",
             )
         teacher, teacher_seconds = trained["student_file"], trained["timing"]["wall_seconds"]
-    evaluated = kdcli("eval", teacher, *data, "--device", args.device, "--quiet")
+    # at the runs' thread count: beside a sweep still running on the same cores, torch's default oversubscribes them
+    evaluated = kdcli("eval", teacher, *data, "--device", args.device, "--quiet", threads=args.threads)
     sweep = kdcli(
         "sweep",
         "--preset",

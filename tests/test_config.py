@@ -1,7 +1,7 @@
 import pytest
 
 from kdcli.cli.options import parse_set
-from kdcli.config import list_presets, load_preset, resolve
+from kdcli.config import dump, list_presets, load_preset, resolve
 from kdcli.errors import UsageError
 
 
@@ -65,6 +65,15 @@ def test_every_shipped_preset_resolves() -> None:
     assert {"quickstart", "fmnist5k-vanilla", "cifar100-resnet110-resnet20-vanilla"} <= set(names)
     for name in names:
         resolve([(f"preset {name}", load_preset(name))])
+
+
+def test_dist_preset_is_the_measured_dist_arm() -> None:
+    """fmnist5k-dist ships the arm docs/results.md measured (`--preset fmnist5k-vanilla --method dist`), key for key."""
+    shipped = resolve([("preset fmnist5k-dist", load_preset("fmnist5k-dist"))]).config
+    measured = resolve([("preset fmnist5k-vanilla", load_preset("fmnist5k-vanilla")),
+                        ("--method", {"method": {"name": "dist"}})]).config  # fmt: skip
+    assert dump(shipped) == dump(measured)
+    assert shipped.method_options == {"temperature": 4.0, "ce_weight": 1.0, "beta": 2.0, "gamma": 2.0}
 
 
 def test_preset_base_is_merged_first() -> None:
