@@ -42,7 +42,7 @@ WHEELS=(pydantic==2.13.4 pydantic-core==2.46.4 annotated-types==0.7.0 typing-ins
         packaging==26.2)
 ARMS=(student vanilla pesf skd pea)
 RECIPE_ARMS=(vanilla fmnist5k-consistent dist bench/recipes/ls.yaml bench/recipes/ls-paper.yaml
-             bench/recipes/consistent-labels.yaml)
+             bench/recipes/consistent-labels.yaml bench/recipes/cutmix-labels.yaml)
 PLAN=${KDCLI_GPU_PLAN:-protocol}
 [[ -n ${KDCLI_GPU_ARMS:-} ]] && read -r -a RECIPE_ARMS <<<"$KDCLI_GPU_ARMS"
 GRID=(); [[ -n ${KDCLI_GPU_GRID:-} ]] && read -r -a GRID <<<"--grid $KDCLI_GPU_GRID"  # items split at spaces
