@@ -1,7 +1,9 @@
+from pathlib import Path
+
 import pytest
 
 from kdcli.cli.options import parse_set
-from kdcli.config import dump, list_presets, load_preset, resolve
+from kdcli.config import dump, flatten, list_presets, load_preset, resolve
 from kdcli.errors import UsageError
 
 
@@ -74,6 +76,33 @@ def test_dist_preset_is_the_measured_dist_arm() -> None:
                         ("--method", {"method": {"name": "dist"}})]).config  # fmt: skip
     assert dump(shipped) == dump(measured)
     assert shipped.method_options == {"temperature": 4.0, "ce_weight": 1.0, "beta": 2.0, "gamma": 2.0}
+
+
+RECIPES = Path(__file__).resolve().parents[1] / "bench" / "recipes"
+
+
+@pytest.mark.parametrize(
+    ("recipe", "expected"),
+    [
+        ("ls.yaml", {"method.logit_standardization": True, "method.temperature": 4.0, "method.kd_weight": 0.9}),
+        ("ls-paper.yaml", {"method.logit_standardization": True, "method.temperature": 2.0, "method.kd_weight": 9.0}),
+        ("consistent-labels.yaml", {"data.mixup": 1.0, "data.cutmix": 0.0, "method.ce_weight": 0.1}),
+        ("cutmix-labels.yaml", {"data.cutmix": 1.0, "data.mixup": 0.0, "method.ce_weight": 0.1}),
+    ],
+)
+def test_bench_recipes_resolve_to_the_measured_arms(recipe: str, expected: dict[str, object]) -> None:
+    """Each bench/recipes arm still resolves on the FMNIST-5k preset to the settings docs/results.md measured."""
+    resolved = resolve([("preset fmnist5k-vanilla", load_preset("fmnist5k-vanilla")),
+                        (f"arm {recipe}", load_preset(str(RECIPES / recipe)))])  # fmt: skip
+    tree = flatten(dump(resolved.config))
+    assert resolved.config.method.name == "vanilla"
+    assert {key: tree[key] for key in expected} == expected
+
+
+def test_every_bench_recipe_is_covered() -> None:
+    assert sorted(path.name for path in RECIPES.glob("*.yaml")) == sorted(
+        ["ls.yaml", "ls-paper.yaml", "consistent-labels.yaml", "cutmix-labels.yaml"]
+    )
 
 
 def test_preset_base_is_merged_first() -> None:
